@@ -66,7 +66,7 @@ class DataConfig:
     val_fraction: float = fld(0.2, gt=0.0, lt=1.0, doc="validation share when folds == 1")
     labelled_fraction: float = fld(1.0, gt=0.0, le=1.0, doc="keep this share labelled, rest -> pool")
     max_unlabelled: int | None = fld(None, ge=0, doc="cap on the unlabelled pool (seeded subsample)")
-    standardize: bool = fld(True, doc="z-score each modality with labelled-train statistics")
+    standardize: bool = fld(True, doc="z-score each modality (statistics of all present samples; no labels used)")
     synthetic: SyntheticConfig = fld(SyntheticConfig())
     features: FeaturesConfig = fld(FeaturesConfig())
     uci: UciConfig = fld(UciConfig())
@@ -115,9 +115,9 @@ class NEEConfig:
     beta_end: float = fld(0.1, gt=0.0, lt=1.0)
     timesteps: FrozenDict[str, int] = fld({"audio": 100, "text": 100, "video": 100}, ge=1)
     default_timesteps: int = fld(100, ge=1, doc="T for modalities `timesteps` does not name")
-    noise: Literal["gaussian", "impulse", "dropout"] = "gaussian"
+    noise: Literal["gaussian", "impulse", "gaussian_dropout"] = "gaussian"
     occur_freq: float = fld(0.7, ge=0.0, le=1.0, doc="impulse: chance a coordinate keeps its sign noise")
-    dropout_p: float = fld(0.1, ge=0.0, lt=1.0, doc="noise=dropout: plain feature dropout rate")
+    dropout_p: float = fld(0.1, ge=0.0, lt=1.0, doc="noise=gaussian_dropout: x*(1+sqrt(p/(1-p))*eps), no schedule")
 
     def check(self, prefix: str) -> None:
         if self.beta_end <= self.beta_start:
