@@ -223,7 +223,7 @@ def _convert_tuple(tp: Any, value: Any, dotted: str) -> tuple[Any, ...]:
         return tuple(convert(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
         raise ConfigError(dotted, f"a list of {len(args)} items", value, "wrong length")
-    return tuple(convert(a, v, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return tuple(convert(a, v, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
 
 
 def _convert_map(tp: Any, value: Any, dotted: str) -> FrozenDict:
@@ -253,9 +253,7 @@ def _check_bounds(meta: Mapping[str, Any], value: Any, dotted: str) -> None:
     for name, item in items:
         if item is None or isinstance(item, (str, bool)):
             continue
-        ok = all(
-            {"ge": item >= b, "gt": item > b, "le": item <= b, "lt": item < b}[k] for k, b in bounds.items()
-        )
+        ok = all({"ge": item >= b, "gt": item > b, "le": item <= b, "lt": item < b}[k] for k, b in bounds.items())
         if not ok:
             raise ConfigError(name, allowed, item, "out of range")
 

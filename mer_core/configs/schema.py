@@ -73,7 +73,9 @@ class DataConfig:
 
     def check(self, prefix: str) -> None:
         if self.source == "features" and not self.features.root:
-            raise ConfigError(f"{prefix}.features.root", "a feature directory path", None, "required for source=features")
+            raise ConfigError(
+                f"{prefix}.features.root", "a feature directory path", None, "required for source=features"
+            )
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class SelfTrainingConfig:
     oversample: bool = True
     oversample_to: int = fld(1000, ge=1, doc="samples per class after oversampling")
     max_pseudo: int | None = fld(None, ge=0, doc="cap on pseudo-labels per round (most confident first)")
+    reinit: bool = fld(False, doc="retrain each round from a fresh init (else continue from the best model)")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+from mer_core.train.cli import entry
+
+entry()

@@ -1,0 +1,87 @@
+"""`python -m mer_core.train CONFIG.yaml [--set k=v ...] [--save DIR]`: train one configuration."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mer_core.cli_util import EXIT_FAILURE, EXIT_OK, ArgumentParser, guarded_main, setup_logging
+from mer_core.configs import load_config, save_config
+from mer_core.configs.schema import ExperimentConfig
+from mer_core.data import load_data
+from mer_core.train.result import TrialResult
+from mer_core.train.run import run
+
+SUMMARY_KEYS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m mer_core.train", description="Train one MR-CCL configuration.")
+    p.add_argument("config", nargs="?", default=None, help="experiment YAML (default: built-in MR-CCL defaults)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
+    p.add_argument("--save", metavar="DIR", help="write model.pt, config.yaml, metrics.json, val_logits.npz")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    return p
+
+
+def progress_printer(stream=sys.stderr):
+    """A report callback printing one line per epoch (the CLI's progress)."""
+
+    def report(m: Mapping[str, Any]) -> None:
+        print(
+            f"[{m['stage']} fold {m['fold']} epoch {m['epoch']:>3}] train/loss {m['train/loss']:.4f}  "
+            f"val/weighted_f1 {m['val/weighted_f1']:.4f}  val/accuracy {m['val/accuracy']:.4f}",
+            file=stream,
+            flush=True,
+        )
+
+    return report
+
+
+def format_summary(result: TrialResult) -> str:
+    """The final metrics table: ensemble metrics (mean ± std over folds) and each head's F1."""
+    lines = [f"status: {result.status}" + (f" ({result.failure_reason})" if result.failure_reason else "")]
+    keys = [*SUMMARY_KEYS, *(f"val/f1_{h}" for h in result.head_names), "pseudo/count", "pseudo/accuracy"]
+    for key in keys:
+        if key in result.metrics:
+            std = result.metrics.get(f"{key}_std")
+            lines.append(f"  {key:<24} {result.metrics[key]:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+    lines.append(f"  {'epochs':<24} {result.epochs}   ({result.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def save_run(result: TrialResult, cfg: ExperimentConfig, out: Path) -> None:
+    """Model state (tensors only: loadable with torch.load(weights_only=True)), config and metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    if result.model_state is not None:
+        torch.save(result.model_state, out / "model.pt")
+    save_config(cfg, out / "config.yaml", header="Config of the saved model (python -m mer_core.train --save)")
+    (out / "metrics.json").write_text(json.dumps({"status": result.status, **result.metrics}, indent=2))
+    np.savez(out / "val_logits.npz", **result.logits_npz())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    cfg = load_config(args.config, args.sets)
+    data = load_data(cfg.data)
+    print(
+        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), "
+        f"modalities {data.dims}, classes {list(data.class_names)}",
+        file=sys.stderr,
+    )
+    result = run(cfg, data, report=None if args.quiet else progress_printer(), keep_model=bool(args.save))
+    print(format_summary(result))
+    if args.save:
+        save_run(result, cfg, Path(args.save))
+    return EXIT_OK if result.status == "ok" else EXIT_FAILURE
+
+
+def entry() -> None:
+    sys.exit(guarded_main(main))
