@@ -24,6 +24,7 @@ class ConfigError(UserInputError):
         self.field = field
         self.allowed = allowed
         self.given = given
+        self.problem = problem
         super().__init__(f"{field}: {problem}; allowed: {allowed}; given: {_short(given)}")
 
 

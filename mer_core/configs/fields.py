@@ -85,7 +85,7 @@ def from_dict(cls: type[T], raw: Mapping[str, Any] | None, prefix: str = "") -> 
         if isinstance(default, Mapping) and isinstance(given, Mapping):
             given = {**default, **given}
         value = convert(hints[name], given, dotted)
-        _check_bounds(f.metadata, value, dotted)
+        check_bounds(f.metadata, value, dotted)
         values[name] = value
     obj = cls(**values)
     check = getattr(obj, "check", None)
@@ -238,7 +238,7 @@ def _convert_map(tp: Any, value: Any, dotted: str) -> FrozenDict:
     return FrozenDict(out)
 
 
-def _check_bounds(meta: Mapping[str, Any], value: Any, dotted: str) -> None:
+def check_bounds(meta: Mapping[str, Any], value: Any, dotted: str) -> None:
     bounds = {k: meta.get(k) for k in ("ge", "gt", "le", "lt") if meta.get(k) is not None}
     if not bounds:
         return
@@ -256,6 +256,8 @@ def _check_bounds(meta: Mapping[str, Any], value: Any, dotted: str) -> None:
         ok = all({"ge": item >= b, "gt": item > b, "le": item <= b, "lt": item < b}[k] for k, b in bounds.items())
         if not ok:
             raise ConfigError(name, allowed, item, "out of range")
+
+
 
 
 def _default_of(f: dataclasses.Field) -> Any:

@@ -98,8 +98,8 @@ def aggregate(folds: list[FoldResult]) -> dict[str, float]:
             out[f"{key}_std"] = float(values.std(ddof=1))
     last_rounds = [f.pseudo[-1] for f in folds if f.pseudo]
     if last_rounds:
-        out["pseudo/count"] = float(np.mean([r["total"] for r in last_rounds]))
-        accs = [r["accuracy"] for r in last_rounds if r.get("accuracy") is not None]
+        out["pseudo/count"] = float(np.mean([r["n"] for r in last_rounds]))
+        accs = [r["accuracy"] for r in last_rounds if np.isfinite(r.get("accuracy", float("nan")))]
         if accs:
             out["pseudo/accuracy"] = float(np.mean(accs))
     out["epochs"] = float(sum(f.epochs for f in folds))

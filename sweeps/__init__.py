@@ -1,0 +1,36 @@
+"""The sweep engine: spec schema, search-space compiler, samplers (Ray Tune wiring comes on top)."""
+
+from sweeps.space import ALGORITHMS, AskTellGridSampler, SearchSpace, check_algorithm, load_space, make_sampler
+from sweeps.space_params import Param
+from sweeps.spec import (
+    METRICS,
+    AblationConfig,
+    ExecutionConfig,
+    ResourcesConfig,
+    RetuneConfig,
+    SchedulerConfig,
+    SearchConfig,
+    SweepSpec,
+    TrackingConfig,
+    load_sweep,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "METRICS",
+    "AblationConfig",
+    "AskTellGridSampler",
+    "ExecutionConfig",
+    "Param",
+    "ResourcesConfig",
+    "RetuneConfig",
+    "SchedulerConfig",
+    "SearchConfig",
+    "SearchSpace",
+    "SweepSpec",
+    "TrackingConfig",
+    "check_algorithm",
+    "load_space",
+    "load_sweep",
+    "make_sampler",
+]

@@ -1,0 +1,244 @@
+"""The sweep spec: one frozen, validated description of a sweep YAML (`sweeps/<name>.yaml`).
+
+    name: quickstart                      # names runs/<name>/ and the MLflow experiment
+    kind: search                          # search | ablation
+    base: mer_core/configs/mrccl.yaml     # experiment YAML; null = built-in defaults
+    set: {optim.max_epochs: 30}           # dotted experiment overrides
+    data: {source: uci-mfeat, folds: 1}   # merged over base's data section
+    search_space: search_spaces/quick.yaml
+    search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
+    scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3}
+    metric: val/weighted_f1
+    mode: max
+    resources: {cpu: 1, gpu: 0, max_concurrent: 2}
+    tracking: {uri: null, experiment: null}
+    time_budget_s: null
+    execution: {mode: trial, population: 8}
+    ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
+
+`load_sweep` is the one boundary: it validates every field, resolves the files, builds the
+experiment config of the base and of every ablation variant, and compiles the search spaces, so
+a spec it returns is known to run (as far as configuration goes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mer_core.configs.fields import FrozenDict, fld, from_dict, to_dict
+from mer_core.configs.loader import parse_override, read_yaml
+from mer_core.configs.schema import ExperimentConfig
+from mer_core.errors import ConfigError
+from sweeps import spec_checks
+from sweeps.space import SearchSpace, load_space
+
+METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    algorithm: Literal["tpe", "qmc", "random", "cmaes", "grid"] = "tpe"
+    num_samples: int = fld(20, ge=1, doc="trials to run (for grid: at most the grid size)")
+    seed: int = fld(0, ge=0, doc="seed of the sampler itself")
+    n_startup_trials: int = fld(10, ge=0, doc="random trials before TPE / CMA-ES model the results")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    kind: Literal["asha", "median", "none"] = "asha"
+    grace_period: int = fld(1, ge=1, doc="results every trial reports before it can be stopped")
+    max_t: int | None = fld(None, ge=1, doc="ASHA's top rung in reported results; null = the longest trial")
+    reduction_factor: float = fld(3.0, gt=1.0)
+
+    def check(self, prefix: str) -> None:
+        if self.max_t is not None and self.max_t < self.grace_period:
+            allowed = f">= grace_period ({self.grace_period})"
+            raise ConfigError(_join(prefix, "max_t"), allowed, self.max_t, "out of range")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu: float = fld(1.0, ge=0.0, doc="CPUs per trial (fractions allowed)")
+    gpu: float = fld(0.0, ge=0.0, doc="GPUs per trial (fractions allowed: several trials share a GPU)")
+    max_concurrent: int = fld(1, ge=1, doc="trials running at once")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = fld(None, doc="null: $MLFLOW_TRACKING_URI, else the local store")
+    experiment: str | None = fld(None, doc="MLflow experiment; null: the sweep name")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    mode: Literal["trial", "fused"] = "trial"
+    population: int = fld(8, ge=1, doc="fused mode: trials trained together as one population")
+
+
+@dataclass(frozen=True)
+class RetuneConfig:
+    search_space: str | None = fld(None, doc="nuisance space re-tuned per variant")
+    num_samples: int = fld(0, ge=0, doc="re-tuning trials per variant; 0 = none")
+
+    def check(self, prefix: str) -> None:
+        if self.num_samples > 0 and self.search_space is None:
+            where = _join(prefix, "search_space")
+            raise ConfigError(where, "a search-space file", None, "required when num_samples > 0")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    reference: str = fld("full", doc="the variant the others are compared with")
+    variants: FrozenDict[str, FrozenDict[str, Any]] = field(default_factory=FrozenDict)  # name -> dotted overrides
+    seeds: tuple[int, ...] = fld((0, 1, 2, 3, 4), ge=0)
+    retune: RetuneConfig = field(default_factory=RetuneConfig)
+
+    def check(self, prefix: str) -> None:
+        where = _join(prefix, "variants")
+        if not self.variants:
+            raise ConfigError(where, "at least one named override set", {}, "empty")
+        for name in self.variants:
+            if not NAME_PATTERN.fullmatch(name):
+                raise ConfigError(f"{where}.{name}", "names of [A-Za-z0-9_.-]+", name, "bad variant name")
+        if self.reference not in self.variants:
+            raise ConfigError(_join(prefix, "reference"), ", ".join(self.variants), self.reference, "not a variant")
+        if not self.seeds:
+            raise ConfigError(_join(prefix, "seeds"), "at least one seed", [], "empty")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(_join(prefix, "seeds"), "distinct seeds", list(self.seeds), "duplicate seed")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep; paths (`base`, `search_space`, `ablation.retune.search_space`) are absolute."""
+
+    name: str = fld("", doc="required; names runs/<name>/ and the MLflow experiment")
+    kind: Literal["search", "ablation"] = "search"
+    base: str | None = fld(None, doc="experiment YAML; null = built-in defaults")
+    set: FrozenDict[str, Any] = field(default_factory=FrozenDict)  # dotted experiment overrides
+    data: FrozenDict[str, Any] = field(default_factory=FrozenDict)  # over base's data section, dotted keys
+    search_space: str | None = fld(None, doc="search-space YAML; required for kind=search")
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    metric: str = fld("val/weighted_f1", doc="<split>/<name>, one of METRICS")
+    mode: Literal["max", "min"] = "max"
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    time_budget_s: float | None = fld(None, gt=0.0, doc="stop starting trials after this many seconds")
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    ablation: AblationConfig | None = None
+
+    def check(self, prefix: str) -> None:
+        if not self.name or not NAME_PATTERN.fullmatch(self.name):
+            raise ConfigError("name", "[A-Za-z0-9_.-]+", self.name or None, "required" if not self.name else "bad name")
+        if "/" not in self.metric or self.metric not in METRICS:
+            problem = "expected <split>/<name>" if "/" not in self.metric else "unknown metric"
+            raise ConfigError("metric", ", ".join(METRICS), self.metric, problem)
+        if self.kind == "search":
+            if self.search_space is None:
+                raise ConfigError("search_space", "a search-space file", None, "required for kind=search")
+            if self.ablation is not None:
+                allowed = "null (only for kind=ablation)"
+                raise ConfigError("ablation", allowed, to_dict(self.ablation), "not allowed for kind=search")
+        else:
+            if self.ablation is None:
+                raise ConfigError("ablation", "a mapping with variants and seeds", None, "required for kind=ablation")
+            if self.search_space is not None:
+                allowed = "null (use ablation.retune.search_space)"
+                raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
+
+    def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:
+        """Dotted overrides applied to the base YAML: `data`, then `set`, then the variant's."""
+        return spec_checks.experiment_overrides(self, variant)
+
+    def base_config(self) -> ExperimentConfig:
+        """The experiment config every trial starts from (base YAML + data + set), validated."""
+        return spec_checks.build_experiment(self)
+
+    def variant_config(self, name: str) -> ExperimentConfig:
+        """The base config with ablation variant `name`'s overrides (ConfigError names the variant)."""
+        return spec_checks.build_experiment(self, name)
+
+    def experiment_name(self) -> str:
+        """The MLflow experiment: `tracking.experiment`, else the sweep name."""
+        return self.tracking.experiment or self.name
+
+    def search_space_path(self) -> str:
+        """The resolved `search_space` file (ConfigError if the sweep has none)."""
+        if self.search_space is None:
+            raise ConfigError("search_space", "a search-space file", None, f"sweep {self.name} has none")
+        return self.search_space
+
+    def load_search_space(self) -> SearchSpace | None:
+        """The compiled `search_space` (None for an ablation without one)."""
+        return None if self.search_space is None else load_space(self.search_space)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logging; dumped as YAML, `load_sweep` reads back an equal spec."""
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        """The resolved spec as YAML text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+
+def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int | None = None) -> SweepSpec:
+    """Read, override and validate a sweep YAML.
+
+    Relative paths in it resolve against the sweep file's directory, then the current
+    directory, then the project root (so shipped sweeps work from any directory).
+
+    Args:
+        path: The sweep YAML.
+        sets: `--set KEY=VALUE` strings. `sweep.`-prefixed keys (`sweep.search.num_samples=4`)
+            override the spec; all others are experiment overrides added to `set`.
+        num_samples: `--num-samples`: overrides `search.num_samples` (applied last).
+
+    Raises:
+        UserInputError: missing file or invalid YAML; ConfigError (a subclass) for any invalid
+            field, naming the dotted field, the allowed values and the given value.
+    """
+    path = Path(path)
+    raw = read_yaml(path, what="sweep")
+    parsed = [parse_override(s) for s in sets]
+    raw = spec_checks.apply_sweep_sets(raw, [(k[len("sweep.") :], v) for k, v in parsed if k.startswith("sweep.")])
+    experiment = {k: v for k, v in parsed if not k.startswith("sweep.")}
+    if experiment and isinstance(raw.get("set") or {}, dict):
+        raw["set"] = {**(raw.get("set") or {}), **experiment}
+    if num_samples is not None:
+        raw = spec_checks.apply_sweep_sets(raw, [("search.num_samples", num_samples)])
+    raw = spec_checks.normalise(raw)
+    if raw.get("ablation") is not None:
+        # Optional sections convert as a union, which would hide the inner field's message.
+        from_dict(AblationConfig, raw["ablation"], "ablation")
+    spec = from_dict(SweepSpec, raw)
+    spec = _resolve_paths(spec, path.parent)
+    spec_checks.check_resolved(spec)
+    return spec
+
+
+def _resolve_paths(spec: SweepSpec, here: Path) -> SweepSpec:
+    def resolve(value: str | None, field: str) -> str | None:
+        return None if value is None else spec_checks.resolve_path(value, sweep_dir=here, field=field)
+
+    changes: dict[str, Any] = {
+        "base": resolve(spec.base, "base"),
+        "search_space": resolve(spec.search_space, "search_space"),
+    }
+    if spec.ablation is not None:
+        retune = spec.ablation.retune
+        retune = dataclasses.replace(retune, search_space=resolve(retune.search_space, "ablation.retune.search_space"))
+        changes["ablation"] = dataclasses.replace(spec.ablation, retune=retune)
+    return dataclasses.replace(spec, **changes)

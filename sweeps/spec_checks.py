@@ -1,0 +1,155 @@
+"""Helpers of `sweeps.spec`: raw-YAML normalisation, `sweep.` overrides, path resolution, and the
+checks that need files (the base experiment config, ablation variants, search spaces).
+
+Errors name the sweep field the user has to edit: a bad `set` entry is `set.<field>`, a bad
+variant override `ablation.variants.<name>.<field>`, a bad base YAML names the base file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mer_core.configs.fields import FrozenDict, flatten
+from mer_core.configs.loader import build_config, read_yaml
+from mer_core.configs.schema import ExperimentConfig
+from mer_core.errors import ConfigError
+from sweeps.space import check_algorithm, load_space
+from sweeps.space_params import prefixed
+
+if TYPE_CHECKING:
+    from sweeps.spec import SweepSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def apply_sweep_sets(raw: Mapping[str, Any], sets: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of the raw sweep mapping with dotted spec overrides (`search.num_samples`) set.
+
+    Below `set` and below `ablation.variants.<name>` the keys are dotted experiment fields, so the
+    rest of the path is one key there (`set.optim.lr` sets key `optim.lr` of `set`).
+    """
+    out = copy.deepcopy(dict(raw))
+    for key, value in sets:
+        parts = key.split(".")
+        if not key or not all(parts):
+            raise ConfigError("--set sweep.KEY", "a dotted sweep field, e.g. sweep.search.num_samples", key, "bad key")
+        if parts[0] == "set":
+            cut = 1
+        elif parts[:2] == ["ablation", "variants"]:
+            cut = 3
+        else:
+            cut = len(parts) - 1
+        cut = min(cut, len(parts) - 1)
+        node = out
+        for i, part in enumerate(parts[:cut]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: i + 1]), "a mapping", child, "cannot set a sub-key of a value")
+            node = child
+        node[".".join(parts[cut:])] = value
+    return out
+
+
+def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten `set`, `data` and variant overrides to dotted keys and freeze them.
+
+    Nested and dotted spellings then mean the same thing, and a nested `set: {optim: {lr: ..}}`
+    merges into the base's `optim` instead of replacing the whole section.
+    """
+    out = dict(raw)
+    for key in ("set", "data"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = _freeze(flatten(dict(out[key])))
+    ablation = out.get("ablation")
+    if isinstance(ablation, Mapping) and isinstance(ablation.get("variants"), Mapping):
+        variants = {
+            name: _freeze(flatten(dict(v))) if isinstance(v, Mapping) else FrozenDict() if v is None else v
+            for name, v in ablation["variants"].items()
+        }
+        out["ablation"] = {**ablation, "variants": variants}
+    return out
+
+
+def resolve_path(given: str, *, sweep_dir: Path, field: str) -> str:
+    """Absolute path of a file named in a sweep: sweep dir, then cwd, then the project root."""
+    candidate = Path(given).expanduser()
+    bases = [Path()] if candidate.is_absolute() else [sweep_dir, Path.cwd(), PROJECT_ROOT]
+    for base in bases:
+        if (base / candidate).is_file():
+            return str((base / candidate).resolve())
+    allowed = f"a file relative to {sweep_dir}, the cwd or {PROJECT_ROOT}"
+    raise ConfigError(field, "an existing file" if candidate.is_absolute() else allowed, given, "file not found")
+
+
+def experiment_overrides(spec: SweepSpec, variant: str | None = None) -> dict[str, Any]:
+    """Dotted overrides of the base YAML: `data.*`, then `set`, then ablation variant `variant`."""
+    out = {f"data.{k}": v for k, v in spec.data.items()}
+    out.update(spec.set)
+    if variant is not None:
+        out.update(_variant(spec, variant))
+    return out
+
+
+def build_experiment(spec: SweepSpec, variant: str | None = None) -> ExperimentConfig:
+    """Build the experiment config in stages, so an error names the sweep field that caused it."""
+    raw = read_yaml(spec.base, what="base experiment config") if spec.base else {}
+    try:
+        build_config(raw)
+    except ConfigError as err:
+        raise prefixed(err, "", suffix=f" (in base {spec.base})") from None
+    data = {f"data.{k}": v for k, v in spec.data.items()}
+    build_config(raw, data)  # fields are `data.<key>`, as in the sweep
+    overrides = {**data, **spec.set}
+    try:
+        cfg = build_config(raw, overrides)
+    except ConfigError as err:
+        raise prefixed(err, "set") from None
+    if variant is None:
+        return cfg
+    try:
+        return build_config(raw, {**overrides, **_variant(spec, variant)})
+    except ConfigError as err:
+        raise prefixed(err, f"ablation.variants.{variant}") from None
+
+
+def check_resolved(spec: SweepSpec) -> None:
+    """The checks that read files: experiment configs, variants, search spaces vs algorithm."""
+    spec.base_config()
+    if spec.search_space is not None:
+        _check_space(spec.search_space, spec.search.algorithm, spec.search.num_samples, "search.num_samples")
+    if spec.ablation is not None:
+        for name in spec.ablation.variants:
+            build_experiment(spec, name)
+        retune = spec.ablation.retune
+        if retune.search_space is not None and retune.num_samples > 0:
+            where = "ablation.retune.num_samples"
+            _check_space(retune.search_space, spec.search.algorithm, retune.num_samples, where)
+
+
+def _check_space(path: str, algorithm: str, num_samples: int, where: str) -> None:
+    space = load_space(path)
+    check_algorithm(algorithm, space)
+    if algorithm == "grid" and num_samples > space.grid_size():
+        size = space.grid_size()
+        raise ConfigError(where, f"<= {size} (the grid size of {path})", num_samples, "more trials than grid points")
+
+
+def _variant(spec: SweepSpec, name: str) -> Mapping[str, Any]:
+    if spec.ablation is None or name not in spec.ablation.variants:
+        known = ", ".join(spec.ablation.variants) if spec.ablation else "none (not an ablation sweep)"
+        raise ConfigError("ablation.variants", known, name, "unknown variant")
+    return spec.ablation.variants[name]
+
+
+def _freeze(value: Any) -> Any:
+    """Lists -> tuples, dicts -> FrozenDict, so a frozen spec holds no mutable values."""
+    if isinstance(value, Mapping):
+        return FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
