@@ -6,6 +6,7 @@ DataLoader, which on precomputed utterance features would dominate the step time
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,6 +39,13 @@ class DeviceData:
     def from_featureset(cls, data: FeatureSet, device: torch.device) -> DeviceData:
         # torch.from_numpy shares memory with the (possibly object-store backed) arrays on CPU;
         # .to(device) copies only when the device differs.
+        with warnings.catch_warnings():
+            # Arrays from Ray's object store are read-only; we never write to these tensors.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return cls._from_arrays(data, device)
+
+    @classmethod
+    def _from_arrays(cls, data: FeatureSet, device: torch.device) -> DeviceData:
         feats = {
             m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for m, x in data.features.items()
         }

@@ -11,8 +11,8 @@ import torch
 
 from mer_core import voting
 from mer_core.configs.schema import ExperimentConfig
-from mer_core.data import make_splits
 from mer_core.data.featureset import FeatureSet
+from mer_core.data.splits import make_splits
 from mer_core.train.device_data import DeviceData, resolve_device
 from mer_core.train.fold import train_fold
 from mer_core.train.reporting import Diverged, Reporter, ReportFn, TrialStopped
@@ -102,7 +102,6 @@ def aggregate(folds: list[FoldResult]) -> dict[str, float]:
         accs = [r["accuracy"] for r in last_rounds if np.isfinite(r.get("accuracy", float("nan")))]
         if accs:
             out["pseudo/accuracy"] = float(np.mean(accs))
-    out["epochs"] = float(sum(f.epochs for f in folds))
     return out
 
 

@@ -1,0 +1,84 @@
+"""Construction of the Ray Tune Tuner: searcher, scheduler, resources, storage, callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from mer_core.configs import ExperimentConfig
+from sweeps.space import SearchSpace, make_sampler
+from sweeps.spec import SweepSpec
+
+TIME_ATTR = "training_iteration"  # one unit = one reported fine-tuning epoch
+
+
+def max_iterations(cfg: ExperimentConfig) -> int:
+    """Most results a trial can report: folds x epochs x (fine-tuning + self-training rounds) + final."""
+    return cfg.data.folds * cfg.optim.max_epochs * (1 + cfg.self_training.rounds) + 1
+
+
+def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
+    s = spec.scheduler
+    if s.kind == "asha":
+        # max_t defaults to the longest possible trial so ASHA never cuts a trial that would finish.
+        return ASHAScheduler(
+            time_attr=TIME_ATTR,
+            grace_period=s.grace_period,
+            max_t=s.max_t or max_iterations(base),
+            reduction_factor=s.reduction_factor,
+        )
+    if s.kind == "median":
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=s.grace_period, min_samples_required=3)
+    return FIFOScheduler()
+
+
+def make_searcher(spec: SweepSpec, space: SearchSpace) -> OptunaSearch:
+    sampler = make_sampler(
+        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
+    )
+    return OptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
+
+
+def build_tuner(
+    spec: SweepSpec,
+    space: SearchSpace,
+    trainable: Any,
+    *,
+    folder: Path,
+    callbacks: list,
+    resume: bool,
+    base: ExperimentConfig,
+) -> tune.Tuner:
+    """A new Tuner writing to `folder`, or the one restored from it (`resume`)."""
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(trainable, resources)
+    if resume:
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+        # Callbacks are pickled with the tuner without their live MLflow client; give the
+        # restored run the fresh ones (same parent run, reopened by the caller).
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    tune_config = tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        search_alg=make_searcher(spec, space),
+        scheduler=make_scheduler(spec, base),
+        num_samples=spec.search.num_samples,
+        max_concurrent_trials=spec.resources.max_concurrent,
+        time_budget_s=spec.time_budget_s,
+        reuse_actors=True,  # one worker process serves many trials: no per-trial process start
+        trial_dirname_creator=lambda trial: trial.trial_id,
+    )
+    run_config = tune.RunConfig(
+        name=folder.name,
+        storage_path=str(folder.parent),
+        callbacks=callbacks,
+        verbose=0,
+        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

@@ -1,0 +1,132 @@
+"""Ray Tune callbacks on the driver: MLflow logging and the live progress line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from sweeps.tracking import SweepTracker
+from sweeps.trainable import FINAL_KEY
+
+MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "invalid": "FAILED", "error": "FAILED"}
+
+
+def trial_outcome(last: Mapping[str, Any] | None, *, errored: bool = False) -> str:
+    """ok | pruned | diverged | invalid | error, from a trial's last result."""
+    if errored:
+        return "error"
+    if last and last.get(FINAL_KEY):
+        return str(last.get("status", "ok"))
+    return "pruned"  # stopped by the scheduler before its final report
+
+
+def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """Our metrics are namespaced (`val/...`, `train/...`); Ray's bookkeeping keys are not logged."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")
+    }
+
+
+class MlflowCallback(Callback):
+    """Feeds trial starts, results and ends to the SweepTracker (batched, driver-side)."""
+
+    def __init__(self, tracker: SweepTracker, params_of: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+        self.tracker = tracker
+        self.params_of = params_of
+        self.runs: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        # Ray pickles callbacks into tuner.pkl; the live MLflow client (and any credentials in its
+        # URI) must not go there. A resumed sweep attaches fresh callbacks instead.
+        return {"tracker": None, "params_of": None, "runs": {}}
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.runs[trial.trial_id] = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is not None:
+            self.tracker.queue_metrics(run_id, _metrics_of(result), step=int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, errored=True)
+
+    def _finish(self, trial, *, errored: bool) -> None:
+        run_id = self.runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        last = trial.last_result or {}
+        outcome = trial_outcome(last, errored=errored)
+        reason = str(last.get("failure_reason", "")) if not errored else _error_line(trial)
+        artifacts = Path(trial.checkpoint.path) if getattr(trial, "checkpoint", None) else None
+        tags = {"mersweep.status": outcome, "mersweep.failure_reason": reason[:5000]}
+        self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.tracker.flush()
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "trial raised an error"
+
+
+class ProgressCallback(Callback):
+    """One status line whenever the counts change: running / done / pruned / failed, best so far."""
+
+    def __init__(self, *, metric: str, mode: str, total: int, stream=sys.stderr) -> None:
+        self.metric, self.mode, self.total, self.stream = metric, mode, total, stream
+        self._last_line = ""
+        self._started = time.monotonic()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stderr
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        line = self.status_line(trials)
+        key = line.split("] ", 1)[-1]  # the elapsed time alone is no news
+        if key != self._last_line:
+            self._last_line = key
+            print(line, file=self.stream, flush=True)
+
+    def status_line(self, trials: list) -> str:
+        counts = {"running": 0, "done": 0, "pruned": 0, "failed": 0}
+        best: tuple[float, str] | None = None
+        for t in trials:
+            if t.status == "RUNNING":
+                counts["running"] += 1
+            elif t.status in ("TERMINATED", "ERROR"):
+                outcome = trial_outcome(t.last_result, errored=t.status == "ERROR")
+                key = {"ok": "done", "pruned": "pruned"}.get(outcome, "failed")
+                counts[key] += 1
+                value = (t.last_result or {}).get(self.metric)
+                if outcome == "ok" and isinstance(value, (int, float)):
+                    score = value if self.mode == "max" else -value
+                    if best is None or score > best[0]:
+                        best = (score, f"{value:.4f} ({t.trial_id})")
+        elapsed = time.monotonic() - self._started
+        best_text = best[1] if best else "-"
+        return (
+            f"[{elapsed:6.0f}s] trials {counts['done'] + counts['pruned'] + counts['failed']}/{self.total} ended: "
+            f"{counts['done']} done, {counts['pruned']} pruned, {counts['failed']} failed; "
+            f"{counts['running']} running | best {self.metric} {best_text}"
+        )

@@ -1,0 +1,60 @@
+"""`python run_sweep.py SWEEP.yaml [...]`: the sweep CLI (also the `mersweep` console script)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, guarded_main, setup_logging
+from sweeps.spec import load_sweep
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="run_sweep.py", description="Run a mersweep sweep (Ray Tune + Optuna + MLflow).")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
+    p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment override (model.hidden_dim=256) or sweep override (sweep.search.seed=1)",
+    )
+    p.add_argument("--address", default=None, help="existing Ray cluster: auto or ray://host:10001")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the sweep in runs/<name>/ under the same parent run")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved sweep; start nothing")
+    p.add_argument("--runs-dir", default="runs", help="where runs/<sweep>/ goes (default: ./runs)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    from sweeps.engine import describe, execute, prepare  # after argument errors, before heavy imports
+    from sweeps.results import format_table
+
+    if args.num_samples is not None and args.num_samples < 1:
+        from mer_core.errors import ConfigError
+
+        raise ConfigError("--num-samples", "an integer >= 1", args.num_samples, "out of range")
+    spec = load_sweep(args.sweep, sets=args.sets, num_samples=args.num_samples)
+    prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
+    print(describe(prepared), file=sys.stderr)
+    if args.dry_run:
+        return EXIT_OK
+    argv_list = ["run_sweep.py", *(argv if argv is not None else sys.argv[1:])]
+    outcome = execute(prepared, address=args.address, argv=argv_list)
+    print(format_table(outcome, metric=spec.metric, mode=spec.mode))
+    if outcome.interrupted:
+        print(f"sweep stopped early; continue it with: python run_sweep.py {args.sweep} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(guarded_main(main))

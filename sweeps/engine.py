@@ -1,0 +1,169 @@
+"""The sweep engine: Ray Tune schedules, Optuna proposes, MLflow records.
+
+`prepare` validates everything (spec, base config, space, data, tracking URI, resume state)
+before anything is written, so bad input exits 2 with nothing half-written. `execute`
+starts Ray, runs the Tuner and writes `runs/<sweep>/best_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
+from mer_core.data import load_data
+from mer_core.data.featureset import FeatureSet
+from mer_core.errors import UserInputError
+from sweeps.results import SweepOutcome, summarize
+from sweeps.space import SearchSpace, load_space
+from sweeps.spec import SweepSpec
+from sweeps.state import SweepState, read_state, run_dir, write_state
+from sweeps.tracking import check_reachable, redact, resolve_tracking_uri
+from sweeps.trainable import TrialSettings, trial_main, trial_overrides
+
+log = logging.getLogger("mersweep.sweep")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSweep:
+    """A fully validated sweep, ready to run."""
+
+    spec: SweepSpec
+    base: ExperimentConfig
+    space: SearchSpace
+    data: FeatureSet
+    tracking_uri: str
+    folder: Path
+    resume: bool
+    state: SweepState | None
+
+    @property
+    def settings(self) -> TrialSettings:
+        return TrialSettings(base=to_dict(self.base), metric=self.spec.metric, mode=self.spec.mode, fixed={})
+
+    def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Flattened full config of a trial (its MLflow params)."""
+        return flatten(build_config(self.settings.base, trial_overrides(config, self.settings)))
+
+
+def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:
+    """Validate the whole sweep; raises UserInputError (exit 2) before writing anything."""
+    base = spec.base_config()
+    space = load_space(spec.search_space_path())
+    folder = run_dir(runs_root, spec.name)
+    state = read_state(folder) if resume else None
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise UserInputError(
+            f"name: sweep '{spec.name}' already has results in {folder}; pass --resume to continue it, "
+            "or give the sweep another name (--set sweep.name=...)"
+        )
+    uri = tracking_uri or resolve_tracking_uri(None, spec.tracking.uri)
+    if state is not None and tracking_uri is None and "***" not in state.tracking_uri:
+        uri = state.tracking_uri
+    check_reachable(uri)
+    data = load_data(base.data)
+    return PreparedSweep(spec, base, space, data, uri, folder, resume, state)
+
+
+def describe(prepared: PreparedSweep) -> str:
+    """What --dry-run prints: the resolved sweep, data and space, without starting Ray."""
+    spec, data = prepared.spec, prepared.data
+    lines = [
+        f"sweep {spec.name} ({spec.kind}): {spec.search.algorithm} x {spec.search.num_samples} trials, "
+        f"scheduler {spec.scheduler.kind}, metric {spec.metric} ({spec.mode})",
+        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), modalities {data.dims}",
+        f"resources per trial: cpu {spec.resources.cpu}, gpu {spec.resources.gpu}; "
+        f"max concurrent {spec.resources.max_concurrent}",
+        f"tracking: {redact(prepared.tracking_uri)} experiment {spec.experiment_name()}",
+        f"results: {prepared.folder}",
+        "search space:",
+        *(f"  {line}" for line in prepared.space.describe()),
+    ]
+    return "\n".join(lines)
+
+
+def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) -> SweepOutcome:
+    """Run (or resume) the sweep; returns the outcome with the best trial."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+    from ray import tune
+
+    from sweeps.build import build_tuner
+    from sweeps.callbacks import MlflowCallback, ProgressCallback
+    from sweeps.tracking import SweepTracker
+
+    spec = prepared.spec
+    tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
+    parent = tracker.open_parent(
+        sweep=spec.name,
+        parent_id=prepared.state.parent_run_id if prepared.state else None,
+        tags={"mersweep.git_sha": _git_sha(), "mersweep.command": shlex.join(argv)},
+    )
+    if prepared.state is None:
+        write_state(
+            prepared.folder,
+            SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
+        )
+        tracker.log_parent_artifact_text(spec.to_yaml(), "sweep.yaml")
+        tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
+    callbacks = [
+        MlflowCallback(tracker, prepared.trial_params),
+        ProgressCallback(metric=spec.metric, mode=spec.mode, total=spec.search.num_samples),
+    ]
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+            log_to_driver=True,
+        )
+    trainable = tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+    tuner = build_tuner(
+        spec,
+        prepared.space,
+        trainable,
+        folder=prepared.folder,
+        callbacks=callbacks,
+        resume=prepared.resume,
+        base=prepared.base,
+    )
+    grid = tuner.fit()
+    outcome = summarize(grid, prepared)
+    tracker.finish_parent(
+        status="FINISHED" if outcome.interrupted is False else "KILLED",
+        metrics={f"best/{spec.metric}": outcome.best_value} if outcome.best_value is not None else {},
+        tags={
+            "mersweep.best_trial": outcome.best_trial or "",
+            "mersweep.best_run_id": tracker.run_id_of(outcome.best_trial or "") or "",
+        },
+    )
+    return outcome
+
+
+def _space_yaml(space: SearchSpace) -> str:
+    import yaml
+
+    return yaml.safe_dump(space.to_dict(), sort_keys=False)
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def command_line() -> list[str]:
+    return [sys.executable.rsplit("/", 1)[-1], *sys.argv]

@@ -1,0 +1,45 @@
+"""`runs/<sweep>/`: where a sweep keeps what `--resume` needs besides Ray's own state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mer_core.errors import UserInputError
+
+STATE_FILE = "mersweep_state.json"
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """Identity of a sweep's MLflow parent run, written once when the sweep starts."""
+
+    sweep: str
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str  # redacted if it held credentials; the user passes the real one again
+    spec_yaml: str
+
+
+def run_dir(runs_root: Path, sweep: str) -> Path:
+    return (runs_root / sweep).resolve()
+
+
+def read_state(folder: Path) -> SweepState:
+    path = folder / STATE_FILE
+    if not path.is_file():
+        raise UserInputError(
+            f"--resume: no sweep to resume at {folder} (missing {STATE_FILE}); run it without --resume first"
+        )
+    try:
+        return SweepState(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise UserInputError(f"--resume: {path} is not a mersweep state file ({err})") from None
+
+
+def write_state(folder: Path, state: SweepState) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.replace(folder / STATE_FILE)

@@ -1,0 +1,100 @@
+"""The function every Ray Tune trial runs: build the trial's config, call `mer_core.train.run`.
+
+The dataset arrives through the object store (`tune.with_parameters`), so a trial neither
+reloads nor copies it; numpy arrays come back from the local object store zero-copy.
+The last report carries a checkpoint folder with the trial's `config.yaml`, validation
+logits and pseudo-label reports, which the driver logs to MLflow as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mer_core.configs import build_config, save_config
+from mer_core.data.featureset import FeatureSet
+from mer_core.errors import UserInputError
+from mer_core.train import TrialResult, run
+
+FINAL_KEY = "final"  # set to 1 in the last result of a trial that finished training
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a sweep shares besides the data (small, pickled per trial)."""
+
+    base: Mapping[str, Any]  # raw mapping of the sweep's base ExperimentConfig
+    metric: str
+    mode: str
+    fixed: Mapping[str, Any]  # dotted overrides every trial gets (ablation variant, fixed params)
+
+    @property
+    def fail_value(self) -> float:
+        """The metric a diverged trial reports, so searchers rank it last rather than crash."""
+        return 0.0 if self.mode == "max" else 1e9
+
+
+def trial_overrides(config: Mapping[str, Any], settings: TrialSettings) -> dict[str, Any]:
+    """Dotted config overrides of one trial: the sweep's fixed values, then the sampled ones."""
+    sampled = {k: v for k, v in config.items() if not k.startswith("__")}
+    return {**settings.fixed, **sampled}
+
+
+def _numeric(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSettings) -> None:
+    """Ray Tune function trainable (wrapped with tune.with_parameters by the engine)."""
+    from ray import tune  # imported here so importing this module does not start Ray
+
+    try:
+        cfg = build_config(settings.base, trial_overrides(config, settings))
+    except UserInputError as err:
+        # A sampled value the config rejects: record it as a failed trial, not a crash.
+        tune.report(
+            {settings.metric: settings.fail_value, "status": "invalid", "failure_reason": str(err), FINAL_KEY: 1}
+        )
+        return
+
+    def report(metrics: Mapping[str, Any]) -> None:
+        tune.report(_numeric(metrics))
+
+    result = run(cfg, data, report=report)
+    final = _final_metrics(result, settings)
+    with tempfile.TemporaryDirectory(prefix="mersweep-trial-") as tmp:
+        write_trial_artifacts(Path(tmp), cfg, result)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _final_metrics(result: TrialResult, settings: TrialSettings) -> dict[str, Any]:
+    final: dict[str, Any] = {f"final/{k}": v for k, v in result.metrics.items()}
+    final.update(result.metrics)
+    if result.status == "diverged" or settings.metric not in final:
+        final[settings.metric] = settings.fail_value
+    final.update({"status": result.status, "failure_reason": result.failure_reason, FINAL_KEY: 1})
+    return final
+
+
+def write_trial_artifacts(folder: Path, cfg, result: TrialResult) -> None:
+    """config.yaml (reproduces the trial), val_logits.npz, trial.json (status, pseudo-labels)."""
+    save_config(
+        cfg, folder / "config.yaml", header="Config of one mersweep trial: python -m mer_core.train config.yaml"
+    )
+    if result.folds:
+        np.savez(folder / "val_logits.npz", **result.logits_npz())
+    summary = {
+        "status": result.status,
+        "failure_reason": result.failure_reason,
+        "metrics": result.metrics,
+        "pseudo": [{"fold": f.fold, "rounds": f.pseudo} for f in result.folds],
+        "head_names": list(result.head_names),
+        "class_names": list(result.class_names),
+    }
+    (folder / "trial.json").write_text(json.dumps(summary, indent=2, default=float))
