@@ -1,0 +1,76 @@
+"""Shared helpers for the end-to-end sweep tests: small sweep YAMLs and CLI runs in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL_DATA = {
+    "source": "synthetic-mer",
+    "seed": 0,
+    "folds": 1,
+    "synthetic": {"n_labelled": 240, "n_unlabelled": 300, "dims": {"audio": 24, "text": 32, "video": 16}},
+}
+SMALL_SET = {
+    "model.ff_dim": 64,
+    "model.hidden_dim": 32,
+    "optim.max_epochs": 6,
+    "optim.patience": 3,
+    "optim.pretrain_epochs": 1,
+    "self_training.oversample_to": 80,
+    "runtime.threads": 1,
+}
+
+
+def write_sweep(folder: Path, name: str, **overrides) -> Path:
+    """A small synthetic-data search sweep YAML in `folder` (keys of `overrides` replace sections)."""
+    spec = {
+        "name": name,
+        "kind": "search",
+        "base": str(ROOT / "mer_core/configs/mrccl.yaml"),
+        "data": SMALL_DATA,
+        "set": SMALL_SET,
+        "search_space": str(ROOT / "search_spaces/quick.yaml"),
+        "search": {"algorithm": "tpe", "num_samples": 6, "seed": 0, "n_startup_trials": 3},
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        "metric": "val/weighted_f1",
+        "mode": "max",
+        "resources": {"cpu": 1, "gpu": 0, "max_concurrent": 1},
+    }
+    spec.update(overrides)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_cli(args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python run_sweep.py ARGS` in `cwd`, as a user would run it."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_sweep.py"), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(client, experiment: str) -> tuple[object, list]:
+    """(parent run, child runs) of a sweep's experiment, read back through the MLflow API."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, f"expected one parent run, found {len(parents)}"
+    return parents[0], children

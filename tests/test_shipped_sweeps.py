@@ -1,0 +1,35 @@
+"""Every sweep YAML we ship validates, and its space samples build valid configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mer_core.configs import with_overrides
+from sweeps.space import load_space
+from sweeps.spec import load_sweep
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_validates_and_samples(path):
+    spec = load_sweep(path)
+    base = spec.base_config()
+    if spec.kind != "search":
+        return
+    space = load_space(spec.search_space_path())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        fixed = space.define_by_run(trial) or {}
+        cfg = with_overrides(base, space.sample_config_overrides({**trial.params, **fixed}))
+        assert cfg != base or not trial.params
+        study.tell(trial, 0.0)
+
+
+def test_at_least_the_documented_sweeps_ship():
+    names = {p.stem for p in SWEEPS}
+    assert {"quickstart", "mer2024_full", "nee", "thresholds", "voting"} <= names

@@ -1,0 +1,85 @@
+"""End to end: run_sweep.py on a local Ray, MLflow parent/child runs, best_config reproduces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mer_core.configs import load_config
+from mer_core.data import load_data
+from mer_core.train import run
+from tests.sweep_helpers import children_of, run_cli, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """One 6-trial TPE + ASHA sweep run through the real CLI (shared by the tests below)."""
+    work = tmp_path_factory.mktemp("sweep")
+    spec = write_sweep(work, "e2e")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, uri, proc
+
+
+def test_cli_prints_progress_and_top_trials(finished_sweep):
+    _, _, proc = finished_sweep
+    assert "trials 6/6 ended" in proc.stderr
+    assert "best config:" in proc.stdout
+    assert "val/weighted_f1" in proc.stdout.splitlines()[1]
+
+
+def test_mlflow_holds_one_parent_and_a_child_per_trial(finished_sweep):
+    _, uri, _ = finished_sweep
+    client = MlflowClient(uri)
+    parent, children = children_of(client, "e2e")
+    assert len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["mersweep.trial_id"] for c in children}) == 6
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.yaml", "search_space.yaml"}
+    assert parent.data.tags["mersweep.best_trial"]
+    for child in children:
+        assert child.data.params["model.hidden_dim"] in {"32", "64", "128"}
+        assert "val/weighted_f1" in child.data.metrics
+        history = client.get_metric_history(child.info.run_id, "val/weighted_f1")
+        assert len(history) >= 1
+
+
+def test_asha_prunes_and_finished_trials_have_artifacts(finished_sweep):
+    _, uri, _ = finished_sweep
+    client = MlflowClient(uri)
+    _, children = children_of(client, "e2e")
+    outcomes = [c.data.tags["mersweep.status"] for c in children]
+    assert outcomes.count("pruned") >= 1, outcomes
+    assert outcomes.count("ok") >= 1, outcomes
+    for child in children:
+        if child.data.tags["mersweep.status"] == "ok":
+            assert child.info.status == "FINISHED"
+            names = {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert {"config.yaml", "val_logits.npz", "trial.json"} <= names
+            assert len(client.get_metric_history(child.info.run_id, "val/weighted_f1")) > 1
+        else:
+            assert child.info.status == "KILLED"
+
+
+def test_best_config_reproduces_the_best_trial(finished_sweep):
+    work, uri, _ = finished_sweep
+    client = MlflowClient(uri)
+    parent, children = children_of(client, "e2e")
+    best = next(c for c in children if c.info.run_id == parent.data.tags["mersweep.best_run_id"])
+    cfg = load_config(work / "runs/e2e/best_config.yaml")
+    result = run(cfg, load_data(cfg.data))
+    assert result.status == "ok"
+    np.testing.assert_allclose(result.metrics["val/weighted_f1"], best.data.metrics["val/weighted_f1"], atol=1e-6)
+
+
+def test_dry_run_starts_nothing_and_writes_nothing(tmp_path):
+    spec = write_sweep(tmp_path, "dry")
+    proc = run_cli([str(spec), "--dry-run"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "search space:" in proc.stderr and "optim.lr" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "mlflow.db").exists()
