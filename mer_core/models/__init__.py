@@ -1,0 +1,20 @@
+"""The MR-CCL model: encoders, fusion operators and heads (both registries), and `build_model`."""
+
+from mer_core.models.encoders import FastEncoderLayer, InvariantEncoder, SpecificEncoder, largest_divisor
+from mer_core.models.fusion import FUSIONS, FusionOp
+from mer_core.models.heads import HEADS
+from mer_core.models.mrccl import FUSION_HEAD, MRCCL, ModelOutput, build_model
+
+__all__ = [
+    "FUSIONS",
+    "FUSION_HEAD",
+    "HEADS",
+    "MRCCL",
+    "FastEncoderLayer",
+    "FusionOp",
+    "InvariantEncoder",
+    "ModelOutput",
+    "SpecificEncoder",
+    "build_model",
+    "largest_divisor",
+]
