@@ -50,13 +50,19 @@ def write_sweep(folder: Path, name: str, **overrides) -> Path:
     return path
 
 
-def run_cli(args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python run_sweep.py ARGS` in `cwd`, as a user would run it."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
     return subprocess.run(
         [sys.executable, str(ROOT / "run_sweep.py"), *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

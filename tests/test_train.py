@@ -1,0 +1,132 @@
+"""The one training function: stages, folds, reporting, pruning, divergence, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mer_core import losses
+from mer_core.configs import load_config
+from mer_core.data.synthetic import generate_synthetic
+from mer_core.data.transforms import standardize
+from mer_core.train import run
+
+FAST = [
+    "data.folds=1",
+    "optim.max_epochs=5",
+    "optim.patience=3",
+    "optim.pretrain_epochs=1",
+    "model.ff_dim=64",
+    "model.hidden_dim=32",
+    "self_training.oversample_to=60",
+    "data.synthetic.n_labelled=240",
+    "data.synthetic.n_unlabelled=300",
+    "data.synthetic.dims={audio: 24, text: 32, video: 16}",
+]
+
+
+def _setup(*extra: str):
+    cfg = load_config(None, [*FAST, *extra])
+    return cfg, standardize(generate_synthetic(cfg.data.synthetic, seed=cfg.data.seed))
+
+
+def test_run_reports_every_epoch_and_returns_logits_per_head():
+    cfg, data = _setup()
+    seen = []
+    result = run(cfg, data, report=seen.append)
+    assert result.status == "ok"
+    assert len(seen) == result.epochs >= 2
+    assert [m["iteration"] for m in seen] == list(range(1, len(seen) + 1))
+    assert {m["stage"] for m in seen} == {"finetune", "self_training_1"}
+    logits = result.val_logits()
+    assert set(logits) == {"audio", "text", "video", "fusion"}
+    n_val = len(result.val_labels())
+    assert all(v.shape == (n_val, data.n_classes) for v in logits.values())
+    for key in ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss", "val/f1_fusion"):
+        assert 0.0 <= result.metrics[key] or key == "val/loss"
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    cfg, data = _setup()
+    a, b = run(cfg, data), run(cfg, data)
+    assert a.metrics == b.metrics
+    np.testing.assert_array_equal(a.val_logits()["fusion"], b.val_logits()["fusion"])
+    other, _ = _setup("seed=1")
+    c = run(other, data)
+    assert not np.array_equal(a.val_logits()["fusion"], c.val_logits()["fusion"])
+
+
+def test_run_leaves_global_rng_untouched():
+    cfg, data = _setup("self_training.rounds=0", "optim.max_epochs=1")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run(cfg, data)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_kfold_gives_mean_and_std_over_folds():
+    cfg, data = _setup("data.folds=3", "self_training.rounds=0", "optim.max_epochs=2")
+    result = run(cfg, data)
+    assert len(result.folds) == 3
+    assert "val/weighted_f1_std" in result.metrics
+    f1s = [f.metrics["val/weighted_f1"] for f in result.folds]
+    assert math.isclose(result.metrics["val/weighted_f1"], float(np.mean(f1s)))
+    # every labelled sample is validated exactly once across the folds
+    assert sorted(np.concatenate([f.val_idx for f in result.folds]).tolist()) == sorted(data.labelled_idx.tolist())
+
+
+def test_report_returning_true_prunes_the_trial():
+    cfg, data = _setup()
+    result = run(cfg, data, report=lambda m: m["iteration"] >= 2)
+    assert result.status == "pruned"
+    assert result.epochs == 2
+    assert "stopped" in result.failure_reason
+
+
+def test_nan_loss_ends_the_trial_with_a_reason(monkeypatch):
+    cfg, data = _setup("optim.pretrain_epochs=0")
+    real = losses.classification_loss
+    calls = {"n": 0}
+
+    def exploding(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] > 3 else out
+
+    monkeypatch.setattr(losses, "classification_loss", exploding)
+    result = run(cfg, data)
+    assert result.status == "diverged"
+    assert "non-finite loss" in result.failure_reason and "finetune" in result.failure_reason
+
+
+def test_self_training_adds_accurate_pseudo_labels_and_fusion_beats_unimodal():
+    # MER2024-like default synthetic sizes: enough signal for confident pseudo-labels
+    cfg = load_config(
+        None,
+        [
+            "data.folds=1",
+            "optim.max_epochs=8",
+            "optim.patience=3",
+            "optim.pretrain_epochs=1",
+            "model.ff_dim=256",
+            "self_training.oversample_to=200",
+        ],
+    )
+    data = standardize(generate_synthetic(cfg.data.synthetic, seed=0))
+    result = run(cfg, data)
+    report = result.folds[0].pseudo[0]
+    assert report["n"] > 0
+    # thresholds are >= 0.85: accepted pseudo-labels should be right far more often than not
+    assert report["accuracy"] >= 0.85
+    m = result.metrics
+    assert m["val/f1_fusion"] > max(m["val/f1_audio"], m["val/f1_text"], m["val/f1_video"])
+
+
+@pytest.mark.parametrize("target", ["invariant", "specific"])
+def test_contrastive_target_and_noise_term_options_train(target):
+    cfg, data = _setup(f"loss.contrastive_target={target}", "loss.w_noise=0.5", "self_training.rounds=0")
+    assert run(cfg, data).status == "ok"
