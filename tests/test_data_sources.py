@@ -21,7 +21,9 @@ def _cfg_for(source: str, tmp_path: Path, tiny: DataConfig) -> DataConfig:
     fs = load_data(dataclasses.replace(written, standardize=False))
     write_features(fs, tmp_path / "feats")
     modalities = FrozenDict({m: m for m in fs.modalities})
-    return dataclasses.replace(tiny, source="features", features=FeaturesConfig(root=str(tmp_path / "feats"), modalities=modalities))
+    return dataclasses.replace(
+        tiny, source="features", features=FeaturesConfig(root=str(tmp_path / "feats"), modalities=modalities)
+    )
 
 
 def _check_contract(fs: FeatureSet) -> None:
@@ -61,16 +63,14 @@ def test_labelled_fraction_on_every_source(source: str, tmp_path: Path, tiny_dat
 
 
 def test_unknown_source_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="data.source") as err:
+    with pytest.raises(ConfigError, match=r"data\.source") as err:
         load_data(DataConfig(source="nope"))  # type: ignore[arg-type]
     for name in SOURCES:
         assert name in str(err.value)
 
 
 def test_standardize_on_masked_data() -> None:
-    cfg = DataConfig(
-        synthetic=SyntheticConfig(n_labelled=120, n_unlabelled=300, missing_rate=0.4), standardize=True
-    )
+    cfg = DataConfig(synthetic=SyntheticConfig(n_labelled=120, n_unlabelled=300, missing_rate=0.4), standardize=True)
     fs = load_data(cfg)
     for j, x in enumerate(fs.features.values()):
         present = x[fs.mask[:, j]]  # (n_present, D)

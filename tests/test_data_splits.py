@@ -14,7 +14,9 @@ from mer_core.errors import DataError
 
 @pytest.fixture
 def fs(tiny_data_cfg: DataConfig):
-    return load_data(dataclasses.replace(tiny_data_cfg, synthetic=dataclasses.replace(tiny_data_cfg.synthetic, n_labelled=300)))
+    return load_data(
+        dataclasses.replace(tiny_data_cfg, synthetic=dataclasses.replace(tiny_data_cfg.synthetic, n_labelled=300))
+    )
 
 
 def _as_lists(splits):
@@ -60,5 +62,5 @@ def test_too_few_samples_for_folds_names_the_class(fs) -> None:
 
 
 def test_val_fraction_too_small_for_all_classes(fs) -> None:
-    with pytest.raises(DataError, match="data.val_fraction"):
+    with pytest.raises(DataError, match=r"data\.val_fraction"):
         make_splits(fs, folds=1, val_fraction=0.001, seed=0)

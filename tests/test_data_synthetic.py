@@ -57,9 +57,9 @@ def test_adding_a_modality_leaves_the_others_unchanged() -> None:
 
 
 def test_bad_configs_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="data.synthetic.classes"):
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.classes"):
         generate_synthetic(SyntheticConfig(classes=("x",)), seed=0)
-    with pytest.raises(ConfigError, match="data.synthetic.n_labelled"):
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.n_labelled"):
         generate_synthetic(SyntheticConfig(n_labelled=12, classes=tuple("abcdefg")), seed=0)
 
 

@@ -46,12 +46,15 @@ def fld(
     le: float | None = None,
     lt: float | None = None,
     doc: str = "",
+    merge: bool = True,
 ) -> Any:
     """A dataclass field with numeric bounds checked at construction.
 
-    Mutable defaults (dicts, nested configs) are wrapped in a default_factory.
+    Mutable defaults (dicts, nested configs) are wrapped in a default_factory. A map field
+    with `merge=False` is replaced, not merged over its default, when given: use it for maps
+    that define *which* entries exist (e.g. the modalities of a dataset).
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "merge": merge}
     if isinstance(default, dict):
         frozen = FrozenDict(default)
         return dataclasses.field(default_factory=lambda: frozen, metadata=meta)
@@ -82,7 +85,7 @@ def from_dict(cls: type[T], raw: Mapping[str, Any] | None, prefix: str = "") -> 
             continue
         given = raw[name]
         default = _default_of(f)
-        if isinstance(default, Mapping) and isinstance(given, Mapping):
+        if isinstance(default, Mapping) and isinstance(given, Mapping) and f.metadata.get("merge", True):
             given = {**default, **given}
         value = convert(hints[name], given, dotted)
         check_bounds(f.metadata, value, dotted)
@@ -256,8 +259,6 @@ def check_bounds(meta: Mapping[str, Any], value: Any, dotted: str) -> None:
         ok = all({"ge": item >= b, "gt": item > b, "le": item <= b, "lt": item < b}[k] for k, b in bounds.items())
         if not ok:
             raise ConfigError(name, allowed, item, "out of range")
-
-
 
 
 def _default_of(f: dataclasses.Field) -> Any:

@@ -23,7 +23,9 @@ class SyntheticConfig:
 
     n_labelled: int = fld(600, ge=12, doc="labelled samples (full MER2024-SEMI: 5030)")
     n_unlabelled: int = fld(2000, ge=0, doc="unlabelled pool (full: 115595)")
-    dims: FrozenDict[str, int] = fld({"audio": 64, "text": 96, "video": 48}, ge=1)
+    dims: FrozenDict[str, int] = fld(
+        {"audio": 64, "text": 96, "video": 48}, ge=1, merge=False, doc="modality -> dim; names the modalities"
+    )
     classes: tuple[str, ...] = MER2024_CLASSES
     signal: FrozenDict[str, float] = fld({"audio": 1.0, "text": 0.8, "video": 0.6}, ge=0.0)
     noise: float = fld(1.0, gt=0.0, doc="per-feature gaussian noise std")
@@ -41,7 +43,8 @@ class FeaturesConfig:
             "text": "Baichuan-13B-Base-UTT",
             "video": "clip-vit-large-patch14-UTT",
         },
-        doc="modality name -> feature folder under root",
+        doc="modality name -> feature folder under root (replaces the default map when given)",
+        merge=False,
     )
     labels: str = fld("train-label.csv", doc="label CSV (name,label) or MERTools label-6way.npz")
     label_split: str = fld("train_corpus", doc="which corpus of a label .npz to read")

