@@ -45,7 +45,10 @@ class PreparedSweep:
 
     @property
     def settings(self) -> TrialSettings:
-        return TrialSettings(base=to_dict(self.base), metric=self.spec.metric, mode=self.spec.mode, fixed={})
+        threads = max(1, int(self.spec.resources.cpu))
+        return TrialSettings(
+            base=to_dict(self.base), metric=self.spec.metric, mode=self.spec.mode, fixed={}, threads=threads
+        )
 
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
         """Flattened full config of a trial (its MLflow params)."""

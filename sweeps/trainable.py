@@ -33,6 +33,7 @@ class TrialSettings:
     metric: str
     mode: str
     fixed: Mapping[str, Any]  # dotted overrides every trial gets (ablation variant, fixed params)
+    threads: int = 1  # torch threads per trial = its CPU share, so concurrent trials do not oversubscribe
 
     @property
     def fail_value(self) -> float:
@@ -65,6 +66,11 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
 
     def report(metrics: Mapping[str, Any]) -> None:
         tune.report(_numeric(metrics))
+
+    if cfg.runtime.threads is None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
 
     result = run(cfg, data, report=report)
     final = _final_metrics(result, settings)
