@@ -110,6 +110,7 @@ class LossConfig:
     learnable_temperature: bool = True
     contrastive_target: Literal["specific", "invariant"] = "specific"
     label_smoothing: float = fld(0.0, ge=0.0, lt=1.0)
+    cls_heads: Literal["all", "fusion"] = "all"  # CE over all four heads (reference) or the fusion head alone
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def finetune_loss(
     """Stage 2: w_cls * mean CE over heads + w_modality * modality (+ w_noise * noise) terms."""
     cfg = ctx.loss_cfg
     out = ctx.model(x, mask)
-    terms = {"cls": losses.classification_loss(out.logits, y, label_smoothing=cfg.label_smoothing)}
+    logits = out.logits if cfg.cls_heads == "all" else {"fusion": out.logits["fusion"]}
+    terms = {"cls": losses.classification_loss(logits, y, label_smoothing=cfg.label_smoothing)}
     if cfg.w_modality > 0 or cfg.w_noise > 0:
         terms.update(_contrastive_terms(ctx, x, mask, out, w_noise=cfg.w_noise))
     total = cfg.w_cls * terms["cls"]
