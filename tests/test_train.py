@@ -130,3 +130,24 @@ def test_self_training_adds_accurate_pseudo_labels_and_fusion_beats_unimodal():
 def test_contrastive_target_and_noise_term_options_train(target):
     cfg, data = _setup(f"loss.contrastive_target={target}", "loss.w_noise=0.5", "self_training.rounds=0")
     assert run(cfg, data).status == "ok"
+
+
+def test_bf16_autocast_option_trains_on_cpu():
+    cfg, data = _setup("runtime.precision=bf16", "self_training.rounds=0", "optim.max_epochs=2")
+    result = run(cfg, data)
+    assert result.status == "ok"
+    assert result.metrics["val/weighted_f1"] > 1.0 / data.n_classes
+
+
+def test_fusion_head_alone_option_trains_only_the_fusion_head():
+    cfg, data = _setup(
+        "loss.cls_heads=fusion",
+        "loss.w_modality=0",
+        "optim.pretrain_epochs=0",
+        "self_training.rounds=0",
+        "optim.max_epochs=3",
+    )
+    result = run(cfg, data)
+    assert result.status == "ok"
+    # unimodal heads get no gradient: they stay near chance while the fusion head learns
+    assert result.metrics["val/f1_fusion"] > max(result.metrics[f"val/f1_{m}"] for m in data.modalities)
