@@ -41,19 +41,34 @@ class MlflowCallback(Callback):
         self.tracker = tracker
         self.params_of = params_of
         self.runs: dict[str, str] = {}
+        self._first_step: dict[str, int] = {}
+        self._reconciled = False
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks into tuner.pkl; the live MLflow client (and any credentials in its
         # URI) must not go there. A resumed sweep attaches fresh callbacks instead.
-        return {"tracker": None, "params_of": None, "runs": {}}
+        return {"tracker": None, "params_of": None, "runs": {}, "_first_step": {}, "_reconciled": False}
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self._reconciled:
+            return
+        # First step: `trials` is exactly what Ray restored (nothing new yet). Only trials Ray
+        # counts as ended keep their runs; the others are rerun from scratch or were lost.
+        self._reconciled = True
+        self.tracker.retire_children({t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")})
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.runs[trial.trial_id] = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
+        self._first_step.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is not None:
-            self.tracker.queue_metrics(run_id, _metrics_of(result), step=int(result.get("training_iteration", 0)))
+            # Every start of a trial trains from scratch, but Ray goes on counting iterations from
+            # a restored checkpoint; so an attempt's first result is step 1 of its run's history.
+            done = int(result.get("training_iteration", 1))
+            step = done - self._first_step.setdefault(trial.trial_id, done - 1)
+            self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial, errored=False)
@@ -63,6 +78,7 @@ class MlflowCallback(Callback):
 
     def _finish(self, trial, *, errored: bool) -> None:
         run_id = self.runs.pop(trial.trial_id, None)
+        self._first_step.pop(trial.trial_id, None)
         if run_id is None:
             return
         last = trial.last_result or {}
@@ -73,6 +89,12 @@ class MlflowCallback(Callback):
         self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        # Trials still open here were stopped by Ctrl-C (or the time budget): end their runs, so
+        # nothing stays RUNNING; a resumed sweep replaces them when Ray reruns those trials.
+        for trial_id, run_id in list(self.runs.items()):
+            tags = {"mersweep.status": "interrupted", "mersweep.failure_reason": "sweep stopped before it ended"}
+            self.tracker.finish_child(run_id, status="KILLED", tags=tags)
+            del self.runs[trial_id]
         self.tracker.flush()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, guarded_main, setup_logging
 from sweeps.spec import load_sweep
+from sweeps.tracking import redact
 
 
 def _parser() -> ArgumentParser:
@@ -35,14 +37,15 @@ def _parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
-    from sweeps.engine import describe, execute, prepare  # after argument errors, before heavy imports
-    from sweeps.results import format_table
-
     if args.num_samples is not None and args.num_samples < 1:
         from mer_core.errors import ConfigError
 
         raise ConfigError("--num-samples", "an integer >= 1", args.num_samples, "out of range")
     spec = load_sweep(args.sweep, sets=args.sets, num_samples=args.num_samples)
+    # Heavy imports (torch, Ray, MLflow) only once the sweep itself is known good: bad input fails fast.
+    from sweeps.engine import describe, execute, prepare
+    from sweeps.results import format_table
+
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
@@ -51,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome = execute(prepared, address=args.address, argv=argv_list)
     print(format_table(outcome, metric=spec.metric, mode=spec.mode))
     if outcome.interrupted:
-        print(f"sweep stopped early; continue it with: python run_sweep.py {args.sweep} --resume", file=sys.stderr)
+        again = [redact(a) for a in argv_list if a != "--resume"]
+        print(f"sweep stopped early; continue it with: python {shlex.join([*again, '--resume'])}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
+from mer_core.models import build_model
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
 from sweeps.spec import SweepSpec
-from sweeps.state import SweepState, read_state, run_dir, write_state
+from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
 from sweeps.tracking import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable import TrialSettings, trial_main, trial_overrides
 
@@ -61,6 +64,8 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     space = load_space(spec.search_space_path())
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
+    if state is not None:
+        check_same_sweep(state, spec.to_yaml())
     if not resume and folder.exists() and any(folder.iterdir()):
         raise UserInputError(
             f"name: sweep '{spec.name}' already has results in {folder}; pass --resume to continue it, "
@@ -71,6 +76,8 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
         uri = state.tracking_uri
     check_reachable(uri)
     data = load_data(base.data)
+    with torch.device("meta"):  # allocates nothing: bad registry or modality names exit 2, not N failed trials
+        build_model(base.model, data.dims, len(data.class_names))
     return PreparedSweep(spec, base, space, data, uri, folder, resume, state)
 
 
@@ -136,7 +143,9 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         trainable,
         folder=prepared.folder,
         callbacks=callbacks,
-        resume=prepared.resume,
+        # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
+        # the trials afresh under the same parent run.
+        resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
         base=prepared.base,
     )
     grid = tuner.fit()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mer_core.configs.fields import FrozenDict, flatten
-from mer_core.configs.loader import build_config, read_yaml
+from mer_core.configs.loader import build_config, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.space import check_algorithm, load_space
@@ -43,15 +43,7 @@ def apply_sweep_sets(raw: Mapping[str, Any], sets: Iterable[tuple[str, Any]]) ->
         else:
             cut = len(parts) - 1
         cut = min(cut, len(parts) - 1)
-        node = out
-        for i, part in enumerate(parts[:cut]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(".".join(parts[: i + 1]), "a mapping", child, "cannot set a sub-key of a value")
-            node = child
-        node[".".join(parts[cut:])] = value
+        set_nested(out, parts[:cut], ".".join(parts[cut:]), value)
     return out
 
 

@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
+from mer_core.configs import flatten
 from mer_core.errors import UserInputError
 
 STATE_FILE = "mersweep_state.json"
@@ -43,3 +46,17 @@ def write_state(folder: Path, state: SweepState) -> None:
     tmp = folder / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2))
     tmp.replace(folder / STATE_FILE)
+
+
+def check_same_sweep(state: SweepState, spec_yaml: str) -> None:
+    """`--resume` continues the sweep as it started: Ray restores its own copy of the search, so a
+    changed sweep file, `--set` or `--num-samples` would silently apply to only some trials."""
+    if spec_yaml == state.spec_yaml:
+        return
+    old, new = (flatten(yaml.safe_load(text) or {}) for text in (state.spec_yaml, spec_yaml))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...))
+    key = changed[0] if changed else "sweep"
+    raise UserInputError(
+        f"--resume: {key} differs from the sweep being resumed (was {old.get(key)!r}, now {new.get(key)!r}); "
+        "resume with the sweep file, --set and --num-samples of its first run"
+    )

@@ -40,7 +40,11 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast (exit 2) when an HTTP tracking server does not answer, before anything is written."""
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    # Probe without userinfo: urllib would take `user:pw@host` for the host name. /health needs
+    # no login, and any answer below 500 (401 included) means a server is there.
+    scheme, _, rest = uri.partition("://")
+    netloc, slash, path = rest.partition("/")
+    url = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status < 500:
@@ -85,6 +89,23 @@ class SweepTracker:
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=50000
         )
         return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+
+    def retire_children(self, keep: set[str]) -> list[str]:
+        """Delete (soft) the child runs of trials not in `keep`; returns their trial ids.
+
+        On resume Ray restarts unfinished trials from scratch, and after a hard crash its saved
+        state can predate trials the driver had already logged (Ray then forgets them, or runs
+        them again). Their earlier runs would show as duplicates or never end, so the restarted
+        trial gets a fresh run and a forgotten one disappears (restorable: `mlflow runs restore`).
+        """
+        retired = sorted(t for t in self._children if t not in keep)
+        for trial_id in retired:
+            run_id = self._children.pop(trial_id)
+            note = "superseded: the sweep was resumed and Ray restarted or dropped this trial"
+            self._log_batch(run_id, tags={"mersweep.status": "superseded", "mersweep.failure_reason": note})
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+        return retired
 
     def log_parent_artifact_text(self, text: str, name: str) -> None:
         self.client.log_text(self.parent_id, text, name)

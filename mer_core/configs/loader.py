@@ -57,17 +57,22 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any], *, roo
     out = copy.deepcopy(dict(raw))
     for dotted, value in overrides.items():
         field_type(root, dotted)  # raises ConfigError if the path names no field
-        node = out
         parts = dotted.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(".".join(parts[: i + 1]), "a mapping", child, "cannot set a sub-key of a value")
-            node = child
-        node[parts[-1]] = value
+        set_nested(out, parts[:-1], parts[-1], value)
     return out
+
+
+def set_nested(tree: dict, path: list[str], key: str, value: Any) -> None:
+    """`tree[path[0]]...[path[-1]][key] = value`, creating mappings on the way (in place)."""
+    node = tree
+    for i, part in enumerate(path):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(".".join(path[: i + 1]), "a mapping", child, "cannot set a sub-key of a value")
+        node = child
+    node[key] = value
 
 
 def build_config(raw: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:

@@ -15,6 +15,7 @@ from mer_core.cli_util import EXIT_FAILURE, EXIT_OK, ArgumentParser, guarded_mai
 from mer_core.configs import load_config, save_config
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data import load_data
+from mer_core.models import build_model
 from mer_core.train.result import TrialResult
 from mer_core.train.run import run
 
@@ -60,7 +61,9 @@ def save_run(result: TrialResult, cfg: ExperimentConfig, out: Path) -> None:
     """Model state (tensors only: loadable with torch.load(weights_only=True)), config and metrics."""
     out.mkdir(parents=True, exist_ok=True)
     if result.model_state is not None:
-        torch.save(result.model_state, out / "model.pt")
+        # torch.compile prefixes every key with `_orig_mod.`: save the plain module's keys, so
+        # model.pt loads into build_model(...) whether or not the run was compiled.
+        torch.save({k.removeprefix("_orig_mod."): v for k, v in result.model_state.items()}, out / "model.pt")
     save_config(cfg, out / "config.yaml", header="Config of the saved model (python -m mer_core.train --save)")
     (out / "metrics.json").write_text(json.dumps({"status": result.status, **result.metrics}, indent=2))
     np.savez(out / "val_logits.npz", **result.logits_npz())
@@ -71,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     cfg = load_config(args.config, args.sets)
     data = load_data(cfg.data)
+    with torch.device("meta"):  # allocates nothing: bad registry or modality names exit 2 before any output
+        build_model(cfg.model, data.dims, len(data.class_names))
     print(
         f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), "
         f"modalities {data.dims}, classes {list(data.class_names)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -47,9 +48,7 @@ def train_fold(
     seed = cfg.seed * 1009 + fold  # distinct, reproducible streams per fold
     step = _fresh_step_context(cfg, data, device, seed)
     if compile_model:
-        step = StepContext(
-            torch.compile(step.model), step.temps, step.schedules, step.loss_cfg, step.nee_cfg, step.generator
-        )
+        step = dataclasses.replace(step, model=torch.compile(step.model))
     ctx = FitContext(
         step=step,
         data=dev,
@@ -78,7 +77,7 @@ def train_fold(
         reports.append({"round": rnd, **report})
         if cfg.self_training.reinit:
             fresh = _fresh_step_context(cfg, data, device, seed + 10 * rnd)
-            ctx = _with_step(ctx, fresh)
+            ctx = dataclasses.replace(ctx, step=fresh)
         outcome = finetune(ctx, round_train, val, reporter=reporter, stage=f"self_training_{rnd}")
         epochs += outcome.epochs
     result = FoldResult(
@@ -91,20 +90,6 @@ def train_fold(
         epochs=epochs,
     )
     return result, ctx.step.model
-
-
-def _with_step(ctx: FitContext, step: StepContext) -> FitContext:
-    return FitContext(
-        step=step,
-        data=ctx.data,
-        optim=ctx.optim,
-        voting_weights=ctx.voting_weights,
-        voting_space=ctx.voting_space,
-        class_names=ctx.class_names,
-        batch_generator=ctx.batch_generator,
-        autocast_dtype=ctx.autocast_dtype,
-        fold=ctx.fold,
-    )
 
 
 def _pseudo_labelled_set(
