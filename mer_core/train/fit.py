@@ -45,13 +45,16 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], temps: Iterable[torch.n
         {"params": [p for p in temps if p.requires_grad], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    # foreach: one multi-tensor kernel per step instead of a Python loop over parameters,
-    # which on small models is a large share of the step time.
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, foreach=True)
+    # fused: one kernel for the whole update (CPU and CUDA). At MER2024 dims the update of the
+    # text encoder's 5120-wide layers dominated a CPU step; fused Adam halves the epoch time
+    # (benchmarks/RESULTS.md, epoch). foreach is the fallback where fused is not supported.
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, foreach=True)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    try:
+        return cls(groups, lr=cfg.lr, fused=True)
+    except RuntimeError:
+        return cls(groups, lr=cfg.lr, foreach=True)
 
 
 def _step(ctx: FitContext, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
