@@ -1,0 +1,83 @@
+"""`python -m benchmarks [NAME ...] [--smoke] [--repeats N] [--device D] [--bf16]`.
+
+Runs the named benchmarks (default: all registered), prints a table per benchmark and
+updates their sections of benchmarks/RESULTS.md. `--smoke` runs tiny versions and writes
+its Markdown to a temporary file instead, so a smoke run never replaces real numbers.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import BENCHMARKS
+from benchmarks.common import RESULTS_PATH, BenchOptions, format_console, format_markdown, machine_line, update_results
+from mer_core.cli_util import EXIT_OK, ArgumentParser, guarded_main, setup_logging
+from mer_core.errors import ConfigError
+
+MIN_REPEATS = 3  # a median of fewer repeats is one noisy sample on a shared machine
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m benchmarks", description="Run mersweep benchmarks and record RESULTS.md.")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})")
+    p.add_argument("--smoke", action="store_true", help="tiny, fast versions; RESULTS.md is left alone")
+    p.add_argument("--repeats", type=int, default=None, help=f"timed repeats per arm (default {MIN_REPEATS}; smoke 1)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device of the epoch benchmark")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in the training step (both arms)")
+    p.add_argument("--steps", type=int, default=None, help="epoch: timed steps per repeat (default 30; smoke 3)")
+    p.add_argument("--trials", type=int, default=None, help="overhead: trials per arm (default 20; smoke 2)")
+    p.add_argument("--tag", default="", help="label of this run's RESULTS.md sections (e.g. another machine)")
+    p.add_argument("--output", type=Path, default=None, help=f"Markdown file to update (default {RESULTS_PATH})")
+    return p
+
+
+def _options(args) -> BenchOptions:
+    repeats = args.repeats if args.repeats is not None else (1 if args.smoke else MIN_REPEATS)
+    if repeats < 1 or (not args.smoke and repeats < MIN_REPEATS):
+        allowed = f"an integer >= {MIN_REPEATS} (>= 1 with --smoke)"
+        raise ConfigError("--repeats", allowed, repeats, "too few repeats for a median")
+    for flag, value in (("--steps", args.steps), ("--trials", args.trials)):
+        if value is not None and value < 1:
+            raise ConfigError(flag, "an integer >= 1", value, "out of range")
+    return BenchOptions(
+        smoke=args.smoke,
+        repeats=repeats,
+        device=args.device,
+        bf16=args.bf16,
+        steps=args.steps,
+        trials=args.trials,
+        tag=args.tag,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    names = args.names or list(BENCHMARKS)
+    fns = {name: BENCHMARKS.get(name, field="NAME") for name in names}  # unknown names fail before any work
+    opts = _options(args)
+    command = shlex.join(["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    sections = {}
+    for name, fn in fns.items():
+        machine = machine_line(opts.device if name == "epoch" else "cpu")
+        started = time.perf_counter()
+        result = fn(opts)
+        print(format_console(result), f"({name} took {time.perf_counter() - started:.0f} s)", sep="\n", flush=True)
+        key = result.key(opts.tag)
+        sections[key] = format_markdown(result, machine, command, key=key)
+    if args.smoke:
+        out = Path(tempfile.mkdtemp(prefix="mersweep-bench-smoke-")) / "RESULTS.md"
+    else:
+        out = args.output or RESULTS_PATH
+    update_results(out, sections)
+    print(f"results written to {out}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(guarded_main(main))

@@ -1,0 +1,265 @@
+"""Shared pieces of the benchmarks: the registry, options, results, timing and RESULTS.md.
+
+Every figure is a ratio against a baseline measured in the same run (DESIGN.md, performance
+principles): absolute seconds depend on the machine and on whatever else it is running,
+ratios measured side by side much less so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mer_core.registry import Registry
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `python -m benchmarks` passes to every benchmark (each reads what it needs).
+
+    Attributes:
+        smoke: Tiny sizes, seconds per benchmark; results are not written to RESULTS.md.
+        repeats: Timed repeats per arm; figures are medians over them.
+        device: `auto`, `cpu` or `cuda` (benchmarks that train a model on one device).
+        bf16: bf16 autocast in the training step (both arms alike).
+        steps: Timed optimizer steps per repeat (epoch benchmark); None = its default.
+        trials: Trials per arm (overhead benchmark); None = its default.
+        tag: Extra label of this run's sections in RESULTS.md (e.g. the machine), so runs on
+            other machines or settings sit next to each other instead of replacing each other.
+    """
+
+    smoke: bool = False
+    repeats: int = 3
+    device: str = "auto"
+    bf16: bool = False
+    steps: int | None = None
+    trials: int | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured arm: the median and the raw samples (seconds unless `unit` says otherwise)."""
+
+    label: str
+    samples: tuple[float, ...]
+    unit: str = "s"
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A headline figure: `value` = numerator / denominator, both measured in the same run."""
+
+    name: str
+    value: float
+    meaning: str
+    goal: str = ""
+
+
+@dataclass
+class BenchResult:
+    """What one benchmark returns: measured rows, headline ratios, free-form notes (Markdown).
+
+    `variant` (e.g. "cuda-bf16") keeps results of other settings in their own RESULTS.md section.
+    """
+
+    name: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    ratios: list[Ratio] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    variant: str = ""
+
+    def key(self, tag: str = "") -> str:
+        """The section key: `name`, or `name[variant-tag]` for other settings."""
+        suffix = "-".join(p for p in (self.variant, tag) if p)
+        return f"{self.name}[{suffix}]" if suffix else self.name
+
+
+BenchFn = Callable[[BenchOptions], BenchResult]
+
+# Filled once, by importing the benchmark modules (benchmarks/__init__.py); never mutated after.
+BENCHMARKS: Registry[BenchFn] = Registry("benchmark")
+
+
+def timed(fn: Callable[[], object], *, sync: Callable[[], None] | None = None) -> float:
+    """Wall seconds of one call of `fn`; `sync` (e.g. cuda.synchronize) runs before both clock reads."""
+    if sync is not None:
+        sync()
+    start = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - start
+
+
+class CallTimer:
+    """Accumulates wall time spent in patched callables (outermost calls only: no double counting)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def patch(self, group: str, owner: Any, names: tuple[str, ...]) -> Iterator[None]:
+        """Time every call of `owner.<name>` into `group` while the context is open."""
+        originals = {n: getattr(owner, n) for n in names}
+
+        def wrap(fn):
+            def timed_call(*args, **kwargs):
+                self._depth += 1
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self.seconds[group] = self.seconds.get(group, 0.0) + time.perf_counter() - start
+
+            return timed_call
+
+        for n, fn in originals.items():
+            setattr(owner, n, wrap(fn))
+        try:
+            yield
+        finally:
+            for n, fn in originals.items():
+                setattr(owner, n, fn)
+
+
+def ratio(num: Row, den: Row, name: str, meaning: str, goal: str = "") -> Ratio:
+    """The median over repeats of num / den, paired by repeat.
+
+    Pairing (both arms of a ratio ran back to back within a repeat) cancels load that drifts
+    between repeats on a shared machine; with equal repeats it is what the ratio of medians
+    estimates, without one noisy repeat of one arm skewing it.
+    """
+    pairs = [a / b for a, b in zip(num.samples, den.samples, strict=True)]
+    return Ratio(
+        name=name, value=statistics.median(pairs), meaning=f"{meaning}; median of per-repeat ratios", goal=goal
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
+    return found.group(1).strip() if found else platform.processor() or "unknown CPU"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=RESULTS_PATH.parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def machine_line(device: str = "cpu") -> str:
+    """CPU model and cores, load average, versions and date: the context every figure needs."""
+    load = "n/a"
+    if hasattr(os, "getloadavg"):
+        load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    versions = ", ".join(f"{p} {_version(p)}" for p in ("torch", "ray", "optuna", "mlflow"))
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if device != "cpu" and torch.cuda.is_available() else ""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{_cpu_model()}, {os.cpu_count()} cores ({usable} usable, torch threads {torch.get_num_threads()}){gpu}; "
+        f"load average at start {load}; "
+        f"Python {platform.python_version()}; {versions}; commit {_git_commit()} (plus uncommitted changes, if any); "
+        f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    )
+
+
+def format_console(result: BenchResult) -> str:
+    """The printed table of one benchmark, ending with one `ratio <bench>.<name> = X.XXx` line per ratio."""
+    lines = [f"== {result.name}: {result.title}"]
+    width = max([len(r.label) for r in result.rows] + [10])
+    for r in result.rows:
+        spread = f"[{min(r.samples):.3f} .. {max(r.samples):.3f}]" if len(r.samples) > 1 else ""
+        lines.append(f"  {r.label:<{width}}  {r.median:10.3f} {r.unit:<6} {spread} {r.note}".rstrip())
+    for q in result.ratios:
+        goal = f" (goal {q.goal})" if q.goal else ""
+        lines.append(f"ratio {result.name}.{q.name} = {q.value:.2f}x  [{q.meaning}]{goal}")
+    return "\n".join(lines)
+
+
+def format_markdown(result: BenchResult, machine: str, command: str, *, key: str) -> str:
+    """One benchmark's section of RESULTS.md (between `key` markers, so a later run can replace it)."""
+    out = [f"<!-- bench:{key} -->", f"## {key}: {result.title}", ""]
+    out += [f"Machine: {machine}", "", f"Command: `{command}`", ""]
+    out += ["| figure | value | goal | meaning |", "|---|---|---|---|"]
+    out += [f"| **{q.name}** | **{q.value:.2f}x** | {q.goal or '-'} | {q.meaning} |" for q in result.ratios]
+    out += ["", "| arm | median | repeats (min .. max) | note |", "|---|---|---|---|"]
+    for r in result.rows:
+        spread = f"{len(r.samples)} ({min(r.samples):.3f} .. {max(r.samples):.3f})"
+        out.append(f"| {r.label} | {r.median:.3f} {r.unit} | {spread} | {r.note} |")
+    if result.notes:
+        out += ["", *result.notes]
+    out += ["", f"<!-- /bench:{key} -->"]
+    return "\n".join(out)
+
+
+_HEADER = """# mersweep benchmarks
+
+Written by `python -m benchmarks` (one section per benchmark; running a subset replaces only
+its sections). Every headline figure is a ratio against a baseline measured in the same run,
+medians of the repeats stated in the table.
+"""
+
+
+_SECTION = re.compile(r"<!-- bench:(\S+) -->.*?<!-- /bench:\1 -->", re.DOTALL)
+
+
+def read_sections(text: str) -> dict[str, str]:
+    """Section key -> section text of a RESULTS.md."""
+    return {m.group(1): m.group(0) for m in _SECTION.finditer(text)}
+
+
+def update_results(path: Path, sections: dict[str, str]) -> None:
+    """Replace or add `sections` in the Markdown file at `path`, keeping the others; sections sorted by key.
+
+    Sorting puts a benchmark's variants (`epoch`, `epoch[cuda-h100]`, ...) next to each other.
+    """
+    merged = {**(read_sections(path.read_text()) if path.exists() else {}), **sections}
+    body = "\n\n".join(merged[k] for k in sorted(merged))
+    path.write_text(_HEADER + "\n" + body + "\n")
+
+
+def pct_table(parts: Sequence[tuple[str, float]], *, header: str) -> list[str]:
+    """A Markdown table of named seconds with their share of the total."""
+    total = sum(v for _, v in parts) or 1.0
+    lines = [f"| {header} | seconds | share |", "|---|---|---|"]
+    lines += [f"| {name} | {v:.4f} | {100 * v / total:.0f}% |" for name, v in parts]
+    return lines
