@@ -232,7 +232,7 @@ def classification_loss(
     labelled = labels >= 0  # (B,)
     w = labelled.to(torch.float32) if weights is None else weights.to(torch.float32) * labelled  # (B,)
     denom = w.sum().clamp(min=torch.finfo(torch.float32).tiny)
-    target = labels.clamp(min=0)  # (B,) placeholders for ignored rows, weighted out below
+    target = labels.clamp(min=0)  # (B,) ignored rows get class 0 as a stand-in, weighted out below
     per_head = []
     for head_logits in logits.values():
         ce = F.cross_entropy(head_logits, target, reduction="none", label_smoothing=label_smoothing)  # (B,)

@@ -50,12 +50,18 @@ def write_sweep(folder: Path, name: str, **overrides) -> Path:
     return path
 
 
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a user's shell for our CLIs: the repo importable, no ambient tracking URI."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONPATH": str(ROOT), **(extra or {})})
+    return env
+
+
 def run_cli(
     args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`python run_sweep.py ARGS` in `cwd`, as a user would run it."""
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    full_env = cli_env(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "run_sweep.py"), *args],
         cwd=cwd,

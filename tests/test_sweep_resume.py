@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mer_core.errors import UserInputError
 from sweeps.spec import load_sweep
 from sweeps.state import SweepState, check_same_sweep
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, cli_env, run_cli, write_sweep
 
 N_TRIALS = 8
 # Short trials that all run to the end (no scheduler): a few seconds each on one core, so the
@@ -52,8 +52,7 @@ class Driver:
     """`python run_sweep.py ...` in the background, in its own process group (like run_cli's env)."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        env["PYTHONPATH"] = str(ROOT)
+        env = cli_env()
         self.out, self.err = cwd / "driver.out", cwd / "driver.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:  # files, not pipes: nothing can block
             self.proc = subprocess.Popen(

@@ -9,6 +9,7 @@ its gradient is exactly zero). Adding an operator = one subclass + `@FUSIONS.reg
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping
 
@@ -20,7 +21,7 @@ from mer_core.registry import Registry
 FUSIONS: Registry[type[FusionOp]] = Registry("fusion")
 
 
-class FusionOp(nn.Module):
+class FusionOp(nn.Module, abc.ABC):
     """Base class: stores the modality order and stacks/masks the inputs.
 
     Attributes:
@@ -46,8 +47,9 @@ class FusionOp(nn.Module):
         self.modalities = tuple(modalities)
         self.dim = dim
 
+    @abc.abstractmethod
     def forward(self, feats: Mapping[str, Tensor], mask: Tensor) -> Tensor:
-        """Fuses the modalities.
+        """Fuses the modalities (each registered operator defines it).
 
         Args:
             feats: Modality name -> (B, dim); extra keys are ignored.
@@ -56,7 +58,6 @@ class FusionOp(nn.Module):
         Returns:
             (B, out_dim).
         """
-        raise NotImplementedError
 
     def _stack(self, feats: Mapping[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         """Stacks features to (B, M, H) with missing rows zeroed; returns them and the (B, M, 1) mask."""
