@@ -115,7 +115,17 @@ def ours_arm(cfg: ExperimentConfig, fs: FeatureSet, dev: DeviceData, *, fused_ad
     device = dev.mask.device
     step_ctx = _fresh_step_context(cfg, fs, device, seed=0)
     dtype, _ = _autocast(cfg, device)
-    fit_ctx = FitContext(step_ctx, dev, cfg.optim, {}, "logit", fs.class_names, torch.Generator(), dtype, 0)
+    fit_ctx = FitContext(
+        step=step_ctx,
+        data=dev,
+        optim=cfg.optim,
+        voting_weights={},  # voting only matters for evaluation, which the step never runs
+        voting_space="logit",
+        class_names=fs.class_names,
+        batch_generator=torch.Generator(),
+        autocast_dtype=dtype,
+        fold=0,
+    )
     opt = make_optimizer(step_ctx.model.parameters(), step_ctx.temps.parameters(), cfg.optim)
     if fused_adam:  # the proposed fix: same groups and hyperparameters, one fused kernel per group
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
