@@ -11,7 +11,6 @@ import logging
 import os
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,7 +174,3 @@ def _git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def command_line() -> list[str]:
-    return [sys.executable.rsplit("/", 1)[-1], *sys.argv]

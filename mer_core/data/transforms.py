@@ -10,6 +10,7 @@ Every random choice takes an explicit numpy Generator; nothing touches the globa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -44,15 +45,7 @@ def hide_labels(fs: FeatureSet, fraction: float, rng: np.random.Generator) -> Fe
         hidden = rng.permutation(members)[keep:]
         labels[hidden] = -1
         truth[hidden] = c
-    return FeatureSet(
-        name=fs.name,
-        features=fs.features,
-        labels=labels,
-        mask=fs.mask,
-        class_names=fs.class_names,
-        sample_ids=fs.sample_ids,
-        true_labels=truth.astype(np.int64),
-    )
+    return dataclasses.replace(fs, labels=labels, true_labels=truth.astype(np.int64))
 
 
 def cap_unlabelled(fs: FeatureSet, max_unlabelled: int, rng: np.random.Generator) -> FeatureSet:
@@ -100,15 +93,7 @@ def standardize(fs: FeatureSet) -> FeatureSet:
             block *= inv_std
             block[~present[start : start + _ROWS_PER_CHUNK]] = 0.0
         features[m] = out
-    return FeatureSet(
-        name=fs.name,
-        features=features,
-        labels=fs.labels,
-        mask=fs.mask,
-        class_names=fs.class_names,
-        sample_ids=fs.sample_ids,
-        true_labels=fs.true_labels,
-    )
+    return dataclasses.replace(fs, features=features)
 
 
 def _masked_mean_std(x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
