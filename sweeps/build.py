@@ -10,6 +10,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from mer_core.configs import ExperimentConfig
+from sweeps.ablation import AblationPlan
+from sweeps.ablation_search import AblationSearcher
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.spec import SweepSpec
 
@@ -36,6 +38,10 @@ def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
+def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan) -> AblationSearcher:
+    return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
+
+
 def make_searcher(spec: SweepSpec, space: SearchSpace) -> OptunaSearch:
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
@@ -45,15 +51,20 @@ def make_searcher(spec: SweepSpec, space: SearchSpace) -> OptunaSearch:
 
 def build_tuner(
     spec: SweepSpec,
-    space: SearchSpace,
+    space: SearchSpace | None,
     trainable: Any,
     *,
     folder: Path,
     callbacks: list,
     resume: bool,
     base: ExperimentConfig,
+    plan: AblationPlan | None = None,
 ) -> tune.Tuner:
-    """A new Tuner writing to `folder`, or the one restored from it (`resume`)."""
+    """A new Tuner writing to `folder`, or the one restored from it (`resume`).
+
+    An ablation (`plan`) runs its own searcher (variants x seeds, optional re-tuning) and no
+    scheduler: every trial trains to the end so the seeds stay paired.
+    """
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(trainable, resources)
     if resume:
@@ -65,9 +76,9 @@ def build_tuner(
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
-        search_alg=make_searcher(spec, space),
-        scheduler=make_scheduler(spec, base),
-        num_samples=spec.search.num_samples,
+        search_alg=make_searcher(spec, space) if plan is None else make_ablation_searcher(spec, space, plan),
+        scheduler=make_scheduler(spec, base) if plan is None else FIFOScheduler(),
+        num_samples=spec.search.num_samples if plan is None else plan.total_trials,
         max_concurrent_trials=spec.resources.max_concurrent,
         time_budget_s=spec.time_budget_s,
         reuse_actors=True,  # one worker process serves many trials: no per-trial process start
@@ -78,7 +89,9 @@ def build_tuner(
         storage_path=str(folder.parent),
         callbacks=callbacks,
         verbose=0,
-        failure_config=tune.FailureConfig(max_failures=1),
+        # A failed trial (an exception, a lost node) reruns from scratch: trials checkpoint only
+        # their final artifacts, so there is nothing mid-trial to restore.
+        failure_config=tune.FailureConfig(max_failures=spec.resources.max_retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

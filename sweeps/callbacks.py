@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -10,10 +11,12 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.tracking import SweepTracker
+from sweeps.tracking import PARENT_TAG, TRIAL_TAG, SweepTracker
 from sweeps.trainable import FINAL_KEY
 
 MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "invalid": "FAILED", "error": "FAILED"}
+ENDED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that will not run again
+RESULT_FILE = "result.json"  # Ray's log of every result of a trial, one JSON object a line, in its folder
 
 
 def trial_outcome(last: Mapping[str, Any] | None, *, errored: bool = False) -> str:
@@ -50,12 +53,42 @@ class MlflowCallback(Callback):
         return {"tracker": None, "params_of": None, "runs": {}, "_first_step": {}, "_reconciled": False}
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        if self._reconciled:
-            return
-        # First step: `trials` is exactly what Ray restored (nothing new yet). Only trials Ray
-        # counts as ended keep their runs; the others are rerun from scratch or were lost.
+        if not self._reconciled:  # first step: `trials` is exactly what Ray restored (nothing new yet)
+            self._reconcile(trials)
+
+    def _reconcile(self, trials: list) -> None:
+        """Match the runs a resumed sweep finds in MLflow to the trials Ray restored.
+
+        Only trials Ray counts as ended keep their runs; the others are rerun from scratch or were
+        lost. The driver sends a run's last metrics, tags, artifacts and end in the background
+        (SweepTracker's outbox), so a crash can leave an ended trial's run open, or not even
+        created: such a trial is logged afresh from what Ray saved of it.
+        """
         self._reconciled = True
-        self.tracker.retire_children({t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")})
+        ended = {t.trial_id: t for t in trials if t.status in ENDED}
+        incomplete = self._incomplete(set(ended)) if ended else set()
+        self.tracker.retire_children(set(ended) - incomplete)
+        for trial_id in sorted(incomplete):
+            self._relog(ended[trial_id])
+
+    def _incomplete(self, ended: set[str]) -> set[str]:
+        """Ended trials whose run is missing or still RUNNING (its end never reached MLflow)."""
+        runs = self.tracker.client.search_runs(
+            [self.tracker.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.tracker.parent_id}' and attributes.status = 'RUNNING'",
+            max_results=50000,
+        )
+        open_runs = {r.data.tags.get(TRIAL_TAG) for r in runs}
+        return {t for t in ended if t in open_runs or self.tracker.run_id_of(t) is None}
+
+    def _relog(self, trial) -> None:
+        """A fresh run for an ended trial: its params, its last attempt's results, its end."""
+        run_id = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
+        for result in last_attempt_results(trial):
+            step = int(result.get("iterations_since_restore", 1))
+            self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
+        self.runs[trial.trial_id] = run_id
+        self._finish(trial, errored=trial.status == "ERROR")
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.runs[trial.trial_id] = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
@@ -69,6 +102,14 @@ class MlflowCallback(Callback):
             done = int(result.get("training_iteration", 1))
             step = done - self._first_step.setdefault(trial.trial_id, done - 1)
             self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        # A failed attempt that Ray retries from scratch (FailureConfig): its run is superseded
+        # (kept, soft-deleted, with the error), and the retry logs a fresh run from step 1.
+        self.runs.pop(trial.trial_id, None)
+        self._first_step.pop(trial.trial_id, None)
+        note = f"superseded: this attempt failed and Ray retried the trial ({_error_line(trial)})"
+        self.tracker.retire_child(trial.trial_id, note[:5000])
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial, errored=False)
@@ -89,6 +130,8 @@ class MlflowCallback(Callback):
         self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        if not self._reconciled:  # resumed with nothing left to run: Ray took no step
+            self._reconcile(trials)
         # Trials still open here were stopped by Ctrl-C (or the time budget): end their runs, so
         # nothing stays RUNNING; a resumed sweep replaces them when Ray reruns those trials.
         for trial_id, run_id in list(self.runs.items()):
@@ -96,6 +139,28 @@ class MlflowCallback(Callback):
             self.tracker.finish_child(run_id, status="KILLED", tags=tags)
             del self.runs[trial_id]
         self.tracker.flush()
+
+
+def last_attempt_results(trial) -> list[dict[str, Any]]:
+    """The results of a trial's last attempt (each attempt trains from scratch), oldest first.
+
+    Read from the result log in the trial's folder under runs/<sweep>/, which Ray saves together
+    with its experiment state; a line cut short by a crash is skipped. Without the log: the last result.
+    """
+    try:
+        lines = (Path(trial.path) / RESULT_FILE).read_text().splitlines()
+    except (OSError, TypeError):
+        lines = []
+    results: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if result.get("iterations_since_restore") == 1:  # a new attempt starts
+            results = []
+        results.append(result)
+    return results or ([trial.last_result] if trial.last_result else [])
 
 
 def _error_line(trial) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ def _parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
+    # MLflow's client prints each ended run's URL to stdout, credentials in the tracking URI
+    # included; the sweep's own progress lines already say which trial ended.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if args.num_samples is not None and args.num_samples < 1:
         from mer_core.errors import ConfigError
 
@@ -50,9 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK
-    argv_list = ["run_sweep.py", *(argv if argv is not None else sys.argv[1:])]
+    # Stored as the parent run's `mersweep.command` tag: never with a --tracking-uri password.
+    argv_list = ["run_sweep.py", *(redact(a) for a in (argv if argv is not None else sys.argv[1:]))]
     outcome = execute(prepared, address=args.address, argv=argv_list)
     print(format_table(outcome, metric=spec.metric, mode=spec.mode))
+    if spec.ablation is not None:
+        from sweeps.ablation import variant_summary
+
+        print(variant_summary(outcome.rows, metric=spec.metric, reference=spec.ablation.reference))
+        print(f"paired comparison: python -m analysis compare --sweep-dir {prepared.folder}")
     if outcome.interrupted:
         again = [redact(a) for a in argv_list if a != "--resume"]
         print(f"sweep stopped early; continue it with: python {shlex.join([*again, '--resume'])}", file=sys.stderr)

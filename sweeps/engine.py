@@ -22,6 +22,8 @@ from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.models import build_model
+from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
+from sweeps.faults import fault_runtime_env, plan_from_env
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
 from sweeps.spec import SweepSpec
@@ -38,7 +40,7 @@ class PreparedSweep:
 
     spec: SweepSpec
     base: ExperimentConfig
-    space: SearchSpace
+    space: SearchSpace | None  # search: the search space; ablation: the re-tuning space, if any
     data: FeatureSet
     tracking_uri: str
     folder: Path
@@ -48,19 +50,38 @@ class PreparedSweep:
     @property
     def settings(self) -> TrialSettings:
         threads = max(1, int(self.spec.resources.cpu))
+        variants = self.spec.ablation.variants if self.spec.ablation else {}
         return TrialSettings(
-            base=to_dict(self.base), metric=self.spec.metric, mode=self.spec.mode, fixed={}, threads=threads
+            base=to_dict(self.base),
+            metric=self.spec.metric,
+            mode=self.spec.mode,
+            fixed={},
+            threads=threads,
+            variants=variants,
         )
 
+    @property
+    def plan(self) -> AblationPlan | None:
+        """The ablation's trials (None for a search)."""
+        return ablation_plan(self.spec)
+
+    @property
+    def total_trials(self) -> int:
+        """Trials the sweep runs when nothing stops it early."""
+        plan = self.plan
+        return plan.total_trials if plan else self.spec.search.num_samples
+
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Flattened full config of a trial (its MLflow params)."""
-        return flatten(build_config(self.settings.base, trial_overrides(config, self.settings)))
+        """Flattened full config of a trial (its MLflow params), plus its ablation variant and seed."""
+        cfg = build_config(self.settings.base, trial_overrides(config, self.settings))
+        return {**flatten(cfg), **ablation_params(config)}
 
 
 def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:
     """Validate the whole sweep; raises UserInputError (exit 2) before writing anything."""
     base = spec.base_config()
-    space = load_space(spec.search_space_path())
+    plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
+    space = _space_of(spec)
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
     if state is not None:
@@ -84,17 +105,45 @@ def describe(prepared: PreparedSweep) -> str:
     """What --dry-run prints: the resolved sweep, data and space, without starting Ray."""
     spec, data = prepared.spec, prepared.data
     lines = [
-        f"sweep {spec.name} ({spec.kind}): {spec.search.algorithm} x {spec.search.num_samples} trials, "
-        f"scheduler {spec.scheduler.kind}, metric {spec.metric} ({spec.mode})",
+        *_describe_plan(prepared),
         f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), modalities {data.dims}",
         f"resources per trial: cpu {spec.resources.cpu}, gpu {spec.resources.gpu}; "
         f"max concurrent {spec.resources.max_concurrent}",
         f"tracking: {redact(prepared.tracking_uri)} experiment {spec.experiment_name()}",
         f"results: {prepared.folder}",
-        "search space:",
-        *(f"  {line}" for line in prepared.space.describe()),
     ]
+    if prepared.space is not None:
+        lines += ["search space:" if spec.kind == "search" else "re-tuning space:"]
+        lines += [f"  {line}" for line in prepared.space.describe()]
     return "\n".join(lines)
+
+
+def _space_of(spec: SweepSpec) -> SearchSpace | None:
+    if spec.kind == "search":
+        return load_space(spec.search_space_path())
+    assert spec.ablation is not None
+    retune = spec.ablation.retune
+    return load_space(retune.search_space) if retune.search_space and retune.num_samples else None
+
+
+def _describe_plan(prepared: PreparedSweep) -> list[str]:
+    spec, plan = prepared.spec, prepared.plan
+    if plan is None:
+        return [
+            f"sweep {spec.name} (search): {spec.search.algorithm} x {spec.search.num_samples} trials, "
+            f"scheduler {spec.scheduler.kind}, metric {spec.metric} ({spec.mode})"
+        ]
+    assert spec.ablation is not None
+    retune = f" (+{plan.retune_trials} re-tuning trials each, {spec.search.algorithm})" if plan.retune_trials else ""
+    lines = [
+        f"sweep {spec.name} (ablation): {len(plan.variants)} variants x {len(plan.seeds)} paired seeds{retune} = "
+        f"{plan.total_trials} trials, no early stopping, metric {spec.metric} ({spec.mode})",
+        f"reference variant: {spec.ablation.reference}; seeds {list(plan.seeds)}",
+    ]
+    for name, overrides in spec.ablation.variants.items():
+        text = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(the base config)"
+        lines.append(f"  variant {name}: {text}")
+    return lines
 
 
 def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) -> SweepOutcome:
@@ -102,6 +151,9 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed attempt's traceback goes to its error.txt and its reason to MLflow; the terminal
+    # gets the one-line progress instead of a traceback per attempt.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
     from ray import tune
 
@@ -122,10 +174,11 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
             SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
         )
         tracker.log_parent_artifact_text(spec.to_yaml(), "sweep.yaml")
-        tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
+        if prepared.space is not None:
+            tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
     callbacks = [
         MlflowCallback(tracker, prepared.trial_params),
-        ProgressCallback(metric=spec.metric, mode=spec.mode, total=spec.search.num_samples),
+        ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials),
     ]
     if not ray.is_initialized():
         ray.init(
@@ -134,6 +187,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
             logging_level=logging.WARNING,
             configure_logging=True,
             log_to_driver=True,
+            runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
         )
     trainable = tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
     tuner = build_tuner(
@@ -146,6 +200,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         # the trials afresh under the same parent run.
         resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
         base=prepared.base,
+        plan=prepared.plan,
     )
     grid = tuner.fit()
     outcome = summarize(grid, prepared)

@@ -54,7 +54,7 @@ def summarize(grid, prepared: PreparedSweep) -> SweepOutcome:
     done = [r for r in rows if r.outcome == "ok" and r.value is not None]
     # Stopped early: fewer trials than asked for, or some never ended (Ctrl-C during the last ones).
     unfinished = len(rows) - grid.num_terminated - grid.num_errors
-    out = SweepOutcome(rows=rows, interrupted=len(rows) < spec.search.num_samples or unfinished > 0)
+    out = SweepOutcome(rows=rows, interrupted=len(rows) < prepared.total_trials or unfinished > 0)
     if done:
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
         cfg = build_config(prepared.settings.base, trial_overrides(best.params, prepared.settings))

@@ -38,6 +38,7 @@ from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps import spec_checks
 from sweeps.space import SearchSpace, load_space
+from sweeps.tracking import redact
 
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -73,6 +74,7 @@ class ResourcesConfig:
     cpu: float = fld(1.0, ge=0.0, doc="CPUs per trial (fractions allowed)")
     gpu: float = fld(0.0, ge=0.0, doc="GPUs per trial (fractions allowed: several trials share a GPU)")
     max_concurrent: int = fld(1, ge=1, doc="trials running at once")
+    max_retries: int = fld(2, ge=0, doc="reruns (from scratch) of a trial that raised or lost its node")
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,14 @@ class SweepSpec:
         return None if self.search_space is None else load_space(self.search_space)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for logging; dumped as YAML, `load_sweep` reads back an equal spec."""
-        return to_dict(self)
+        """Plain data for logging; dumped as YAML, `load_sweep` reads back an equal spec.
+
+        Credentials in `tracking.uri` are redacted: this is what runs/<sweep>/ and MLflow store.
+        """
+        out = to_dict(self)
+        if self.tracking.uri is not None:
+            out["tracking"]["uri"] = redact(self.tracking.uri)
+        return out
 
     def to_yaml(self) -> str:
         """The resolved spec as YAML text."""

@@ -8,14 +8,16 @@ variant override `ablation.variants.<name>.<field>`, a bad base YAML names the b
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mer_core.configs.fields import FrozenDict, flatten
+from mer_core.configs.fields import FrozenDict, field_type
 from mer_core.configs.loader import build_config, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
+from sweeps.ablation import check_variant_keys
 from sweeps.space import check_algorithm, load_space
 from sweeps.space_params import prefixed
 
@@ -54,17 +56,43 @@ def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     merges into the base's `optim` instead of replacing the whole section.
     """
     out = dict(raw)
-    for key in ("set", "data"):
+    for key, at in (("set", ""), ("data", "data")):
         if isinstance(out.get(key), Mapping):
-            out[key] = _freeze(flatten(dict(out[key])))
+            out[key] = _freeze(_flatten_fields(out[key], at=at))
     ablation = out.get("ablation")
     if isinstance(ablation, Mapping) and isinstance(ablation.get("variants"), Mapping):
         variants = {
-            name: _freeze(flatten(dict(v))) if isinstance(v, Mapping) else FrozenDict() if v is None else v
+            name: _freeze(_flatten_fields(v)) if isinstance(v, Mapping) else FrozenDict() if v is None else v
             for name, v in ablation["variants"].items()
         }
         out["ablation"] = {**ablation, "variants": variants}
     return out
+
+
+def _flatten_fields(tree: Mapping[str, Any], *, at: str = "") -> dict[str, Any]:
+    """Dotted keys (relative to `tree`, which sits at config path `at`), except that a map field
+    declared `merge=False` (`data.features.modalities`) stays one value: as in an experiment YAML it
+    replaces the base's map whole; merged key by key, the base's other modalities would survive."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{at}.{key}" if at else str(key)
+        if isinstance(value, Mapping) and value and not _replaced_whole(full):
+            out.update({f"{key}.{k}": v for k, v in _flatten_fields(value, at=full).items()})
+        else:
+            out[str(key)] = value
+    return out
+
+
+def _replaced_whole(dotted: str) -> bool:
+    parent, _, name = dotted.rpartition(".")
+    try:
+        owner = field_type(ExperimentConfig, parent) if parent else ExperimentConfig
+    except ConfigError:
+        return False  # names no field: flattened as it is, and validation names it later
+    if not dataclasses.is_dataclass(owner):
+        return False
+    fields = {f.name: f for f in dataclasses.fields(owner)}
+    return name in fields and fields[name].metadata.get("merge", True) is False
 
 
 def resolve_path(given: str, *, sweep_dir: Path, field: str) -> str:
@@ -115,12 +143,26 @@ def check_resolved(spec: SweepSpec) -> None:
     if spec.search_space is not None:
         _check_space(spec.search_space, spec.search.algorithm, spec.search.num_samples, "search.num_samples")
     if spec.ablation is not None:
-        for name in spec.ablation.variants:
+        for name, overrides in spec.ablation.variants.items():
+            check_variant_keys(name, overrides)
             build_experiment(spec, name)
         retune = spec.ablation.retune
         if retune.search_space is not None and retune.num_samples > 0:
             where = "ablation.retune.num_samples"
             _check_space(retune.search_space, spec.search.algorithm, retune.num_samples, where)
+            _check_retune_keys(spec, load_space(retune.search_space).names)
+
+
+def _check_retune_keys(spec: SweepSpec, names: tuple[str, ...]) -> None:
+    """The re-tuned nuisance params must leave what the variants and seeds set alone."""
+    assert spec.ablation is not None
+    for name, overrides in spec.ablation.variants.items():
+        clash = sorted({"seed", "data.seed", *overrides} & set(names))
+        if clash:
+            allowed = "nuisance fields no variant sets (nor seed / data.seed)"
+            raise ConfigError(
+                "ablation.retune.search_space", allowed, clash[0], f"clashes with variant {name} or the seeds"
+            )
 
 
 def _check_space(path: str, algorithm: str, num_samples: int, where: str) -> None:

@@ -53,10 +53,18 @@ def check_same_sweep(state: SweepState, spec_yaml: str) -> None:
     changed sweep file, `--set` or `--num-samples` would silently apply to only some trials."""
     if spec_yaml == state.spec_yaml:
         return
+    # Compared field by field, not as text: the same sweep may be written differently (a nested
+    # `data.synthetic.dims` map or dotted keys, key order) by another version of mersweep.
     old, new = (flatten(yaml.safe_load(text) or {}) for text in (state.spec_yaml, spec_yaml))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...))
-    key = changed[0] if changed else "sweep"
+    if not changed:
+        return
+    key = changed[0]
     raise UserInputError(
-        f"--resume: {key} differs from the sweep being resumed (was {old.get(key)!r}, now {new.get(key)!r}); "
+        f"--resume: {key} differs from the sweep being resumed (was {_shown(old, key)}, now {_shown(new, key)}); "
         "resume with the sweep file, --set and --num-samples of its first run"
     )
+
+
+def _shown(fields: dict, key: str) -> str:
+    return repr(fields[key]) if key in fields else "not set"

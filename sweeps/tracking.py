@@ -1,7 +1,8 @@
 """MLflow bookkeeping on the driver: one parent run per sweep, one child run per trial.
 
 Trials never talk to MLflow themselves; the driver logs in batches (a Ray Tune callback
-feeds `SweepTracker`), so a slow or briefly absent tracking server costs trials nothing.
+feeds `SweepTracker`), so a slow or absent tracking server costs trials nothing: what cannot be
+sent waits in order until the server is back (`sweeps.tracking_retry`).
 Child runs carry the Ray trial id as a tag, so a resumed sweep finds and reuses them
 instead of logging a trial twice.
 """
@@ -13,15 +14,22 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mer_core.errors import UserInputError
+from sweeps.tracking_retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
 
 TRIAL_TAG = "mersweep.trial_id"
 SWEEP_TAG = "mersweep.sweep"
 PARENT_TAG = "mlflow.parentRunId"
+TOKEN_TAG = "mersweep.create_token"  # finds a run whose creation answer an outage swallowed
+# MLflow's HTTP client retries by itself (7 times, backoff up to 2 min, 120 s per request), so through
+# an outage one call would block for minutes, past our deadline, with urllib3 logging every retry.
+# One attempt per call with a bounded timeout, set only while our calls run; a user's own values win.
+MLFLOW_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 _CRED = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -58,30 +66,66 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
 
 
 class SweepTracker:
-    """Parent/child runs of one sweep, with buffered metric logging."""
+    """Parent/child runs of one sweep, logged in batches, riding out tracking-server outages.
 
-    def __init__(self, uri: str, experiment: str, *, flush_every: int = 500) -> None:
+    Only the sweep's start (experiment, parent run) waits for the server and fails without it.
+    Everything else goes through an outbox: sent at once while the server answers, kept in order
+    while it does not, sent when it is back; the Ray callbacks that call in never see an error
+    for the server's sake. `finish_parent` waits up to `retry.deadline_s` for the last of it.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        *,
+        flush_every: int = 500,
+        retry: RetryPolicy | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         from mlflow.tracking import MlflowClient  # heavy import: only drivers pay for it
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        policy = retry or RetryPolicy()
+        self._caller = RetryingCaller(policy, label=redact(uri), scrub=redact, env=MLFLOW_HTTP_ENV, stream=stream)
+        self._outbox = Outbox(self._caller, scrub=redact)
+        self.experiment_id: str = self._caller.call(lambda: self._experiment(experiment), block=True)
         self.parent_id: str | None = None
-        self._children: dict[str, str] = {}
-        self._pending: dict[str, list[Any]] = {}
+        self._runs: dict[str, RunRef] = {}  # handle (what `child` returned) -> run
+        self._children: dict[str, str] = {}  # trial id -> handle
+        self._pending: dict[str, list[Any]] = {}  # handle -> metrics not yet handed to the outbox
         self._flush_every = flush_every
+
+    def _experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException as err:  # created by an earlier attempt whose answer was lost
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     # -- parent ---------------------------------------------------------------------------
     def open_parent(self, *, sweep: str, parent_id: str | None, tags: Mapping[str, str]) -> str:
-        """Create the sweep's parent run, or reopen `parent_id` on resume."""
+        """Create the sweep's parent run, or reopen `parent_id` on resume (waits for the server)."""
         if parent_id:
-            self.client.update_run(parent_id, status="RUNNING")
+            self._caller.call(lambda: self.client.update_run(parent_id, status="RUNNING"), block=True)
             self.parent_id = parent_id
-            self._children = self._existing_children()
+            self._runs[parent_id] = RunRef(token="", run_id=parent_id)
+            for trial_id, run_id in self._caller.call(self._existing_children, block=True).items():
+                self._runs[run_id] = RunRef(token="", run_id=run_id)
+                self._children[trial_id] = run_id
         else:
-            run = self.client.create_run(self.experiment_id, run_name=sweep, tags={SWEEP_TAG: sweep, **tags})
-            self.parent_id = run.info.run_id
+            parent = RunRef(token=uuid.uuid4().hex)
+            run_tags = {SWEEP_TAG: sweep, **tags}
+            self._caller.call(lambda: self._create(parent, sweep, run_tags), block=True)
+            self.parent_id = parent.run_id
+            self._runs[self.parent_id] = parent
         return self.parent_id
 
     def _existing_children(self) -> dict[str, str]:
@@ -100,79 +144,155 @@ class SweepTracker:
         """
         retired = sorted(t for t in self._children if t not in keep)
         for trial_id in retired:
-            run_id = self._children.pop(trial_id)
-            note = "superseded: the sweep was resumed and Ray restarted or dropped this trial"
-            self._log_batch(run_id, tags={"mersweep.status": "superseded", "mersweep.failure_reason": note})
-            self.client.set_terminated(run_id, status="KILLED")
-            self.client.delete_run(run_id)
+            self.retire_child(trial_id, "superseded: the sweep was resumed and Ray restarted or dropped this trial")
         return retired
 
+    def retire_child(self, trial_id: str, note: str) -> None:
+        """End, tag `superseded` and soft-delete the trial's run, so its next attempt gets a fresh one."""
+        handle = self._children.pop(trial_id, None)
+        if handle is None:
+            return
+        run = self._runs[handle]
+        ops = self._batch_ops(run, f"retire the run of trial {trial_id}", tags=_superseded(note))
+        ops.append(Op("end a superseded run", run, lambda rid: self.client.set_terminated(rid, status="KILLED")))
+        ops.append(Op("delete a superseded run", run, lambda rid: self.client.delete_run(rid)))
+        self._outbox.put(*ops)
+
     def log_parent_artifact_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.parent_id, text, name)
+        parent = self._runs[self.parent_id]
+        self._outbox.put(Op(f"log {name}", parent, lambda rid: self.client.log_text(rid, text, name)), block=True)
 
     def finish_parent(self, *, status: str, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
-        self._log_batch(self.parent_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(self.parent_id, status=status)
+        """End the sweep's run after everything still buffered; raises TrackingUnavailable if the
+        server stays away past the deadline (exit 1: the trials' results under runs/ are complete)."""
+        parent = self._runs[self.parent_id]
+        self._flush_pending(list(self._pending))
+        ops = self._batch_ops(parent, "log the sweep's summary", metrics=metrics, tags=tags)
+        ops.append(Op("end the sweep's run", parent, lambda rid: self.client.set_terminated(rid, status=status)))
+        if not self._outbox.put(*ops, block=True):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {redact(self.uri)} unreachable at the end of the sweep; "
+                f"{len(self._outbox)} operations ({self._outbox.n_metrics} metric values) were not logged"
+            )
 
     # -- children -------------------------------------------------------------------------
     def child(self, trial_id: str, name: str, params: Mapping[str, Any]) -> str:
-        """The child run of a trial: reused if it exists (resume), else created with its params."""
-        if trial_id in self._children:
-            run_id = self._children[trial_id]
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+        """A handle on the trial's child run: reused if it exists (resume), else created with its params.
+
+        The handle is the run id, or while the server is away a stand-in (`pending-<trial>`) that
+        the tracker maps to the run once created; `run_id_of` gives the real id.
+        """
+        handle = self._children.get(trial_id)
+        if handle is not None:
+            reopen = Op(f"reopen the run of trial {trial_id}", self._runs[handle], self._reopen)
+            self._outbox.put(reopen)
+            return handle
+        run = RunRef(token=uuid.uuid4().hex)
         tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, "mlflow.runName": name}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        self._children[trial_id] = run_id
-        self._log_batch(run_id, params={k: _param(v) for k, v in params.items()})
-        return run_id
+        create = Op(f"create the run of trial {trial_id}", run, lambda _: self._create(run, name, tags), creates=True)
+        what = f"log the params of trial {trial_id}"
+        self._outbox.put(create, *self._batch_ops(run, what, params={k: _param(v) for k, v in params.items()}))
+        handle = run.run_id or f"pending-{trial_id}"
+        self._runs[handle] = run
+        self._children[trial_id] = handle
+        return handle
+
+    def _reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    def _create(self, run: RunRef, name: str, tags: Mapping[str, str]) -> None:
+        if run.tried:  # an earlier attempt may have reached the server before the connection broke
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{TOKEN_TAG}` = '{run.token}'", max_results=1
+            )
+            if found:
+                run.run_id = found[0].info.run_id
+                return
+        run.tried = True
+        created = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, TOKEN_TAG: run.token})
+        run.run_id = created.info.run_id
 
     def run_id_of(self, trial_id: str) -> str | None:
-        return self._children.get(trial_id)
+        """The trial's child run id; waits (up to the deadline) while its creation is still buffered."""
+        handle = self._children.get(trial_id)
+        if handle is None:
+            return None
+        run = self._runs[handle]
+        if run.run_id is None:
+            self._outbox.drain(block=True)
+        return run.run_id
 
     def queue_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
+        """Buffer one step's metrics of the run `child` returned; sent in batches of `flush_every`."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        queue = self._pending.setdefault(run_id, [])
-        queue.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        now = int(time.time() * 1000)  # fixed now: a resent batch repeats rows MLflow already has, no duplicates
+        self._pending.setdefault(run_id, []).extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if sum(len(q) for q in self._pending.values()) >= self._flush_every:
-            self.flush()
+            self._flush_pending(list(self._pending))
+        if len(self._outbox):  # also a chance to send what an outage held back
+            self._outbox.drain(block=False)
 
     def flush(self) -> None:
-        for run_id in list(self._pending):
-            pending = self._pending.pop(run_id)
+        """Send everything buffered, waiting up to the deadline for an absent server; never raises
+        for the server's sake (what did not go out stays buffered for `finish_parent`)."""
+        self._flush_pending(list(self._pending))
+        self._outbox.drain(block=True)
+
+    def _flush_pending(self, handles: list[str]) -> None:
+        for handle in handles:
+            pending = self._pending.pop(handle, [])
+            run = self._runs[handle]
             for start in range(0, len(pending), 1000):  # MLflow's log_batch limit is 1000 metrics
-                self.client.log_batch(run_id, metrics=pending[start : start + 1000])
+                chunk = pending[start : start + 1000]
+                send = self._metric_sender(chunk)
+                self._outbox.put(Op("log metrics", run, send, n_metrics=len(chunk)))
+
+    def _metric_sender(self, chunk: list[Any]) -> Callable[[str | None], None]:
+        return lambda rid: self.client.log_batch(rid, metrics=chunk)
 
     def finish_child(self, run_id: str, *, status: str, tags: Mapping[str, str], artifacts: Path | None = None) -> None:
-        self.flush()
-        self._log_batch(run_id, tags=tags)
+        """Log the trial's last metrics, tags and artifact files, then end its run."""
+        run = self._runs[run_id]
+        self._flush_pending([run_id] if run_id in self._pending else [])
+        ops = self._batch_ops(run, "tag a finished trial", tags=tags)
         if artifacts is not None and artifacts.is_dir():
-            for path in sorted(artifacts.iterdir()):
-                if path.is_file():
-                    self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status=status)
+            files = [str(p) for p in sorted(artifacts.iterdir()) if p.is_file()]
+            ops += [Op(f"upload {Path(f).name}", run, self._artifact_sender(f)) for f in files]
+        ops.append(Op("end a trial's run", run, lambda rid: self.client.set_terminated(rid, status=status)))
+        self._outbox.put(*ops)
 
-    def _log_batch(
+    def _artifact_sender(self, path: str) -> Callable[[str | None], None]:
+        return lambda rid: self.client.log_artifact(rid, path)
+
+    def _batch_ops(
         self,
-        run_id: str,
+        run: RunRef,
+        what: str,
         *,
         metrics: Mapping[str, float] = {},
         params: Mapping[str, str] = {},
         tags: Mapping[str, str] = {},
-    ) -> None:
+    ) -> list[Op]:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         m = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         p = [Param(k, v) for k, v in params.items()]
         t = [RunTag(k, str(v)) for k, v in tags.items()]
+        ops = []
         for start in range(0, max(len(p), 1), 100):  # MLflow accepts at most 100 params per batch
-            self.client.log_batch(
-                run_id, metrics=m if start == 0 else [], params=p[start : start + 100], tags=t if start == 0 else []
-            )
+            head = start == 0  # metrics and tags ride with the first batch
+            send = self._batch_sender(m if head else [], p[start : start + 100], t if head else [])
+            ops.append(Op(what, run, send))
+        return ops
+
+    def _batch_sender(self, metrics: list, params: list, tags: list) -> Callable[[str | None], None]:
+        return lambda rid: self.client.log_batch(rid, metrics=metrics, params=params, tags=tags)
+
+
+def _superseded(note: str) -> dict[str, str]:
+    return {"mersweep.status": "superseded", "mersweep.failure_reason": note}
 
 
 def _param(value: Any) -> str:

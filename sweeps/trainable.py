@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,11 @@ from mer_core.configs import build_config, save_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
+from sweeps.ablation import ablation_overrides
+from sweeps.faults import injector_from_env
 
 FINAL_KEY = "final"  # set to 1 in the last result of a trial that finished training
+NODE_KEY = "node_id"  # the Ray node a result came from
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class TrialSettings:
     base: Mapping[str, Any]  # raw mapping of the sweep's base ExperimentConfig
     metric: str
     mode: str
-    fixed: Mapping[str, Any]  # dotted overrides every trial gets (ablation variant, fixed params)
+    fixed: Mapping[str, Any]  # dotted overrides every trial gets (fixed params)
     threads: int = 1  # torch threads per trial = its CPU share, so concurrent trials do not oversubscribe
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ablation: name -> overrides
 
     @property
     def fail_value(self) -> float:
@@ -42,9 +46,10 @@ class TrialSettings:
 
 
 def trial_overrides(config: Mapping[str, Any], settings: TrialSettings) -> dict[str, Any]:
-    """Dotted config overrides of one trial: the sweep's fixed values, then the sampled ones."""
+    """Dotted config overrides of one trial: the sweep's fixed values, the ablation variant and seed
+    (if any), then the sampled ones."""
     sampled = {k: v for k, v in config.items() if not k.startswith("__")}
-    return {**settings.fixed, **sampled}
+    return {**settings.fixed, **ablation_overrides(config, settings.variants), **sampled}
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,7 +58,8 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSettings) -> None:
     """Ray Tune function trainable (wrapped with tune.with_parameters by the engine)."""
-    from ray import tune  # imported here so importing this module does not start Ray
+    import ray  # imported here so importing this module does not start Ray
+    from ray import tune
 
     try:
         cfg = build_config(settings.base, trial_overrides(config, settings))
@@ -64,8 +70,16 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
         )
         return
 
+    # Faults are injected only when $MERSWEEP_FAULTS is set (tests, benchmarks); attempts are counted
+    # in the trial's storage folder (get_trial_dir() moves when Ray reuses an actor). The node id
+    # lets multi-node tests see where each trial ran (all nodes of a test cluster share one IP).
+    faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))
+    node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+
     def report(metrics: Mapping[str, Any]) -> None:
-        tune.report(_numeric(metrics))
+        if faults is not None:
+            faults.on_epoch()
+        tune.report({**_numeric(metrics), **node})
 
     if cfg.runtime.threads is None:
         import torch

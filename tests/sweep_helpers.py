@@ -72,6 +72,18 @@ def run_cli(
     )
 
 
+def run_analysis(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` in `cwd`, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

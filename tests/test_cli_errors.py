@@ -2,66 +2,222 @@
 
 Every case runs `python run_sweep.py ...` or `python -m mer_core.train ...` in a fresh folder, as
 a user would, and checks the contract of README/DESIGN: status 2, stderr is exactly one line
-starting with "error:" that names the culprit, no traceback, and the folder is left as it was
-(no `runs/`, no `mlflow.db`, no `mlruns/`, no `--save` folder).
+starting with "error:" that names the culprit (the field, flag or file) and the value given, no
+traceback, and the folder is left as it was (no `runs/`, no `mlflow.db`, no `mlruns/`, no `--save`
+folder). All of them fail in validation, before Ray or MLflow start, so the table stays fast.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mer_core.configs.fields import FrozenDict
+from mer_core.configs.schema import SyntheticConfig
+from mer_core.data import load_data, write_features
+from mer_core.data.synthetic import generate_synthetic
 from sweeps.spec import load_sweep
-from tests.sweep_helpers import ROOT, run_cli, write_sweep
+from tests.sweep_helpers import cli_env, free_port, run_cli, write_sweep
 
 
 @dataclass(frozen=True)
 class Case:
-    """One bad input: files to write in the working folder, the arguments, what stderr names."""
+    """One bad input: files to write in the working folder, the arguments, what stderr names.
+
+    Texts (args, names, files and the sweep) may hold `{port}` (a local port nobody listens on)
+    and `{feats}` (the features folder of `features`), filled in when the case runs.
+    """
 
     args: list[str]
-    names: str  # a fragment the one-line message must contain (the field, flag or file at fault)
+    names: tuple[str, ...]  # fragments the one-line message must contain: the culprit and the value given
     files: dict[str, str] = field(default_factory=dict)  # relative path -> text, written before the run
     sweep: dict | None = None  # write_sweep(overrides) as "bad.yaml" (None: no sweep file)
     train: bool = False  # python -m mer_core.train instead of run_sweep.py
+    features: str | None = None  # build a MERTools feature folder next to the working folder, broken this way
+
+
+# --- the features folder: a valid MERTools layout (audio 4-d, text 3-d; classes a, b, c), then one defect ---
+FEATURE_DIMS = {"audio": 4, "text": 3}
+FEATURE_CLASSES = ("a", "b", "c")
+FEATURES_DATA = {
+    "source": "features",
+    "folds": 1,
+    "features": {"root": "{feats}", "modalities": {"audio": "audio", "text": "text"}},
+}
+VICTIM = "syn0000001"  # the sample whose audio file a defect replaces
+
+
+def _data_with(**features) -> dict:
+    return {**FEATURES_DATA, "features": {**FEATURES_DATA["features"], **features}}
+
+
+def _save_audio(root: Path, array: np.ndarray) -> None:
+    np.save(root / "audio" / f"{VICTIM}.npy", array.astype(np.float32))
+
+
+DEFECTS: dict[str, Callable[[Path], None]] = {
+    "none": lambda root: None,  # the defect is in the sweep (classes, modalities), not the folder
+    "dims differ": lambda root: _save_audio(root, np.zeros(7)),
+    "2-d features": lambda root: _save_audio(root, np.zeros((2, 4))),
+    "nan": lambda root: _save_audio(root, np.array([0.0, np.nan, 0.0, 0.0])),
+    "no label file": lambda root: (root / "train-label.csv").unlink(),
+}
+
+
+def make_features(root: Path, defect: str) -> Path:
+    """A small feature folder written by `write_features`, then broken by DEFECTS[defect]."""
+    syn = SyntheticConfig(n_labelled=24, n_unlabelled=6, dims=FrozenDict(FEATURE_DIMS), classes=FEATURE_CLASSES)
+    write_features(generate_synthetic(syn, seed=0), root)
+    DEFECTS[defect](root)
+    return root
 
 
 BAD_SPACE = "params:\n  model.no_such_field: {type: float, low: 0.0, high: 1.0}\n"
+LR_SPACE = "params:\n  optim.lr: {type: float, low: 1.0e-4, %s}\n"
+FEATURES_CONFIG = "data:\n  source: features\n  features: {root: '{feats}', modalities: {audio: audio, text: text}}\n"
 
 CASES = {
-    "yaml-syntax": Case(["bad.yaml"], "invalid YAML", files={"bad.yaml": "name: [unclosed\nkind: search\n"}),
-    "unknown-sweep-key": Case(["bad.yaml"], "searh", sweep={"searh": {"num_samples": 3}}),
-    "wrong-type": Case(["bad.yaml"], "search.num_samples", sweep={"search": {"num_samples": "many"}}),
-    "out-of-range": Case(["bad.yaml"], "resources.max_concurrent", sweep={"resources": {"max_concurrent": 0}}),
-    "unknown-metric": Case(["bad.yaml"], "metric", sweep={"metric": "val/auc"}),
+    # The sweep file itself
+    "yaml-syntax": Case(
+        ["bad.yaml"], ("invalid YAML", "line 2"), files={"bad.yaml": "name: [unclosed\nkind: search\n"}
+    ),
+    "yaml-not-a-mapping": Case(["bad.yaml"], ("bad.yaml", "got list"), files={"bad.yaml": "- name\n- kind\n"}),
+    "missing-sweep-file": Case(["no_such_sweep.yaml"], ("sweep file not found", "no_such_sweep.yaml")),
+    "no-sweep-argument": Case([], ("required", "sweep")),
+    # Unknown keys: sweep, nested sweep section, experiment (`set`, base YAML), search space
+    "unknown-sweep-key": Case(["bad.yaml"], ("searh", "unknown key"), sweep={"searh": {"num_samples": 3}}),
+    "unknown-nested-sweep-key": Case(
+        ["bad.yaml"], ("search.algoritm", "unknown key"), sweep={"search": {"algoritm": "tpe"}}
+    ),
+    "unknown-experiment-key-in-set": Case(
+        ["bad.yaml"], ("model.hiden_dim", "hiden_dim"), sweep={"set": {"model.hiden_dim": 64}}
+    ),
+    "unknown-key-in-base-config": Case(
+        ["bad.yaml"],
+        ("modle", "base.yaml"),
+        files={"base.yaml": "modle: {hidden_dim: 64}\n"},
+        sweep={"base": "base.yaml"},
+    ),
+    "unknown-space-key": Case(
+        ["bad.yaml"],
+        ("params.optim.lr.hihg", "hihg"),
+        files={"space.yaml": LR_SPACE % "hihg: 1.0e-2"},
+        sweep={"search_space": "space.yaml"},
+    ),
+    # Wrong types
+    "wrong-type": Case(["bad.yaml"], ("search.num_samples", "'many'"), sweep={"search": {"num_samples": "many"}}),
+    "wrong-type-resources": Case(["bad.yaml"], ("resources.cpu", "'lots'"), sweep={"resources": {"cpu": "lots"}}),
+    "space-wrong-type": Case(
+        ["bad.yaml"],
+        ("params.optim.lr.high", "'big'"),
+        files={"space.yaml": LR_SPACE % "high: big"},
+        sweep={"search_space": "space.yaml"},
+    ),
+    # Out of range (an absurd learning rate is refused before any trial runs)
+    "out-of-range": Case(
+        ["bad.yaml"], ("resources.max_concurrent", "given: 0"), sweep={"resources": {"max_concurrent": 0}}
+    ),
+    "absurd-lr-in-set": Case(["bad.yaml"], ("optim.lr", "1000000.0"), sweep={"set": {"optim.lr": 1.0e6}}),
+    "absurd-lr-in-space": Case(
+        ["bad.yaml"],
+        ("params.optim.lr.high", "1000000.0"),
+        files={"space.yaml": LR_SPACE % "high: 1.0e6"},
+        sweep={"search_space": "space.yaml"},
+    ),
+    "max-t-below-grace": Case(
+        ["bad.yaml"],
+        ("scheduler.max_t", "given: 2"),
+        sweep={"scheduler": {"kind": "asha", "grace_period": 5, "max_t": 2}},
+    ),
+    # Names outside a closed list
+    "unknown-metric": Case(["bad.yaml"], ("metric", "'val/auc'"), sweep={"metric": "val/auc"}),
+    "unknown-algorithm": Case(["bad.yaml"], ("search.algorithm", "'bayes'"), sweep={"search": {"algorithm": "bayes"}}),
+    "unknown-data-source": Case(["bad.yaml"], ("data.source", "'imagenet'"), sweep={"data": {"source": "imagenet"}}),
+    # Search space
     "space-names-missing-field": Case(
-        ["bad.yaml"], "model.no_such_field", files={"space.yaml": BAD_SPACE}, sweep={"search_space": "space.yaml"}
+        ["bad.yaml"], ("model.no_such_field",), files={"space.yaml": BAD_SPACE}, sweep={"search_space": "space.yaml"}
     ),
     "empty-space": Case(
-        ["bad.yaml"], "params", files={"space.yaml": "params: {}\n"}, sweep={"search_space": "space.yaml"}
+        ["bad.yaml"], ("params", "{}"), files={"space.yaml": "params: {}\n"}, sweep={"search_space": "space.yaml"}
     ),
-    "missing-sweep-file": Case(["no_such_sweep.yaml"], "no_such_sweep.yaml"),
+    "missing-space-file": Case(["bad.yaml"], ("search_space", "nope.yaml"), sweep={"search_space": "nope.yaml"}),
+    # Data
     "missing-data-folder": Case(
         ["bad.yaml"],
-        "data.features.root",
-        sweep={"data": {"source": "features", "folds": 1, "features": {"root": "/nonexistent/no_such_features"}}},
+        ("data.features.root", "/nonexistent/no_such_features"),
+        sweep={"data": _data_with(root="/nonexistent/no_such_features")},
     ),
-    "unknown-data-source": Case(["bad.yaml"], "data.source", sweep={"data": {"source": "imagenet"}}),
-    "bad-set-syntax": Case(["bad.yaml", "--set", "model.hidden_dim"], "--set", sweep={}),
-    "set-unknown-field": Case(["bad.yaml", "--set", "model.hidden_dims=64"], "model.hidden_dims", sweep={}),
-    "set-out-of-range": Case(["bad.yaml", "--set", "optim.lr=-1"], "optim.lr", sweep={}),
-    "set-unknown-registry-name": Case(["bad.yaml", "--set", "model.head=nope"], "model.head", sweep={}),
-    "num-samples-zero": Case(["bad.yaml", "--num-samples", "0"], "--num-samples", sweep={}),
-    "unknown-cli-flag": Case(["bad.yaml", "--bogus"], "--bogus", sweep={}),
-    "train-missing-config": Case(["no_such_config.yaml", "--save", "out"], "no_such_config.yaml", train=True),
-    "train-wrong-type": Case(["--set", "model.hidden_dim=wide", "--save", "out"], "model.hidden_dim", train=True),
-    "train-bad-set-syntax": Case(["--set", "optim.lr", "--save", "out"], "--set", train=True),
-    "train-unknown-flag": Case(["--epochs", "3"], "--epochs", train=True),
+    "feature-dims-differ": Case(
+        ["bad.yaml"],
+        ("inconsistent feature dims", f"{VICTIM}.npy has 7"),
+        sweep={"data": FEATURES_DATA},
+        features="dims differ",
+    ),
+    "feature-not-a-vector": Case(
+        ["bad.yaml"], (f"{VICTIM}.npy", "shape (2, 4)"), sweep={"data": FEATURES_DATA}, features="2-d features"
+    ),
+    "nan-features": Case(["bad.yaml"], (f"{VICTIM}.npy", "NaN"), sweep={"data": FEATURES_DATA}, features="nan"),
+    "label-not-in-class-list": Case(
+        ["bad.yaml"],
+        ("data.features.classes", "label 'c'"),
+        sweep={"data": _data_with(classes=["a", "b"])},
+        features="none",
+    ),
+    "missing-modality-folder": Case(
+        ["bad.yaml"],
+        ("modality 'video'", "clip-UTT"),
+        sweep={"data": _data_with(modalities={"audio": "audio", "video": "clip-UTT"})},
+        features="none",
+    ),
+    "missing-label-file": Case(
+        ["bad.yaml"],
+        ("data.features.labels", "train-label.csv"),
+        sweep={"data": FEATURES_DATA},
+        features="no label file",
+    ),
+    # Tracking and runs/
+    "unreachable-tracking-uri": Case(
+        ["bad.yaml", "--tracking-uri", "http://127.0.0.1:{port}"], ("tracking.uri", "127.0.0.1:{port}"), sweep={}
+    ),
+    "unreachable-uri-in-sweep": Case(
+        ["bad.yaml"], ("tracking.uri", "127.0.0.1:{port}"), sweep={"tracking": {"uri": "http://127.0.0.1:{port}"}}
+    ),
+    "resume-of-no-sweep": Case(["bad.yaml", "--resume"], ("--resume", "mersweep_state.json"), sweep={}),
+    "results-exist-without-resume": Case(
+        ["bad.yaml"], ("name", "--resume"), files={"runs/bad/marker.txt": "x\n"}, sweep={}
+    ),
+    # Command-line flags and --set
+    "bad-set-syntax": Case(["bad.yaml", "--set", "model.hidden_dim"], ("--set", "'model.hidden_dim'"), sweep={}),
+    "set-unknown-field": Case(["bad.yaml", "--set", "model.hidden_dims=64"], ("model.hidden_dims",), sweep={}),
+    "set-out-of-range": Case(["bad.yaml", "--set", "optim.lr=-1"], ("optim.lr", "-1"), sweep={}),
+    "set-unknown-registry-name": Case(["bad.yaml", "--set", "model.head=nope"], ("model.head", "'nope'"), sweep={}),
+    "set-unknown-sweep-field": Case(["bad.yaml", "--set", "sweep.serch.seed=1"], ("serch",), sweep={}),
+    "num-samples-zero": Case(["bad.yaml", "--num-samples", "0"], ("--num-samples", "given: 0"), sweep={}),
+    "num-samples-not-a-number": Case(["bad.yaml", "--num-samples", "many"], ("--num-samples", "'many'"), sweep={}),
+    "unknown-cli-flag": Case(["bad.yaml", "--bogus"], ("--bogus",), sweep={}),
+    # python -m mer_core.train
+    "train-missing-config": Case(["no_such_config.yaml", "--save", "out"], ("no_such_config.yaml",), train=True),
+    "train-yaml-syntax": Case(
+        ["c.yaml", "--save", "out"], ("c.yaml", "invalid YAML"), files={"c.yaml": "optim: {lr: 0.1\n"}, train=True
+    ),
+    "train-wrong-type": Case(
+        ["--set", "model.hidden_dim=wide", "--save", "out"], ("model.hidden_dim", "'wide'"), train=True
+    ),
+    "train-bad-set-syntax": Case(["--set", "optim.lr", "--save", "out"], ("--set", "'optim.lr'"), train=True),
+    "train-unknown-flag": Case(["--epochs", "3"], ("--epochs",), train=True),
+    "train-nan-features": Case(
+        ["c.yaml", "--save", "out"],
+        (f"{VICTIM}.npy", "NaN"),
+        files={"c.yaml": FEATURES_CONFIG},
+        train=True,
+        features="nan",
+    ),
 }
 
 
@@ -70,35 +226,71 @@ def _listing(folder: Path) -> set[str]:
 
 
 def _run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "mer_core.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "mer_core.train", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+def _set_up(case: Case, tmp_path: Path) -> tuple[Path, Callable[[str], str]]:
+    """The working folder with the case's files (and its features folder beside it); the filler of `{...}`."""
+    work, feats = tmp_path / "work", tmp_path / "feats"
+    work.mkdir()
+    values = {"{port}": str(free_port()), "{feats}": str(feats)}
+
+    def fill(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+
+    if case.features is not None:
+        make_features(feats, case.features)
+    for rel, text in case.files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(fill(text))
+    if case.sweep is not None:
+        # write_sweep names the file after the sweep; relative files in it resolve against its folder.
+        path = write_sweep(work, "bad", **case.sweep)
+        path.write_text(fill(path.read_text()))
+    return work, fill
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_with_one_line(name, tmp_path):
     case = CASES[name]
-    for rel, text in case.files.items():
-        (tmp_path / rel).write_text(text)
-    if case.sweep is not None:
-        # write_sweep names the file after the sweep; the search space may be relative to it.
-        write_sweep(tmp_path, "bad", **case.sweep)
-    before = _listing(tmp_path)
+    work, fill = _set_up(case, tmp_path)
+    args = [fill(a) for a in case.args]
+    before = _listing(work)
     # The environment must not point MLflow elsewhere: the default store is ./mlflow.db here.
-    proc = _run_train(case.args, tmp_path) if case.train else run_cli(case.args, cwd=tmp_path, timeout=120)
+    proc = _run_train(args, work) if case.train else run_cli(args, cwd=work, timeout=120)
 
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
     assert len(lines) == 1 and lines[0].strip(), f"expected one line on stderr, got:\n{proc.stderr[-2000:]}"
     assert lines[0].startswith("error:"), lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert case.names in lines[0], f"{case.names!r} not named in: {lines[0]}"
-    assert _listing(tmp_path) == before, "bad input wrote files"
+    for fragment in map(fill, case.names):
+        assert fragment in lines[0], f"{fragment!r} not named in: {lines[0]}"
+    assert _listing(work) == before, "bad input wrote files"
+    assert not list((tmp_path / "feats").glob(".mersweep-cache/*")), "a failed load left a cache entry"
 
 
-def test_the_sweep_the_cases_spoil_is_valid(tmp_path):
+def test_there_are_at_least_30_distinct_cases():
+    assert len(CASES) >= 30
+
+
+def test_the_sweeps_the_cases_spoil_are_valid(tmp_path):
     """Each case breaks one thing in an otherwise valid sweep (so the error is the one named)."""
     spec = load_sweep(write_sweep(tmp_path, "good"))
     assert spec.search.num_samples >= 1 and spec.resources.max_concurrent >= 1
+    # The intact feature folder loads, with exactly the modalities the sweep names.
+    feats = make_features(tmp_path / "feats", "none")
+    sweep = write_sweep(
+        tmp_path, "features", data={**FEATURES_DATA, "features": {**FEATURES_DATA["features"], "root": str(feats)}}
+    )
+    data = load_data(load_sweep(sweep).base_config().data)
+    assert data.dims == FEATURE_DIMS and data.class_names == FEATURE_CLASSES

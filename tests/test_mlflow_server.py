@@ -1,26 +1,20 @@
 """A sweep tracked by a real MLflow tracking server, read back through the MLflow API.
 
-The server runs as `python -m mlflow server` (sqlite backend, proxied artifacts), as on a cluster
-(README "On a cluster"), and the sweep reaches it only through `--tracking-uri http://...`.
+The server runs as `python -m mlflow server` on a PostgreSQL backend store with proxied artifacts,
+as on a cluster (README "On a cluster"; tests/pg_helpers.py), and the sweep reaches it only
+through `--tracking-uri http://...`.
 The MLflow UI nests runs by the `mlflow.parentRunId` tag, so checking that tag through the
 server's API is checking what the UI shows.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from mer_core.configs import load_config
+from tests.pg_helpers import start_mlflow_server
 from tests.sweep_helpers import SMALL_SET, children_of, free_port, run_cli, write_sweep
 
 N_TRIALS = 3
@@ -28,75 +22,12 @@ HEADS = ("audio", "text", "video", "fusion")  # SMALL_DATA's modalities + the fu
 N_CLASSES = 6  # synthetic-mer's emotions
 
 
-def _start_server(folder: Path, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: 2 cores are plenty busy
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'db.sqlite'}",
-        "--artifacts-destination",
-        str(folder / "art"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    log = open(folder / "server.log", "w")  # noqa: SIM115 (the server outlives this function)
-    # Its own session: the finalizer stops the server with everything it started (uvicorn workers).
-    return subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; give its children the same chance before the hard kill.
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, request):
-    """A live tracking server on a free port: its http:// URI."""
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    proc = _start_server(folder, port)
-    request.addfinalizer(lambda: _stop(proc))
-    uri = f"http://127.0.0.1:{port}"
-    _wait_healthy(uri, proc, folder / "server.log")
-    return uri
+def server(postgres, tmp_path_factory):
+    """A live tracking server on PostgreSQL (a database of its own), on a free port: its http:// URI."""
+    live = start_mlflow_server(postgres, tmp_path_factory.mktemp("mlflow_server"), "served")
+    yield live.uri
+    live.stop()
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +113,19 @@ def test_unreachable_server_exits_2_and_writes_nothing(userinfo, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: tracking.uri"), proc.stderr[-2000:]
     assert "secret" not in proc.stderr + proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nowhere.yaml"]
+
+
+@pytest.mark.slow
+def test_runs_are_stored_in_postgresql(server_sweep, postgres):
+    import psycopg2
+
+    conn = psycopg2.connect(postgres.uri("served").replace("+psycopg2", ""))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = %s",
+                ("served",),
+            )
+            assert cur.fetchone()[0] == N_TRIALS + 1  # the parent and one child per trial
+    finally:
+        conn.close()

@@ -1,0 +1,85 @@
+"""`python -m analysis report`: a self-contained HTML report (and its PNGs) of a search or an ablation.
+
+The report is written to `--out` (default `reports/<sweep>/`): `report.html` embeds every PNG as a
+data URI, so the one file can be mailed or attached, and the same PNGs lie next to it for slides.
+Modules: `collect` reads MLflow once, `boundary`/`importance` analyse, `plots_*` draw (Agg),
+`sections` decides what each part shows, `html` writes the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from analysis.sources import add_source_args, sweep_from_args
+from mer_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from analysis.report.collect import ReportData
+    from analysis.runs import SweepRuns
+
+REPORT_FILE = "report.html"
+OWN_PNGS = ("param_*.png", "ablation.png", "importance.png", "parallel.png", "learning_curves.png", "pseudo_labels.png")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_args(parser)
+    parser.add_argument("--out", default=None, help="output folder (default: reports/<sweep>/)")
+    parser.add_argument("--top-k", type=int, default=5, help="trials shown in the learning curves (default 5)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of fANOVA and the bootstrap (default: search.seed)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise ConfigError("--top-k", "an integer >= 1", args.top_k)
+    from analysis.report.collect import search_seed
+
+    sweep = sweep_from_args(args)
+    out = Path(args.out) if args.out else Path("reports") / sweep.sweep
+    seed = args.seed if args.seed is not None else search_seed(sweep)
+    path = build_report(sweep, out, top_k=args.top_k, seed=seed)
+    print(path)
+    return 0
+
+
+def build_report(sweep: SweepRuns, out: Path, *, top_k: int = 5, seed: int = 0) -> Path:
+    """Write `out/report.html` and its PNGs; returns the report's path."""
+    from analysis.report.collect import collect
+    from analysis.report.html import render_page
+    from analysis.report.sections import build_sections
+
+    out.mkdir(parents=True, exist_ok=True)
+    for pattern in OWN_PNGS:  # a previous report's plots (e.g. of a param since dropped) must not linger
+        for stale in out.glob(pattern):
+            stale.unlink()
+    data = collect(sweep, top_k=top_k, seed=seed)
+    sections = build_sections(data, out, seed=seed)
+    page = render_page(f"mersweep report: {sweep.sweep}", header_rows(data), sections)
+    path = out / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def header_rows(data: ReportData) -> list[tuple[str, str]]:
+    """Sweep identity, metric, trial counts by status and the best trial."""
+    from sweeps.tracking import redact
+
+    sweep = data.sweep
+    counts: dict[str, int] = {}
+    for t in sweep.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    ranked = sweep.ranked()
+    top = ranked[0] if ranked else None
+    best = f"{top.metrics[sweep.metric]:.4f} (trial {top.trial_id}, run {top.run_id})" if top else "none finished"
+    return [
+        ("sweep", f"{sweep.sweep} ({sweep.kind})"),
+        ("experiment", sweep.experiment),
+        ("parent run", sweep.parent_run_id),
+        ("tracking", redact(sweep.tracking_uri)),
+        ("metric", f"{sweep.metric} ({sweep.mode})"),
+        ("trials", f"{len(sweep.trials)}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")),
+        ("best", best),
+    ]

@@ -1,0 +1,200 @@
+"""The report's sections, built from `ReportData`: each writes its PNGs and says what to show."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.report.boundary import BoundaryHit, boundary_hits
+from analysis.report.collect import ReportData, leading_trials
+from analysis.report.figures import file_stem, save_png
+from analysis.report.importance import active_params, fanova_importance
+from analysis.report.plots_params import Point, importance_chart, parallel_coordinates, param_scatter
+from analysis.report.plots_runs import ablation_chart, learning_curves, pseudo_label_chart
+from analysis.runs import TrialRun
+from sweeps.space_params import Param
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: text, warnings, a table and images (PNG files next to the report)."""
+
+    title: str
+    anchor: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    table: tuple[tuple[str, ...], ...] = ()  # header row first
+    images: tuple[tuple[Path, str], ...] = field(default_factory=tuple)  # (png, alt text)
+
+
+def build_sections(data: ReportData, out: Path, *, seed: int) -> list[Section]:
+    """Every section of the report, in order; PNGs are written into `out`."""
+    ablation = data.sweep.kind == "ablation"
+    sections = [ablation_section(data, out)] if ablation else []
+    if data.space is not None or not ablation:  # an ablation without re-tuning searched nothing: no empty sections
+        sections += [
+            parameters_section(data, out),
+            importance_section(data, out, seed=seed),
+            parallel_section(data, out),
+        ]
+    sections += [curves_section(data, out), pseudo_section(data, out)]
+    return sections
+
+
+def ablation_section(data: ReportData, out: Path) -> Section:
+    """Bar chart (mean and CI per variant, paired difference to the reference) and the table."""
+    title = "Ablation: variants vs the reference"
+    table = data.ablation
+    if table is None or not table.rows:
+        return Section(title, "ablation", notes=(data.ablation_note or "No ablation table: no variant finished.",))
+    fig = ablation_chart(table.rows, metric=table.metric, reference=table.reference)
+    png = save_png(fig, out / "ablation.png")
+    level = f"{table.confidence:.0%}"
+    header = ("variant", "seeds", "mean", f"{level} CI", "diff vs ref", f"{level} CI of diff", "p", "p (Holm)")
+    rows = [(*header, "verdict", "failed")]
+    for r in table.rows:
+        ref = r.variant == table.reference
+        rows.append(
+            (
+                r.variant + (" (ref)" if ref else ""),
+                str(r.n_seeds),
+                _f(r.mean),
+                f"[{_f(r.ci_low)}, {_f(r.ci_high)}]",
+                "" if ref else _f(r.diff_mean, signed=True),
+                "" if ref else f"[{_f(r.diff_ci_low, signed=True)}, {_f(r.diff_ci_high, signed=True)}]",
+                "" if ref else _f(r.p_value, digits=3),
+                "" if ref else _f(r.p_adj, digits=3),
+                r.verdict,
+                str(table.failed.get(r.variant, 0)),
+            )
+        )
+    note = (
+        f"Paired by seed against {table.reference}; CIs: percentile bootstrap over seeds; p: paired {table.test}-test, "
+        f"Holm-corrected across variants; a verdict needs the CI of the difference to exclude 0; "
+        "failed: eval trials that did not finish (left out)."
+    )
+    return Section(title, "ablation", notes=(note,), table=tuple(rows), images=((png, "ablation bar chart"),))
+
+
+def parameters_section(data: ReportData, out: Path) -> Section:
+    """Metric vs each sampled param, with boundary hits of the best trial flagged."""
+    title = "Metric vs each parameter"
+    if data.space is None:
+        return Section(title, "params", notes=(data.space_note,))
+    values = {t.run_id: trial_params(data, t) for t in data.searched}
+    finished = [t for t in data.searched if t.status == "ok" and values.get(t.run_id) is not None]
+    best = next(iter(leading_trials(data.sweep, finished, 1)), None)
+    hits = {h.param: h for h in boundary_hits(data.space, values[best.run_id])} if best else {}
+    images = []
+    for p in sampled(data):
+        points = _points(data, p, values, best)
+        if points:
+            fig = param_scatter(p, points, metric=data.sweep.metric, hit=hits.get(p.name))
+            images.append((save_png(fig, out / f"param_{file_stem(p.name)}.png"), f"{data.sweep.metric} vs {p.name}"))
+    notes = [
+        "Finished trials are solid, trials stopped by the scheduler hollow (their last value); the star is the best."
+    ]
+    if best is None:
+        notes.append("No trial finished, so no best value to check against the range edges.")
+    return Section(title, "params", notes=tuple(notes), warnings=_hit_lines(hits.values()), images=tuple(images))
+
+
+def importance_section(data: ReportData, out: Path, *, seed: int) -> Section:
+    title = "Parameter importance (fANOVA)"
+    if data.space is None:
+        return Section(title, "importance", notes=(data.space_note,))
+    trials = [(_param_strings(data, t), data.value(t)) for t in data.searched if t.status == "ok"]
+    result = fanova_importance(data.space, trials, mode=data.sweep.mode, seed=seed)
+    if result.reason:
+        return Section(title, "importance", notes=(result.reason,))
+    png = save_png(importance_chart(result), out / "importance.png")
+    notes = [f"Optuna's fANOVA (seed {seed}) on a study rebuilt from the {result.n_trials} finished trials."]
+    unranked = [p.name for p in sampled(data) if p.name not in result.values]
+    if unranked:
+        notes.append(f"Not ranked (not used by every trial, e.g. conditional): {', '.join(unranked)}.")
+    return Section(title, "importance", notes=tuple(notes), images=((png, "parameter importance"),))
+
+
+def parallel_section(data: ReportData, out: Path) -> Section:
+    title = "Parallel coordinates of the top trials"
+    params = sampled(data)
+    if data.space is None or not params:
+        return Section(title, "parallel", notes=(data.space_note or "No sampled parameters.",))
+    rows = [(v, data.value(t), t.status == "ok") for t in data.leaders if (v := trial_params(data, t)) is not None]
+    rows = [r for r in rows if math.isfinite(r[1])]
+    if not rows:
+        return Section(title, "parallel", notes=("No trial reported the metric.",))
+    fig = parallel_coordinates(params, rows, metric=data.sweep.metric, mode=data.sweep.mode)
+    png = save_png(fig, out / "parallel.png")
+    note = "Each axis spans the searched range (log params in log scale); a gap is a param the trial did not use."
+    return Section(title, "parallel", notes=(note,), images=((png, "parallel coordinates"),))
+
+
+def curves_section(data: ReportData, out: Path) -> Section:
+    title = "Learning curves of the top trials"
+    curves = [
+        (_label(t, data), data.histories[t.run_id], t.status == "ok")
+        for t in data.leaders
+        if data.histories.get(t.run_id)
+    ]
+    if not curves:
+        return Section(title, "curves", notes=(f"No trial logged a history of {data.sweep.metric}.",))
+    png = save_png(learning_curves(curves, metric=data.sweep.metric), out / "learning_curves.png")
+    return Section(title, "curves", images=((png, "learning curves"),))
+
+
+def pseudo_section(data: ReportData, out: Path) -> Section:
+    title = "Pseudo-labels per class and self-training round"
+    by_id = {t.run_id: t for t in data.sweep.trials}
+    panels = [(_label(by_id[rid], data), counts) for rid, counts in data.pseudo.items()]
+    if not panels:
+        return Section(title, "pseudo", notes=("No finished trial ran a self-training round.",))
+    notes = ("Counts are summed over each trial's folds.",)
+    if all(c.total == 0 for _, c in panels):
+        notes += ("The thresholds admitted no pseudo-label in any round of these trials.",)
+    png = save_png(pseudo_label_chart(panels), out / "pseudo_labels.png")
+    return Section(title, "pseudo", notes=notes, images=((png, "pseudo-label counts"),))
+
+
+def sampled(data: ReportData) -> list[Param]:
+    """The params the sweep sampled (fixed values are not searched)."""
+    return [p for p in data.space.params if p.kind != "fixed"] if data.space else []
+
+
+def trial_params(data: ReportData, trial: TrialRun) -> dict[str, Any] | None:
+    """The sampled params a trial used, in the space's types (None if outside the space)."""
+    return active_params(data.space, _param_strings(data, trial)) if data.space else None
+
+
+def _param_strings(data: ReportData, trial: TrialRun) -> dict[str, Any]:
+    return {p.name: trial.param_value(p.name) for p in data.space.params} if data.space else {}
+
+
+def _points(data: ReportData, p: Param, values: Mapping[str, Any], best: TrialRun | None) -> list[Point]:
+    out = []
+    for t in data.searched:
+        used = values.get(t.run_id)
+        if used is None or p.name not in used or not math.isfinite(data.value(t)) or t.status not in ("ok", "pruned"):
+            continue
+        is_best = best is not None and t.run_id == best.run_id
+        out.append(Point(used[p.name], data.value(t), t.status == "ok", is_best))
+    return out
+
+
+def _hit_lines(hits: Iterable[BoundaryHit]) -> tuple[str, ...]:
+    return tuple(h.message() for h in sorted(hits, key=lambda h: h.param))
+
+
+def _label(trial: TrialRun, data: ReportData) -> str:
+    state = "" if trial.status == "ok" else f", {trial.status}"
+    arm = f" {trial.variant} seed {trial.seed}" if trial.variant is not None else ""
+    return f"{trial.trial_id}{arm} ({_f(data.value(trial))}{state})"
+
+
+def _f(x: float, *, digits: int = 4, signed: bool = False) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"

@@ -1,0 +1,40 @@
+"""A private Ray cluster for tests that drive sweeps with `run_sweep.py --address`.
+
+`ray.cluster_utils.Cluster` runs each node as its own raylet and object store on this machine.
+Started once per test module, it also spares every sweep of the module Ray's start-up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+
+@contextmanager
+def private_cluster(*, head_cpus: int, workers: int = 0, worker_cpus: int = 1) -> Iterator[tuple[object, dict]]:
+    """Yield (cluster, env): `env` holds what a driver needs in its environment to use it.
+
+    The nodes live under a short temp dir of their own (RAY_TMPDIR): Ray's unix sockets go below
+    it, and so does the cluster's address file, which under the default /tmp/ray would make any
+    other `ray.init()` on this machine join this cluster instead of starting its own.
+    """
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", tmp)
+        cluster = Cluster(
+            initialize_head=True, connect=False, head_node_args={"num_cpus": head_cpus, "include_dashboard": False}
+        )
+        try:
+            for _ in range(workers):
+                cluster.add_node(num_cpus=worker_cpus)
+            cluster.wait_for_nodes()
+            yield cluster, {"RAY_TMPDIR": tmp}
+        finally:
+            cluster.shutdown()
+            shutil.rmtree(tmp, ignore_errors=True)
