@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +45,12 @@ class AblationTable:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_args(parser)
-    parser.add_argument("--metric", default=None, help="metric to compare (default: the sweep's metric)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="metric to compare (default: the sweep's); repeat for one table per metric",
+    )
     parser.add_argument("--reference", default=None, help="reference variant (default: the sweep's)")
     parser.add_argument("--test", default="t", choices=["t", "wilcoxon"], help="paired test (default: t)")
     parser.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
@@ -56,20 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     sweep = sweep_from_args(args)
     print(sweep.describe(), file=sys.stderr)
-    table = ablation_table(
-        sweep,
-        metric=args.metric,
-        reference=args.reference,
-        test=args.test,
-        confidence=args.confidence,
-        n_boot=args.n_boot,
-        seed=args.seed,
-    )
+    options = {"reference": args.reference, "test": args.test, "confidence": args.confidence}
+    options.update(n_boot=args.n_boot, seed=args.seed)
+    tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.metric])]
     out = Path(args.out) if args.out else Path("reports") / sweep.sweep
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text(to_markdown(table))
-    (out / "compare.csv").write_text(to_csv(table))
-    print(to_text(table))
+    (out / "compare.md").write_text("\n".join(to_markdown(t) for t in tables))
+    (out / "compare.csv").write_text(to_csv(tables))
+    print("\n\n".join(to_text(t) for t in tables))
     print(f"wrote {out / 'compare.md'} and {out / 'compare.csv'}", file=sys.stderr)
     return 0
 
@@ -108,6 +108,9 @@ def ablation_table(
     scores, failed = ablation_scores(sweep, metric)
     ablation = sweep.spec.get("ablation") or {}
     reference = reference or str(ablation.get("reference", ""))
+    if not any(scores.values()) and any(t.metrics for t in sweep.trials):
+        known = sorted({k for t in sweep.trials for k in t.metrics if k.startswith("val/")})
+        raise ConfigError("--metric", ", ".join(known), metric, "no finished eval trial reports it")
     if reference not in scores:
         raise ConfigError("--reference", ", ".join(scores) or "no variant has eval runs", reference, "not a variant")
     if not scores[reference]:
@@ -179,14 +182,15 @@ def to_markdown(table: AblationTable) -> str:
     return "\n".join([*lines, "", _footer(table), ""])
 
 
-def to_csv(table: AblationTable) -> str:
-    """Every number at full precision, one row per variant."""
+def to_csv(tables: AblationTable | Sequence[AblationTable]) -> str:
+    """Every number at full precision, one row per metric and variant."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=("metric", *COLUMNS))
     writer.writeheader()
-    for row in table.rows:
-        values = asdict(row)
-        writer.writerow({c: values.get(c, table.failed.get(row.variant, 0)) for c in COLUMNS})
+    for table in [tables] if isinstance(tables, AblationTable) else tables:
+        for row in table.rows:
+            values = {**asdict(row), "metric": table.metric}
+            writer.writerow({c: values.get(c, table.failed.get(row.variant, 0)) for c in ("metric", *COLUMNS)})
     return buf.getvalue()
 
 

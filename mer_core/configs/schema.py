@@ -111,6 +111,10 @@ class LossConfig:
     contrastive_target: Literal["specific", "invariant"] = "specific"
     label_smoothing: float = fld(0.0, ge=0.0, lt=1.0)
     cls_heads: Literal["all", "fusion"] = "all"  # CE over all four heads (reference) or the fusion head alone
+    # Negative-information removal (MECAM idea; mer_core/negative.py says exactly what is computed).
+    neg_alpha: float = fld(0.0, ge=0.0, doc="fine-tuning weight of separating clean from NEE-noised views (0 = off)")
+    neg_beta: float = fld(0.0, ge=0.0, doc="fine-tuning weight of separating clean from missing-modality views")
+    neg_temperature: float = fld(0.1, gt=0.0, doc="temperature of the negative-removal term")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,35 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalConfig:
+    """`missing.impute: retrieval` (RAMER): k nearest training samples found through the present modalities."""
+
+    k: int = fld(5, ge=1, doc="neighbours whose stored states fill a missing one")
+    aggregation: Literal["mean", "weighted"] = "mean"  # weighted: softmax(similarity / temperature)
+    temperature: float = fld(0.1, gt=0.0, doc="aggregation=weighted: softmax temperature over cosine similarities")
+
+
+@dataclass(frozen=True)
+class MissingConfig:
+    """Missing-modality protocol (rates per modality at train and at test time) and imputation.
+
+    A dropped (sample, modality) pair becomes False in the presence mask; a sample always keeps at
+    least one of the modalities it has (mer_core/missing/protocol.py). Defaults change nothing.
+    """
+
+    train_rate: float = fld(0.0, ge=0.0, le=1.0, doc="chance a training row loses a modality (not in train_rates)")
+    train_rates: FrozenDict[str, float] = fld({}, ge=0.0, le=1.0, doc="modality -> train-time rate override")
+    test_rate: float = fld(0.0, ge=0.0, le=1.0, doc="chance a validation row loses a modality (not in test_rates)")
+    test_rates: FrozenDict[str, float] = fld({}, ge=0.0, le=1.0, doc="modality -> test-time rate override")
+    seed: int = fld(0, ge=0, doc="seed of which (sample, modality) pairs are dropped")
+    eval_rates: tuple[float, ...] = fld(
+        (), ge=0.0, le=1.0, doc="also score the trained model at these test-time rates (val/weighted_f1_missing_<r>)"
+    )
+    impute: Literal["zero", "mean", "retrieval"] = "zero"  # how a missing modality's hidden state is filled
+    retrieval: RetrievalConfig = fld(RetrievalConfig())
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -181,4 +214,5 @@ class ExperimentConfig:
     self_training: SelfTrainingConfig = fld(SelfTrainingConfig())
     voting: VotingConfig = fld(VotingConfig())
     optim: OptimConfig = fld(OptimConfig())
+    missing: MissingConfig = fld(MissingConfig())
     runtime: RuntimeConfig = fld(RuntimeConfig())

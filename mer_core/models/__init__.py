@@ -3,6 +3,7 @@
 from mer_core.models.encoders import FastEncoderLayer, InvariantEncoder, SpecificEncoder, largest_divisor
 from mer_core.models.fusion import FUSIONS, FusionOp
 from mer_core.models.heads import HEADS
+from mer_core.models.label_fusion import LabelGuidedFusion
 from mer_core.models.mrccl import FUSION_HEAD, MRCCL, ModelOutput, build_model
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "FastEncoderLayer",
     "FusionOp",
     "InvariantEncoder",
+    "LabelGuidedFusion",
     "ModelOutput",
     "SpecificEncoder",
     "build_model",

@@ -47,6 +47,23 @@ class FusionOp(nn.Module, abc.ABC):
         self.modalities = tuple(modalities)
         self.dim = dim
 
+    @classmethod
+    def build(
+        cls, modalities: tuple[str, ...], dim: int, *, rank: int = 4, dropout: float = 0.0, n_classes: int = 1
+    ) -> FusionOp:
+        """Builds the operator inside a model: like the constructor, plus what the model knows.
+
+        Operators that need the class count (label-guided fusion) override this; the others ignore it.
+
+        Args:
+            modalities: Modality names; the mask's columns follow this order.
+            dim: Width H of each modality's feature.
+            rank: Rank of low-rank operators.
+            dropout: Dropout inside operators with learned internals.
+            n_classes: Number of classes of the model's heads.
+        """
+        return cls(modalities, dim, rank=rank, dropout=dropout)
+
     @abc.abstractmethod
     def forward(self, feats: Mapping[str, Tensor], mask: Tensor) -> Tensor:
         """Fuses the modalities (each registered operator defines it).

@@ -7,7 +7,7 @@ device-agnostic (move it with `.to(device)`) and deterministic given `torch.manu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -20,6 +20,9 @@ from mer_core.models.fusion import FUSIONS
 from mer_core.models.heads import HEADS
 
 FUSION_HEAD = "fusion"
+
+# Fills missing modalities' s_m: (modality -> (B, H), (B, M) mask) -> (filled, mask for fusion).
+StateImputer = Callable[[Mapping[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]]
 
 
 class ModelOutput(NamedTuple):
@@ -48,6 +51,9 @@ class MRCCL(nn.Module):
     Attributes:
         modalities: Modality names (the order of `dims`, and of the mask's columns).
         head_names: `modalities + ("fusion",)`, the keys of `ModelOutput.logits`.
+        imputer: None (missing s_m stay the encoding of a zero input, masked out of fusion), or
+            what fills missing s_m after the specificity encoders (`mer_core.missing.impute`;
+            attached by the trainer, not part of the state dict).
     """
 
     def __init__(self, cfg: ModelConfig, dims: Mapping[str, int], n_classes: int) -> None:
@@ -90,11 +96,14 @@ class MRCCL(nn.Module):
         # One-vs-rest: c_m lives in the space of the concat of the other M-1 features.
         self.ovr = nn.ModuleDict({m: nn.Linear(hid, (n_mod - 1) * hid) for m in self.modalities} if n_mod > 1 else {})
         fusion_dim = 2 * hid if cfg.fusion_input == "both" else hid
-        self.fusion = fusion_cls(self.modalities, fusion_dim, rank=cfg.fusion_rank, dropout=cfg.dropout)
+        self.fusion = fusion_cls.build(
+            self.modalities, fusion_dim, rank=cfg.fusion_rank, dropout=cfg.dropout, n_classes=n_classes
+        )
         head_kw = {"hidden": tuple(cfg.head_hidden), "batchnorm": cfg.head_batchnorm, "dropout": cfg.head_dropout}
         heads = {m: head_cls(hid, n_classes, **head_kw) for m in self.modalities}
         heads[FUSION_HEAD] = head_cls(self.fusion.out_dim, n_classes, **head_kw)
         self.heads = nn.ModuleDict(heads)
+        self.imputer: StateImputer | None = None
 
     def encode_specific(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Specific features s_m; separate so noised inputs go through the same encoders.
@@ -136,21 +145,37 @@ class MRCCL(nn.Module):
         if mask is not None:
             x = self._zero_missing(x, mask)
         specific = self.encode_specific(x)  # each (B, H)
-        invariant = self.encode_invariant(specific)  # each (B, H)
-        ovr = {m: self.ovr[m](specific[m]) for m in self.ovr}  # each (B, (M-1)*H)
-        if self.fusion_input == "specific":
-            fusion_in = specific  # each (B, H)
-        elif self.fusion_input == "invariant":
-            fusion_in = invariant  # each (B, H)
-        else:
-            fusion_in = {m: torch.cat([specific[m], invariant[m]], dim=-1) for m in self.modalities}  # each (B, 2H)
         if mask is None:
             first = specific[self.modalities[0]]  # (B, H)
             mask = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)  # (B, M)
-        fused = self.fusion(fusion_in, mask)  # (B, fusion.out_dim)
+        elif self.imputer is not None:
+            # Missing s_m are filled here (RAMER); filled pairs count as present for fusion only.
+            specific, mask = self.imputer(specific, mask)  # each (B, H); (B, M)
+        invariant = self.encode_invariant(specific)  # each (B, H)
+        ovr = {m: self.ovr[m](specific[m]) for m in self.ovr}  # each (B, (M-1)*H)
+        fused = self.fuse(specific, invariant, mask)  # (B, fusion.out_dim)
         logits = {m: self.heads[m](specific[m]) for m in self.modalities}  # each (B, C)
         logits[FUSION_HEAD] = self.heads[FUSION_HEAD](fused)  # (B, C)
         return ModelOutput(specific=specific, invariant=invariant, ovr=ovr, logits=logits)
+
+    def fuse(self, specific: Mapping[str, Tensor], invariant: Mapping[str, Tensor], mask: Tensor) -> Tensor:
+        """The fusion operator's output (the fusion head's input) under the configured fusion input.
+
+        Args:
+            specific: Modality -> s_m (B, H).
+            invariant: Modality -> i_m (B, H).
+            mask: (B, M) bool, True = present.
+
+        Returns:
+            (B, fusion.out_dim).
+        """
+        if self.fusion_input == "specific":
+            fusion_in = dict(specific)  # each (B, H)
+        elif self.fusion_input == "invariant":
+            fusion_in = dict(invariant)  # each (B, H)
+        else:
+            fusion_in = {m: torch.cat([specific[m], invariant[m]], dim=-1) for m in self.modalities}  # each (B, 2H)
+        return self.fusion(fusion_in, mask)  # (B, fusion.out_dim)
 
     def _zero_missing(self, x: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         if mask.dim() != 2 or mask.shape[1] != len(self.modalities):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from mer_core import metrics, voting
 from mer_core.configs.schema import OptimConfig, VotingConfig
+from mer_core.missing.impute import Imputer
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.reporting import Reporter, check_finite
 from mer_core.train.steps import StepContext, finetune_loss, predict, pretrain_loss
@@ -31,6 +32,11 @@ class FitContext:
     batch_generator: torch.Generator  # CPU generator for shuffling
     autocast_dtype: torch.dtype | None  # bf16 autocast when asked for
     fold: int
+    imputer: Imputer | None = None  # missing.impute: re-encodes its stored states whenever the weights change
+
+    def refresh_imputer(self) -> None:
+        if self.imputer is not None:
+            self.imputer.refresh(self.step.model)
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -89,16 +95,23 @@ def pretrain(ctx: FitContext, idx: np.ndarray, *, epochs: int, opt: torch.optim.
 def evaluate(ctx: FitContext, idx: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Validation metrics of the voted ensemble and of each head, plus the raw head logits."""
     logits = predict(ctx.step.model, ctx.data, idx, batch_size=max(256, ctx.optim.batch_size))
-    scores = voting.soft_vote(logits, ctx.voting_weights, space=ctx.voting_space)  # (n, C)
-    report = metrics.classification_report(y, scores.argmax(1), ctx.class_names)
+    return score_logits(logits, y, ctx.voting_weights, space=ctx.voting_space, class_names=ctx.class_names), logits
+
+
+def score_logits(
+    logits: dict[str, np.ndarray], y: np.ndarray, weights: dict[str, float], *, space: str, class_names: tuple[str, ...]
+) -> dict[str, float]:
+    """`evaluate`'s metrics from head logits (shared with the fused population trainer)."""
+    scores = voting.soft_vote(logits, weights, space=space)  # (n, C)
+    report = metrics.classification_report(y, scores.argmax(1), class_names)
     out = {f"val/{k}": float(v) for k, v in report.items()}
     target = torch.as_tensor(y, dtype=torch.long)
     head_ce = [F.cross_entropy(torch.as_tensor(v), target).item() for v in logits.values()]
     out["val/loss"] = float(np.mean(head_ce))
-    n_classes = len(ctx.class_names)
+    n_classes = len(class_names)
     for head, v in logits.items():
         out[f"val/f1_{head}"] = metrics.weighted_f1(y, v.argmax(1), n_classes)
-    return out, logits
+    return out
 
 
 @dataclass
@@ -126,6 +139,7 @@ def finetune(
     opt = make_optimizer(model.parameters(), ctx.step.temps.parameters(), ctx.optim)
     best: FitOutcome | None = None
     best_state, since_best = None, 0
+    ctx.refresh_imputer()
     for epoch in range(1, ctx.optim.max_epochs + 1):
         model.train()
         total, count = 0.0, 0
@@ -137,6 +151,7 @@ def finetune(
             check_finite(value, where=f"{stage} (fold {ctx.fold}, epoch {epoch})")
             _step(ctx, opt, loss)
             total, count = total + value * len(pos), count + len(pos)
+        ctx.refresh_imputer()
         found, logits = evaluate(ctx, *val)
         found["train/loss"] = total / max(count, 1)
         if best is None or found["val/weighted_f1"] > best.metrics["val/weighted_f1"]:
@@ -149,10 +164,17 @@ def finetune(
             break
     assert best is not None and best_state is not None  # max_epochs >= 1 is validated by the config
     model.load_state_dict(best_state)
+    ctx.refresh_imputer()
     return best
 
 
-def voting_setup(cfg: VotingConfig, head_names: tuple[str, ...]) -> dict[str, float]:
-    """Resolved per-head voting weights (heads the map does not name get the default)."""
+def voting_setup(cfg: VotingConfig, head_names: tuple[str, ...], *, cls_heads: str = "all") -> dict[str, float]:
+    """Resolved per-head voting weights (heads the map does not name get the default).
+
+    With `loss.cls_heads: fusion` only the fusion head is trained; the untrained unimodal heads
+    would vote noise, so the fusion head alone decides.
+    """
+    if cls_heads == "fusion":
+        return {h: 1.0 if h == "fusion" else 0.0 for h in head_names}
     weights, _unmatched = voting.resolve_weights(cfg, head_names)
     return weights

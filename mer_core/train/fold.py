@@ -11,9 +11,11 @@ import torch
 from mer_core import losses, nee, pseudo, voting
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet, Split
+from mer_core.missing import build_imputer
 from mer_core.models import build_model
 from mer_core.train.device_data import DeviceData
 from mer_core.train.fit import FitContext, finetune, make_optimizer, pretrain, voting_setup
+from mer_core.train.missing_eval import fold_data, score_missing_rates
 from mer_core.train.reporting import Reporter
 from mer_core.train.result import FoldResult
 from mer_core.train.steps import StepContext, predict
@@ -49,16 +51,18 @@ def train_fold(
     step = _fresh_step_context(cfg, data, device, seed)
     if compile_model:
         step = dataclasses.replace(step, model=torch.compile(step.model))
+    dev = fold_data(dev, data, split, cfg.missing)  # the missing-modality protocol's mask for this fold
     ctx = FitContext(
         step=step,
         data=dev,
         optim=cfg.optim,
-        voting_weights=voting_setup(cfg.voting, step.model.head_names),
+        voting_weights=voting_setup(cfg.voting, step.model.head_names, cls_heads=cfg.loss.cls_heads),
         voting_space=cfg.voting.space,
         class_names=data.class_names,
         batch_generator=torch.Generator().manual_seed(seed + 2),
         autocast_dtype=autocast_dtype,
         fold=fold,
+        imputer=build_imputer(cfg.missing, dev, split.train),
     )
     labels = data.labels
     train = (split.train, labels[split.train])
@@ -82,7 +86,7 @@ def train_fold(
         epochs += outcome.epochs
     result = FoldResult(
         fold=fold,
-        metrics=outcome.metrics,
+        metrics={**outcome.metrics, **score_missing_rates(ctx, data, split, cfg.missing)},
         val_idx=split.val,
         val_labels=val[1],
         val_logits=outcome.logits,
@@ -102,9 +106,23 @@ def _pseudo_labelled_set(
     seed: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """Predict the pool with the voting ensemble, keep confident samples, oversample every class."""
-    st = cfg.self_training
     logits = predict(ctx.step.model, ctx.data, pool, batch_size=max(256, cfg.optim.batch_size))
-    probs = voting.vote_probs(logits, ctx.voting_weights, space=ctx.voting_space)  # (U, C)
+    return pseudo_labelled_set(cfg, data, logits, ctx.voting_weights, train, pool, seed=seed)
+
+
+def pseudo_labelled_set(
+    cfg: ExperimentConfig,
+    data: FeatureSet,
+    logits: dict[str, np.ndarray],
+    voting_weights: dict[str, float],
+    train: tuple[np.ndarray, np.ndarray],
+    pool: np.ndarray,
+    *,
+    seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """`_pseudo_labelled_set` from the pool's head logits (shared with the fused population trainer)."""
+    st = cfg.self_training
+    probs = voting.vote_probs(logits, voting_weights, space=cfg.voting.space)  # (U, C)
     counts = np.bincount(train[1], minlength=data.n_classes)  # (C,)
     thresholds = pseudo.class_thresholds(st, data.class_names, counts)
     keep, pseudo_y, _conf = pseudo.select_pseudo_labels(probs, thresholds, max_pseudo=st.max_pseudo)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mer_core import losses, nee
+from mer_core import losses, nee, negative
 from mer_core.configs.schema import LossConfig, NEEConfig
 from mer_core.models import MRCCL
 from mer_core.train.device_data import DeviceData, batches
@@ -61,7 +61,7 @@ def pretrain_loss(ctx: StepContext, x: dict[str, torch.Tensor], mask: torch.Tens
 def finetune_loss(
     ctx: StepContext, x: dict[str, torch.Tensor], mask: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, dict]:
-    """Stage 2: w_cls * mean CE over heads + w_modality * modality (+ w_noise * noise) terms."""
+    """Stage 2: w_cls * mean CE over heads + w_modality * modality (+ w_noise * noise) (+ negative removal)."""
     cfg = ctx.loss_cfg
     out = ctx.model(x, mask)
     logits = out.logits if cfg.cls_heads == "all" else {"fusion": out.logits["fusion"]}
@@ -73,6 +73,19 @@ def finetune_loss(
         total = total + cfg.w_modality * terms["modality"]
     if "noise" in terms:
         total = total + cfg.w_noise * terms["noise"]
+    if cfg.neg_alpha > 0 or cfg.neg_beta > 0:  # negative-information removal, already weighted by alpha, beta
+        terms["negative"] = negative.negative_views_term(
+            ctx.model,
+            x,
+            mask,
+            out.specific,
+            out.invariant,
+            loss_cfg=cfg,
+            nee_cfg=ctx.nee_cfg,
+            schedules=ctx.schedules,
+            generator=ctx.generator,
+        )
+        total = total + terms["negative"]
     return total, terms
 
 
