@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +26,7 @@ from mer_core import voting
 from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.models import build_model
-from tests.sweep_helpers import cli_env
+from tests.sweep_helpers import run_analysis
 
 METRIC = "val/weighted_f1"
 
@@ -140,19 +137,8 @@ def test_served_model_is_the_trainers_vote(space, tiny_data_cfg):
     assert np.allclose(probs.numpy(), expected, atol=1e-5)
 
 
-def _analysis(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_export_rejects_bad_options_with_exit_2(tmp_path):
-    proc = _analysis(["export-best", "--experiment", "x", "--top", "0"], tmp_path, timeout=60)
+    proc = run_analysis(["export-best", "--experiment", "x", "--top", "0"], tmp_path, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --top: invalid value; allowed: an integer >= 1; given: 0"]
 
@@ -168,7 +154,7 @@ def test_export_best_reseeds_writes_yaml_and_registers_a_loadable_model(search_s
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "best.yaml"
     args = ["export-best", "--experiment", experiment, "--tracking-uri", uri, "--top", "2", "--seeds", "1"]
-    proc = _analysis([*args, "--out", str(out), "--model-name", "an-best"], tmp_path)
+    proc = run_analysis([*args, "--out", str(out), "--model-name", "an-best"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=uri)

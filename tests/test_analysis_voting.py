@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from analysis.posthoc import cross_validate, fit_weights, posthoc_fit, stratified_folds, vote_f1
 from mer_core import metrics, voting
 from mer_core.errors import ConfigError
-from tests.sweep_helpers import cli_env
+from tests.sweep_helpers import run_analysis
 
 SPACES = ("logit", "prob")
 
@@ -136,19 +134,8 @@ def test_cross_validation_reports_the_optimism_of_the_in_sample_fit():
     assert json.loads(json.dumps(result.to_json()))["cv_gain"] == pytest.approx(result.cv.gain)
 
 
-def _analysis(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_fit_voting_rejects_bad_options_with_exit_2(tmp_path):
-    proc = _analysis(["fit-voting", "--experiment", "x", "--cv", "1"], tmp_path, timeout=60)
+    proc = run_analysis(["fit-voting", "--experiment", "x", "--cv", "1"], tmp_path, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --cv: invalid value; allowed: an integer >= 2; given: 1"]
 
@@ -162,7 +149,7 @@ def test_fit_voting_logs_posthoc_results_to_each_trial(search_sweep, tmp_path):
     work, _, experiment = search_sweep
     shutil.copy(work / "mlflow.db", tmp_path / "mlflow.db")  # our writes stay out of the shared store
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = _analysis(
+    proc = run_analysis(
         ["fit-voting", "--experiment", experiment, "--tracking-uri", uri, "--top", "2", "--cv", "3"], tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
