@@ -31,7 +31,7 @@ from mer_core.models.heads import FcHead
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.fit import FitContext, make_optimizer
 from mer_core.train.fit import _step as trainer_step  # the trainer's exact update, not a copy of it
-from mer_core.train.fold import _fresh_step_context  # the trainer's exact model/temperature setup
+from mer_core.train.fold import fresh_step_context  # the trainer's exact model/temperature setup
 from mer_core.train.reporting import check_finite
 from mer_core.train.steps import finetune_loss
 
@@ -113,7 +113,7 @@ def _autocast(cfg: ExperimentConfig, device: torch.device):
 def ours_arm(cfg: ExperimentConfig, fs: FeatureSet, dev: DeviceData, *, fused_adam: bool = False) -> Arm:
     """Our model, loss step and update, built the way `train_fold` builds them."""
     device = dev.mask.device
-    step_ctx = _fresh_step_context(cfg, fs, device, seed=0)
+    step_ctx = fresh_step_context(cfg, fs, device, seed=0)
     dtype, _ = _autocast(cfg, device)
     fit_ctx = FitContext(
         step=step_ctx,

@@ -1,6 +1,6 @@
 """Member construction exactly as the single run does it, and which parameters each stage trains.
 
-`build_member` repeats `mer_core.train.fold._fresh_step_context`'s draws (seed, then the model,
+`build_member` repeats `mer_core.train.fold.fresh_step_context`'s draws (seed, then the model,
 then the temperatures), so a member's row starts equal to its single run's model.
 
 `active_parameters` answers "which parameters does `torch.optim` update in this stage" for one
@@ -15,30 +15,24 @@ from __future__ import annotations
 
 import torch
 
-from mer_core import losses, nee
+from mer_core import nee
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet
-from mer_core.models import build_model
 from mer_core.population.net import MemberNet
 from mer_core.train.device_data import DeviceData
+from mer_core.train.fold import fresh_step_context
 from mer_core.train.steps import StepContext, finetune_loss, pretrain_loss
 
 __all__ = ["active_parameters", "build_member"]
 
 
 def build_member(cfg: ExperimentConfig, data: FeatureSet, device: torch.device, seed: int) -> MemberNet:
-    """A member's freshly initialised model and temperatures, drawn as `_fresh_step_context` draws them.
+    """A member's freshly initialised model and temperatures, drawn by the single-trial trainer's `fresh_step_context`.
 
     Seeds the global generator (the caller runs inside `torch.random.fork_rng`).
     """
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, data.dims, data.n_classes).to(device)
-    temps = losses.Temperatures(
-        losses.contrastive_term_names(data.modalities),
-        init=cfg.loss.temperature_init,
-        learnable=cfg.loss.learnable_temperature,
-    ).to(device)
-    return MemberNet(model, temps, cfg.loss)
+    step = fresh_step_context(cfg, data, device, seed)
+    return MemberNet(step.model, step.temps, cfg.loss)
 
 
 def probe_key(cfg: ExperimentConfig, stage: str) -> tuple:

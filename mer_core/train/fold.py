@@ -21,7 +21,9 @@ from mer_core.train.result import FoldResult
 from mer_core.train.steps import StepContext, predict
 
 
-def _fresh_step_context(cfg: ExperimentConfig, data: FeatureSet, device: torch.device, seed: int) -> StepContext:
+def fresh_step_context(cfg: ExperimentConfig, data: FeatureSet, device: torch.device, seed: int) -> StepContext:
+    """A freshly initialised model, temperatures, NEE schedules and noise generator for `seed`
+    (shared with the fused population trainer, whose members must draw exactly the same)."""
     torch.manual_seed(seed)  # model init; the caller runs us inside torch.random.fork_rng
     model = build_model(cfg.model, data.dims, data.n_classes).to(device)
     temps = losses.Temperatures(
@@ -48,7 +50,7 @@ def train_fold(
     """Train one fold end to end; returns its result and the best model."""
     device = dev.mask.device
     seed = cfg.seed * 1009 + fold  # distinct, reproducible streams per fold
-    step = _fresh_step_context(cfg, data, device, seed)
+    step = fresh_step_context(cfg, data, device, seed)
     if compile_model:
         step = dataclasses.replace(step, model=torch.compile(step.model))
     dev = fold_data(dev, data, split, cfg.missing)  # the missing-modality protocol's mask for this fold
@@ -80,7 +82,7 @@ def train_fold(
         round_train, report = _pseudo_labelled_set(cfg, data, ctx, train, pool, seed=seed + 10 * rnd)
         reports.append({"round": rnd, **report})
         if cfg.self_training.reinit:
-            fresh = _fresh_step_context(cfg, data, device, seed + 10 * rnd)
+            fresh = fresh_step_context(cfg, data, device, seed + 10 * rnd)
             ctx = dataclasses.replace(ctx, step=fresh)
         outcome = finetune(ctx, round_train, val, reporter=reporter, stage=f"self_training_{rnd}")
         epochs += outcome.epochs
