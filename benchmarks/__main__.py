@@ -20,6 +20,7 @@ from mer_core.cli_util import EXIT_OK, ArgumentParser, guarded_main, setup_loggi
 from mer_core.errors import ConfigError
 
 MIN_REPEATS = 3  # a median of fewer repeats is one noisy sample on a shared machine
+MIN_SEEDS = 5  # issue 8: search efficiency over >= 5 sampler seeds
 
 
 def _parser() -> ArgumentParser:
@@ -30,7 +31,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device of the epoch benchmark")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the training step (both arms)")
     p.add_argument("--steps", type=int, default=None, help="epoch: timed steps per repeat (default 30; smoke 3)")
-    p.add_argument("--trials", type=int, default=None, help="overhead: trials per arm (default 20; smoke 2)")
+    p.add_argument(
+        "--trials", type=int, default=None, help="trials per arm/sweep (overhead 20, search_efficiency 24, memory 4)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None, help=f"search_efficiency: sampler seeds per arm (default {MIN_SEEDS})"
+    )
     p.add_argument("--tag", default="", help="label of this run's RESULTS.md sections (e.g. another machine)")
     p.add_argument("--output", type=Path, default=None, help=f"Markdown file to update (default {RESULTS_PATH})")
     return p
@@ -41,9 +47,11 @@ def _options(args) -> BenchOptions:
     if repeats < 1 or (not args.smoke and repeats < MIN_REPEATS):
         allowed = f"an integer >= {MIN_REPEATS} (>= 1 with --smoke)"
         raise ConfigError("--repeats", allowed, repeats, "too few repeats for a median")
-    for flag, value in (("--steps", args.steps), ("--trials", args.trials)):
+    for flag, value in (("--steps", args.steps), ("--trials", args.trials), ("--seeds", args.seeds)):
         if value is not None and value < 1:
             raise ConfigError(flag, "an integer >= 1", value, "out of range")
+    if args.seeds is not None and not args.smoke and args.seeds < MIN_SEEDS:
+        raise ConfigError("--seeds", f"an integer >= {MIN_SEEDS} (>= 1 with --smoke)", args.seeds, "too few seeds")
     return BenchOptions(
         smoke=args.smoke,
         repeats=repeats,
@@ -51,6 +59,7 @@ def _options(args) -> BenchOptions:
         bf16=args.bf16,
         steps=args.steps,
         trials=args.trials,
+        seeds=args.seeds,
         tag=args.tag,
     )
 

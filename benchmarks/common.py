@@ -38,7 +38,9 @@ class BenchOptions:
         device: `auto`, `cpu` or `cuda` (benchmarks that train a model on one device).
         bf16: bf16 autocast in the training step (both arms alike).
         steps: Timed optimizer steps per repeat (epoch benchmark); None = its default.
-        trials: Trials per arm (overhead benchmark); None = its default.
+        trials: Trials per arm (overhead), per sweep (memory; search_efficiency: random search, ASHA arms get
+            twice as many); None = its default.
+        seeds: Sampler seeds per arm (search_efficiency); None = its default.
         tag: Extra label of this run's sections in RESULTS.md (e.g. the machine), so runs on
             other machines or settings sit next to each other instead of replacing each other.
     """
@@ -49,6 +51,7 @@ class BenchOptions:
     bf16: bool = False
     steps: int | None = None
     trials: int | None = None
+    seeds: int | None = None
     tag: str = ""
 
 

@@ -1,0 +1,297 @@
+"""`search_efficiency`: trial-epochs a sweep spends before it first finds a near-best configuration.
+
+Three arms, each a real sweep through our engine (`load_sweep` -> `prepare` -> `execute`, the
+`run_sweep.py` path: Ray Tune, Optuna, ASHA, MLflow), repeated over sampler seeds:
+TPE + ASHA, QMC (scrambled Sobol) + ASHA, and random search without early stopping.
+
+The cost unit is one *trial-epoch*: one reported fine-tuning epoch of one trial. A sweep has
+"found" a value when a trial that trained to its end reports it as its final metric (what
+`best_config.yaml` would be made of at that moment); ASHA-pruned trials find nothing but their
+epochs count. Results are ordered by the driver's clock when Ray handed them over: the MLflow
+child runs the engine logs carry that timestamp (ms) per step, so trials running side by side
+are counted in the order their epochs ended. Epoch counts do not depend on the machine's speed
+or load; which trial ends first among concurrent ones can.
+
+The target is the best final value of any trial of any arm and seed of this run, minus 0.005
+(half an F1 point): the best *known* value, not the true optimum of the space.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC = "val/weighted_f1"
+TOLERANCE = 0.005  # half an F1 point (issue 8)
+LOOSE = 0.01  # a second reading: a single 500-sample validation split is noisy at the 0.005 scale
+STATUS_TAG = "mersweep.status"
+ENDED = ("ok", "diverged", "invalid")  # statuses whose last result is a final report (not pruned, not errored)
+
+# Real data that ships with the install (sweeps/quickstart.yaml's source), made cheaper and more
+# discriminating: three of the six views (Fourier, Zernike, morphological; with all six nearly
+# every configuration scores ~0.98 and the search has nothing to find), half the digits labelled
+# and no unlabelled pool, half of the labelled ones for validation (500 samples: one sample moves
+# the weighted F1 by ~0.002, so a 0.005 tolerance is not below the metric's resolution).
+DATA = {
+    "source": "uci-mfeat",
+    "seed": 0,
+    "folds": 1,
+    "labelled_fraction": 0.5,
+    "val_fraction": 0.5,
+    "max_unlabelled": 0,
+    "uci": {"views": ["fou", "zer", "mor"]},
+}
+# Every trial-epoch is the same unit of work: no contrastive pre-training and no self-training
+# rounds (their epochs would cost differently from fine-tuning epochs); a smaller feed-forward.
+SET = {
+    "optim.batch_size": 64,
+    "model.ff_dim": 128,
+    "optim.max_epochs": 15,
+    "optim.patience": 4,
+    "optim.pretrain_epochs": 0,
+    "self_training.rounds": 0,
+}
+SMOKE_DATA = {
+    "source": "synthetic-mer",
+    "seed": 0,
+    "folds": 1,
+    "synthetic": {"n_labelled": 240, "n_unlabelled": 0, "dims": {"audio": 24, "text": 32, "video": 16}},
+}
+SMOKE_SET = {**SET, "model.ff_dim": 64, "optim.max_epochs": 2, "optim.patience": 2}
+ASHA = {"kind": "asha", "grace_period": 3, "max_t": None, "reduction_factor": 3}  # as sweeps/quickstart.yaml
+# label -> (algorithm, scheduler, trials as a multiple of `trials`). ASHA spends about half the
+# epochs per trial of a full trial here, so ASHA arms get twice the trials: every arm then spends
+# about the same trial-epochs, and "not reached in budget" means the same budget for all.
+ARMS = {
+    "TPE + ASHA": ("tpe", ASHA, 2),
+    "QMC + ASHA": ("qmc", ASHA, 2),
+    "random, no early stopping": ("random", {"kind": "none"}, 1),
+}
+BASELINE = "random, no early stopping"
+N_STARTUP = 6  # as sweeps/quickstart.yaml
+
+
+@dataclass(frozen=True)
+class Event:
+    """One result of one trial as the driver received it."""
+
+    ms: int  # driver clock when the result arrived
+    trial: str
+    step: int
+    value: float
+    final: bool  # the trial's final report (its value is what the sweep found), not an epoch
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One arm at one sampler seed: its results in arrival order."""
+
+    arm: str
+    seed: int
+    events: tuple[Event, ...]
+
+    @property
+    def epochs(self) -> int:
+        """Trial-epochs the whole sweep spent."""
+        return sum(not e.final for e in self.events)
+
+    @property
+    def best(self) -> float:
+        """Best final value the sweep found (-inf if no trial ended)."""
+        return max((e.value for e in self.events if e.final), default=-math.inf)
+
+
+def epochs_to_target(events: Iterable[Event], target: float) -> float:
+    """Trial-epochs spent (all trials, in arrival order) when a final value first reaches `target`; inf if never.
+
+    At equal timestamps epochs count before final reports: ties cost the arm, never favour it.
+    """
+    spent = 0
+    for e in sorted(events, key=lambda e: (e.ms, e.final, e.trial, e.step)):
+        if not e.final:
+            spent += 1
+        elif e.value >= target:
+            return float(spent)
+    return math.inf
+
+
+def _sweep_yaml(
+    folder: Path, *, name: str, algorithm: str, scheduler: Mapping[str, Any], seed: int, trials: int, smoke: bool
+) -> Path:
+    spec = {
+        "name": name,
+        "kind": "search",
+        "base": str(ROOT / "mer_core/configs/mrccl.yaml"),
+        "data": SMOKE_DATA if smoke else DATA,
+        "set": SMOKE_SET if smoke else SET,
+        "search_space": str(ROOT / "search_spaces/quick.yaml"),
+        "search": {"algorithm": algorithm, "num_samples": trials, "seed": seed, "n_startup_trials": N_STARTUP},
+        "scheduler": {**scheduler, "grace_period": 1} if smoke and scheduler["kind"] == "asha" else dict(scheduler),
+        "metric": METRIC,
+        "mode": "max",
+        "resources": {"cpu": 1, "gpu": 0, "max_concurrent": 2},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, tracking_uri: str) -> SweepRun:
+    """One sweep exactly as `python run_sweep.py` runs it (Ray stays up between sweeps); its events from MLflow."""
+    from sweeps.engine import execute, prepare
+    from sweeps.spec import load_sweep
+    from sweeps.state import read_state
+
+    algorithm, scheduler, factor = ARMS[arm]
+    name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"
+    path = _sweep_yaml(
+        folder, name=name, algorithm=algorithm, scheduler=scheduler, seed=seed, trials=trials * factor, smoke=smoke
+    )
+    spec = load_sweep(path)
+    prepared = prepare(spec, resume=False, tracking_uri=tracking_uri, runs_root=folder / "runs")
+    if execute(prepared, address=None, argv=["run_sweep.py", path.name]).interrupted:
+        raise KeyboardInterrupt  # Tune ends fit() early on Ctrl-C instead of raising: stop here, not at the next sweep
+    parent = read_state(prepared.folder).parent_run_id
+    return SweepRun(arm, seed, tuple(_events(tracking_uri, spec.experiment_name(), parent)))
+
+
+def _events(uri: str, experiment: str, parent: str) -> list[Event]:
+    """Every result of every trial of the sweep, from its MLflow child runs."""
+    from mlflow import MlflowClient
+
+    from sweeps.tracking import PARENT_TAG, TRIAL_TAG
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=5000)
+    events = []
+    for run in runs:
+        history = sorted(client.get_metric_history(run.info.run_id, METRIC), key=lambda m: m.step)
+        ended = run.data.tags.get(STATUS_TAG) in ENDED
+        trial = run.data.tags.get(TRIAL_TAG, run.info.run_id)
+        for i, m in enumerate(history):
+            events.append(Event(m.timestamp, trial, m.step, m.value, final=ended and i == len(history) - 1))
+    return events
+
+
+@BENCHMARKS.register("search_efficiency")
+def bench_search_efficiency(opts: BenchOptions) -> BenchResult:
+    """Trial-epochs to within 0.005 weighted F1 of the best known value: TPE+ASHA, QMC+ASHA, random."""
+    import ray
+
+    trials = opts.trials or (2 if opts.smoke else 24)
+    seeds = opts.seeds or (1 if opts.smoke else 5)
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    runs: list[SweepRun] = []
+    with tempfile.TemporaryDirectory(prefix="mersweep-bench-search-") as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        try:
+            for seed in range(seeds):
+                arms = list(ARMS)[seed % len(ARMS) :] + list(ARMS)[: seed % len(ARMS)]  # rotate the order
+                runs += [
+                    run_arm(Path(tmp), arm=a, seed=seed, trials=trials, smoke=opts.smoke, tracking_uri=uri)
+                    for a in arms
+                ]
+        finally:
+            ray.shutdown()
+    return _result(runs, trials=trials, seeds=seeds, smoke=opts.smoke, minutes=(time.perf_counter() - started) / 60)
+
+
+def _result(runs: list[SweepRun], *, trials: int, seeds: int, smoke: bool, minutes: float) -> BenchResult:
+    best = max(r.best for r in runs)
+    by_arm = {arm: [r for r in runs if r.arm == arm] for arm in ARMS}
+    res = BenchResult(
+        "search_efficiency",
+        f"trial-epochs to within {TOLERANCE} weighted F1 of the best known value "
+        f"({'tiny synthetic data' if smoke else 'uci-mfeat'}, quick.yaml, {seeds} sampler seeds per arm)",
+    )
+    for tol, suffix in ((TOLERANCE, ""), (LOOSE, "_loose")):
+        to_target = {arm: tuple(epochs_to_target(r.events, best - tol) for r in rs) for arm, rs in by_arm.items()}
+        for arm, values in to_target.items():
+            reached = f"reached {sum(math.isfinite(v) for v in values)}/{len(values)} in {trials * ARMS[arm][2]} trials"
+            res.rows.append(Row(f"{arm}: epochs to within {tol}", values, "epochs", reached))
+        for arm in ARMS:
+            if arm != BASELINE:
+                res.ratios.append(_median_ratio(f"{_key(arm)}_vs_random{suffix}", to_target[arm], to_target, arm, tol))
+    for arm, rs in by_arm.items():
+        res.rows.append(Row(f"{arm}: epochs spent (whole budget)", tuple(float(r.epochs) for r in rs), "epochs"))
+        res.rows.append(Row(f"{arm}: best final F1 in budget", tuple(r.best for r in rs), "F1"))
+    spent = {arm: statistics.median(r.epochs for r in rs) for arm, rs in by_arm.items()}
+    for arm in ARMS:
+        if arm != BASELINE:
+            meaning = f"median epochs {arm} spent on its whole budget ({ARMS[arm][2]}x the trials) ÷ random's"
+            res.ratios.append(Ratio(f"{_key(arm)}_budget_vs_random", spent[arm] / max(spent[BASELINE], 1.0), meaning))
+    res.notes = _notes(runs, best=best, trials=trials, smoke=smoke, minutes=minutes)
+    return res
+
+
+def _key(arm: str) -> str:
+    return arm.split(" ", 1)[0].lower()
+
+
+def _median_ratio(
+    name: str, num: tuple[float, ...], to_target: Mapping[str, tuple[float, ...]], arm: str, tol: float
+) -> Ratio:
+    """Median epochs-to-target of `arm` ÷ random's; seeds that never reached the target count as infinite."""
+    a, b = statistics.median(num), statistics.median(to_target[BASELINE])
+    if math.isinf(a) and math.isinf(b):
+        value = math.nan
+    elif math.isinf(b):
+        value = 0.0
+    else:
+        value = a / b if b > 0 else math.nan  # b == 0 only if every trial failed (best known = the fail value)
+    return Ratio(
+        name,
+        value,
+        f"median trial-epochs to within {tol} of the best known, {arm} ÷ random without early stopping "
+        f"(< 1: {arm} needs fewer; "
+        "inf: its median seed never reached the target; nan: neither median did)",
+    )
+
+
+def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minutes: float) -> list[str]:
+    holder = max(runs, key=lambda r: r.best)
+    data = (
+        "a tiny synthetic set"
+        if smoke
+        else (
+            "uci-mfeat (bundled real data) with views fou, zer, mor; 50% labelled, no unlabelled pool, "
+            "validation = half of the labelled digits (500)"
+        )
+    )
+    sets = ", ".join(f"{k}={v}" for k, v in (SMOKE_SET if smoke else SET).items())
+    paragraphs = [
+        f"Best known value = the best final val weighted F1 of any trial of any arm and seed of this run: "
+        f"**{best:.4f}** ({holder.arm}, seed {holder.seed}); target = {best - TOLERANCE:.4f} (headline, the issue's "
+        f"0.5 F1 points) and {best - LOOSE:.4f} (`_loose` ratios: one validation split of 500 digits is noisy at "
+        "the 0.005 scale). It is the best this run saw, not the optimum of the space: a longer run can raise it and "
+        "make every arm look slower.",
+        f"Data: {data}. Config: mrccl.yaml with {sets} (cheaper than the quickstart: the {len(runs)} sweeps of "
+        f"this run took {minutes:.0f} minutes; pre-training and self-training are off so every trial-epoch costs the "
+        "same). Space: search_spaces/quick.yaml. 2 trials at a time (1 CPU each), actor reuse, MLflow logging on.",
+        f"A trial-epoch = one reported fine-tuning epoch of one trial (Ray's `training_iteration`, minus the final "
+        f"report). An arm *reaches* the target when a trial that trained to its end reports a final value >= target; "
+        f"the count is every epoch of every trial (ASHA-pruned ones included) reported before that moment, in the "
+        f"order the driver received them (MLflow step timestamps). Budget per sweep: {trials} trials for random "
+        f"search, {trials * ARMS['TPE + ASHA'][2]} for the ASHA arms (ASHA spends about half the epochs per trial, "
+        "so every arm spends about the same trial-epochs; see 'epochs spent'). Seeds that never reach the target "
+        "within the budget count as infinite, so a median is infinite when fewer than half of the seeds reached it.",
+        f"Arms: TPE (multivariate, {N_STARTUP} random start-up trials, constant liar) + ASHA (grace 3, reduction 3, "
+        "max_t = the longest trial); QMC (scrambled Sobol) + ASHA (same); random search, every trial to its end "
+        "(early stopping inside a trial by `optim.patience` applies to all arms alike). Sampler seeds 0..S-1; "
+        "arm order rotated per seed.",
+    ]
+    return [line for p in paragraphs for line in ("", p)][1:]  # blank lines: separate Markdown paragraphs
