@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, guarded_main, setup_logging
@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         raise ConfigError("--num-samples", "an integer >= 1", args.num_samples, "out of range")
     spec = load_sweep(args.sweep, sets=args.sets, num_samples=args.num_samples)
+    if args.address is None:
+        local_ray_environment(os.environ)
     # Heavy imports (torch, Ray, MLflow) only once the sweep itself is known good: bad input fails fast.
     from sweeps.engine import describe, execute, prepare
     from sweeps.results import format_table
@@ -68,6 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sweep stopped early; continue it with: python {shlex.join([*again, '--resume'])}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def local_ray_environment(env: MutableMapping[str, str]) -> None:
+    """Make the Ray cluster this process starts (no --address) reachable from this machine only.
+
+    Ray's servers (GCS, raylets, workers) listen on every interface, even for a one-machine
+    `ray.init()`, unless its no-cluster mode is on; then the node's address is 127.0.0.1 and
+    every server binds loopback. Ray reads the switch at `import ray`, so this runs before the
+    sweep engine is imported. Token authentication (Ray's default for a local cluster) is set
+    explicitly so Ray does not warn about it on every run. A user who sets either variable
+    keeps their value: that is how one opts out.
+    """
+    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setdefault("RAY_AUTH_MODE", "token")
 
 
 def entry() -> None:
