@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -98,3 +99,14 @@ def children_of(client, experiment: str) -> tuple[object, list]:
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1, f"expected one parent run, found {len(parents)}"
     return parents[0], children
+
+
+# A line a Ray worker printed, forwarded to the driver's stderr with a "(trial_main pid=123)" prefix
+# (coloured on a terminal). A worker's interpreter may print "Exception ignored in: ... Traceback"
+# as it shuts down; that is Ray's noise, not the driver's.
+_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([\w.:-]+ pid=\d+(, ip=[\w.:]+)?\)")
+
+
+def driver_lines(stderr: str) -> str:
+    """`stderr` without the lines Ray forwarded from its workers: what the driver itself printed."""
+    return "\n".join(line for line in stderr.splitlines() if not _WORKER_LINE.match(line))
