@@ -28,7 +28,8 @@ from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
-from sweeps.tracking import check_reachable, redact, resolve_tracking_uri
+from sweeps.tracking import redact, resolve_tracking_uri
+from sweeps.tracking_check import check_reachable
 from sweeps.trainable import TrialSettings, trial_main, trial_overrides
 
 log = logging.getLogger("mersweep.sweep")

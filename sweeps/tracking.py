@@ -12,14 +12,11 @@ from __future__ import annotations
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from mer_core.errors import UserInputError
 from sweeps.tracking_retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
 
 TRIAL_TAG = "mersweep.trial_id"
@@ -42,27 +39,6 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
     """--tracking-uri, else the sweep's tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
     uri = cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
-    """Fail fast (exit 2) when an HTTP tracking server does not answer, before anything is written."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    # Probe without userinfo: urllib would take `user:pw@host` for the host name. /health needs
-    # no login, and any answer below 500 (401 included) means a server is there.
-    scheme, _, rest = uri.partition("://")
-    netloc, slash, path = rest.partition("/")
-    url = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            if resp.status < 500:
-                return
-    except urllib.error.HTTPError as err:
-        if err.code < 500:
-            return
-    except (urllib.error.URLError, OSError, ValueError):
-        pass
-    raise UserInputError(f"tracking.uri: MLflow tracking server unreachable; given: {redact(uri)}")
 
 
 class SweepTracker:

@@ -188,6 +188,14 @@ CASES = {
     "unreachable-uri-in-sweep": Case(
         ["bad.yaml"], ("tracking.uri", "127.0.0.1:{port}"), sweep={"tracking": {"uri": "http://127.0.0.1:{port}"}}
     ),
+    "unknown-tracking-scheme": Case(
+        ["bad.yaml", "--tracking-uri", "foo://host/x"], ("tracking.uri", "postgresql", "foo://host/x"), sweep={}
+    ),
+    "unreachable-database-uri": Case(
+        ["bad.yaml", "--tracking-uri", "postgresql+psycopg2://mlflow:s3cret@127.0.0.1:{port}/mlflow"],
+        ("tracking.uri", "unreachable", "***@127.0.0.1:{port}"),
+        sweep={},
+    ),
     "resume-of-no-sweep": Case(["bad.yaml", "--resume"], ("--resume", "mersweep_state.json"), sweep={}),
     "results-exist-without-resume": Case(
         ["bad.yaml"], ("name", "--resume"), files={"runs/bad/marker.txt": "x\n"}, sweep={}
