@@ -23,6 +23,7 @@ from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
 from sweeps.ablation import ablation_overrides
 from sweeps.faults import injector_from_env
+from sweeps.worker_setup import quiet_worker
 
 FINAL_KEY = "final"  # set to 1 in the last result of a trial that finished training
 NODE_KEY = "node_id"  # the Ray node a result came from
@@ -61,6 +62,7 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
     import ray  # imported here so importing this module does not start Ray
     from ray import tune
 
+    quiet_worker()
     try:
         cfg = build_config(settings.base, trial_overrides(config, settings))
     except UserInputError as err:
