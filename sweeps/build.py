@@ -12,6 +12,8 @@ from ray.tune.search.optuna import OptunaSearch
 from mer_core.configs import ExperimentConfig
 from sweeps.ablation import AblationPlan
 from sweeps.ablation_search import AblationSearcher
+from sweeps.population_rungs import RungSchedule
+from sweeps.population_search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.spec import SweepSpec
 
@@ -49,6 +51,49 @@ def make_searcher(spec: SweepSpec, space: SearchSpace) -> OptunaSearch:
     return OptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
 
 
+def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationSearcher:
+    """Fused mode: one Optuna study, K members per Ray trial (`execution.population`)."""
+    sampler = make_sampler(
+        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
+    )
+    return PopulationSearcher(
+        space,
+        sampler=sampler,
+        metric=spec.metric,
+        mode=spec.mode,
+        num_samples=spec.search.num_samples,
+        population=spec.execution.population,
+    )
+
+
+def population_schedule(spec: SweepSpec, base: ExperimentConfig) -> RungSchedule:
+    """Fused mode's early stopping of members: the rungs `make_scheduler` would give ASHA, or none."""
+    s = spec.scheduler
+    if s.kind == "asha":
+        max_t = s.max_t or max_iterations(base)
+        return RungSchedule.asha(
+            grace_period=s.grace_period, reduction_factor=s.reduction_factor, max_t=max_t, mode=spec.mode
+        )
+    return RungSchedule.none(mode=spec.mode)
+
+
+def _search(
+    spec: SweepSpec, space: SearchSpace | None, base: ExperimentConfig, plan: AblationPlan | None
+) -> tuple[Any, TrialScheduler, int]:
+    """(searcher, scheduler, Ray trials) of an ablation, a fused search or a one-trial-per-config search.
+
+    Fused mode stops members inside each population (`population_schedule`), so Tune itself
+    stops no Ray trial there.
+    """
+    if plan is not None:
+        return make_ablation_searcher(spec, space, plan), FIFOScheduler(), plan.total_trials
+    assert space is not None
+    if spec.execution.mode == "fused":
+        searcher = make_population_searcher(spec, space)
+        return searcher, FIFOScheduler(), searcher.num_populations
+    return make_searcher(spec, space), make_scheduler(spec, base), spec.search.num_samples
+
+
 def build_tuner(
     spec: SweepSpec,
     space: SearchSpace | None,
@@ -73,12 +118,13 @@ def build_tuner(
         # restored run the fresh ones (same parent run, reopened by the caller).
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
+    search_alg, scheduler, num_samples = _search(spec, space, base, plan)
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
-        search_alg=make_searcher(spec, space) if plan is None else make_ablation_searcher(spec, space, plan),
-        scheduler=make_scheduler(spec, base) if plan is None else FIFOScheduler(),
-        num_samples=spec.search.num_samples if plan is None else plan.total_trials,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
         max_concurrent_trials=spec.resources.max_concurrent,
         time_budget_s=spec.time_budget_s,
         reuse_actors=True,  # one worker process serves many trials: no per-trial process start

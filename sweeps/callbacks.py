@@ -1,4 +1,9 @@
-"""Ray Tune callbacks on the driver: MLflow logging and the live progress line."""
+"""Ray Tune callbacks on the driver: MLflow logging and the live progress line.
+
+A Ray trial is one run of the sweep, or in fused mode (`sweeps.population_trial`) a population
+of members: then each member is its own MLflow child run (trial id `<ray trial id>-m<i>`, its
+values under the `m<i>/` prefix of the trial's results) and counts as one trial in the progress.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sweeps.population_search import member_prefix, member_result, member_trial_id, members_of
 from sweeps.tracking import PARENT_TAG, TRIAL_TAG, SweepTracker
 from sweeps.trainable import FINAL_KEY
 
@@ -26,6 +32,27 @@ def trial_outcome(last: Mapping[str, Any] | None, *, errored: bool = False) -> s
     if last and last.get(FINAL_KEY):
         return str(last.get("status", "ok"))
     return "pruned"  # stopped by the scheduler before its final report
+
+
+def member_outcome(last: Mapping[str, Any] | None, index: int, *, errored: bool = False) -> str:
+    """ok | pruned | diverged | invalid | error of member `index` of a fused trial, from its last result."""
+    if errored:
+        return "error"
+    if last and last.get(FINAL_KEY):
+        return str(member_result(last, index).get("status", "error"))
+    return "pruned"  # the population was stopped before its final report (as `trial_outcome`)
+
+
+def run_units(trial) -> list[tuple[str, str, Mapping[str, Any], str]]:
+    """(trial id, run name, params config, result prefix) of each MLflow run of a Ray trial:
+    the trial itself, or in fused mode each of its members."""
+    members = members_of(trial.config)
+    if members is None:
+        return [(trial.trial_id, str(trial), trial.config, "")]
+    return [
+        (member_trial_id(trial.trial_id, i), f"{trial}-m{i}", params, member_prefix(i))
+        for i, params in enumerate(members)
+    ]
 
 
 def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
@@ -65,11 +92,11 @@ class MlflowCallback(Callback):
         created: such a trial is logged afresh from what Ray saved of it.
         """
         self._reconciled = True
-        ended = {t.trial_id: t for t in trials if t.status in ENDED}
+        ended = {unit[0]: t for t in trials if t.status in ENDED for unit in run_units(t)}
         incomplete = self._incomplete(set(ended)) if ended else set()
         self.tracker.retire_children(set(ended) - incomplete)
-        for trial_id in sorted(incomplete):
-            self._relog(ended[trial_id])
+        for trial in {ended[u].trial_id: ended[u] for u in sorted(incomplete)}.values():
+            self._relog(trial, incomplete)
 
     def _incomplete(self, ended: set[str]) -> set[str]:
         """Ended trials whose run is missing or still RUNNING (its end never reached MLflow)."""
@@ -81,20 +108,28 @@ class MlflowCallback(Callback):
         open_runs = {r.data.tags.get(TRIAL_TAG) for r in runs}
         return {t for t in ended if t in open_runs or self.tracker.run_id_of(t) is None}
 
-    def _relog(self, trial) -> None:
-        """A fresh run for an ended trial: its params, its last attempt's results, its end."""
-        run_id = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
+    def _relog(self, trial, units: set[str]) -> None:
+        """A fresh run for each of `units` of an ended trial: its params, its last attempt's results, its end."""
+        for unit_id, name, config, _ in run_units(trial):
+            if unit_id in units:
+                self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
         for result in last_attempt_results(trial):
-            step = int(result.get("iterations_since_restore", 1))
-            self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
-        self.runs[trial.trial_id] = run_id
+            if members_of(trial.config) is not None:
+                self._queue_members(trial, result)
+            elif trial.trial_id in self.runs:
+                step = int(result.get("iterations_since_restore", 1))
+                self.tracker.queue_metrics(self.runs[trial.trial_id], _metrics_of(result), step=step)
         self._finish(trial, errored=trial.status == "ERROR")
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.runs[trial.trial_id] = self.tracker.child(trial.trial_id, str(trial), self.params_of(trial.config))
+        for unit_id, name, config, _ in run_units(trial):
+            self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
         self._first_step.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if members_of(trial.config) is not None:
+            self._queue_members(trial, result)
+            return
         run_id = self.runs.get(trial.trial_id)
         if run_id is not None:
             # Every start of a trial trains from scratch, but Ray goes on counting iterations from
@@ -103,13 +138,29 @@ class MlflowCallback(Callback):
             step = done - self._first_step.setdefault(trial.trial_id, done - 1)
             self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
 
+    def _queue_members(self, trial, result: Mapping[str, Any]) -> None:
+        """Each member's values of a population result, at the member's own epoch count.
+
+        A member's final values come one step after its last epoch, as a trial's final report
+        does; a pruned member has none (a trial that ASHA stops never reports its end).
+        """
+        final = bool(result.get(FINAL_KEY))
+        for unit_id, _, _, prefix in run_units(trial):
+            values = {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
+            run_id = self.runs.get(unit_id)
+            if run_id is None or not values or (final and values.get("status") == "pruned"):
+                continue
+            step = int(values.get("iteration", 0)) + (1 if final else 0)
+            self.tracker.queue_metrics(run_id, _metrics_of(values), step=max(step, 1))
+
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         # A failed attempt that Ray retries from scratch (FailureConfig): its run is superseded
         # (kept, soft-deleted, with the error), and the retry logs a fresh run from step 1.
-        self.runs.pop(trial.trial_id, None)
         self._first_step.pop(trial.trial_id, None)
         note = f"superseded: this attempt failed and Ray retried the trial ({_error_line(trial)})"
-        self.tracker.retire_child(trial.trial_id, note[:5000])
+        for unit_id, *_ in run_units(trial):
+            self.runs.pop(unit_id, None)
+            self.tracker.retire_child(unit_id, note[:5000])
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial, errored=False)
@@ -118,16 +169,20 @@ class MlflowCallback(Callback):
         self._finish(trial, errored=True)
 
     def _finish(self, trial, *, errored: bool) -> None:
-        run_id = self.runs.pop(trial.trial_id, None)
         self._first_step.pop(trial.trial_id, None)
-        if run_id is None:
-            return
         last = trial.last_result or {}
-        outcome = trial_outcome(last, errored=errored)
-        reason = str(last.get("failure_reason", "")) if not errored else _error_line(trial)
-        artifacts = Path(trial.checkpoint.path) if getattr(trial, "checkpoint", None) else None
-        tags = {"mersweep.status": outcome, "mersweep.failure_reason": reason[:5000]}
-        self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
+        checkpoint = Path(trial.checkpoint.path) if getattr(trial, "checkpoint", None) else None
+        fused = members_of(trial.config) is not None
+        for i, (unit_id, _, _, prefix) in enumerate(run_units(trial)):
+            run_id = self.runs.pop(unit_id, None)
+            if run_id is None:
+                continue
+            values = member_result(last, i) if fused else last
+            outcome = member_outcome(last, i, errored=errored) if fused else trial_outcome(last, errored=errored)
+            reason = str(values.get("failure_reason", "")) if not errored else _error_line(trial)
+            artifacts = checkpoint / prefix.rstrip("/") if checkpoint and fused else checkpoint
+            tags = {"mersweep.status": outcome, "mersweep.failure_reason": reason[:5000]}
+            self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         if not self._reconciled:  # resumed with nothing left to run: Ray took no step
@@ -199,17 +254,15 @@ class ProgressCallback(Callback):
         counts = {"running": 0, "done": 0, "pruned": 0, "failed": 0}
         best: tuple[float, str] | None = None
         for t in trials:
-            if t.status == "RUNNING":
-                counts["running"] += 1
-            elif t.status in ("TERMINATED", "ERROR"):
-                outcome = trial_outcome(t.last_result, errored=t.status == "ERROR")
-                key = {"ok": "done", "pruned": "pruned"}.get(outcome, "failed")
-                counts[key] += 1
-                value = (t.last_result or {}).get(self.metric)
+            for outcome, value, label in _tallies(t, self.metric):
+                if outcome is None:
+                    counts["running"] += 1
+                    continue
+                counts[{"ok": "done", "pruned": "pruned"}.get(outcome, "failed")] += 1
                 if outcome == "ok" and isinstance(value, (int, float)):
                     score = value if self.mode == "max" else -value
                     if best is None or score > best[0]:
-                        best = (score, f"{value:.4f} ({t.trial_id})")
+                        best = (score, f"{value:.4f} ({label})")
         elapsed = time.monotonic() - self._started
         best_text = best[1] if best else "-"
         return (
@@ -217,3 +270,19 @@ class ProgressCallback(Callback):
             f"{counts['done']} done, {counts['pruned']} pruned, {counts['failed']} failed; "
             f"{counts['running']} running | best {self.metric} {best_text}"
         )
+
+
+def _tallies(trial, metric: str) -> list[tuple[str | None, Any, str]]:
+    """(outcome, value of `metric`, trial id) of each sweep trial in a Ray trial (each member in
+    fused mode); outcome None while running, nothing while pending."""
+    if trial.status == "RUNNING":
+        return [(None, None, unit[0]) for unit in run_units(trial)]
+    if trial.status not in ENDED:
+        return []
+    last, errored = trial.last_result or {}, trial.status == "ERROR"
+    if members_of(trial.config) is None:
+        return [(trial_outcome(last, errored=errored), last.get(metric), trial.trial_id)]
+    return [
+        (member_outcome(last, i, errored=errored), member_result(last, i).get(metric), unit[0])
+        for i, unit in enumerate(run_units(trial))
+    ]

@@ -20,7 +20,7 @@ import torch
 from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
-from mer_core.errors import UserInputError
+from mer_core.errors import ConfigError, UserInputError
 from mer_core.models import build_model
 from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
 from sweeps.faults import fault_runtime_env, plan_from_env
@@ -62,6 +62,11 @@ class PreparedSweep:
         )
 
     @property
+    def fused(self) -> bool:
+        """Fused mode: each Ray trial trains a population of members (`execution.population`)."""
+        return self.spec.execution.mode == "fused"
+
+    @property
     def plan(self) -> AblationPlan | None:
         """The ablation's trials (None for a search)."""
         return ablation_plan(self.spec)
@@ -73,7 +78,10 @@ class PreparedSweep:
         return plan.total_trials if plan else self.spec.search.num_samples
 
     def trial_params(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Flattened full config of a trial (its MLflow params), plus its ablation variant and seed."""
+        """Flattened full config of a trial (its MLflow params), plus its ablation variant and seed.
+
+        In fused mode the callbacks call it with one member's sampled params (`members_of`).
+        """
         cfg = build_config(self.settings.base, trial_overrides(config, self.settings))
         return {**flatten(cfg), **ablation_params(config)}
 
@@ -81,6 +89,9 @@ class PreparedSweep:
 def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:
     """Validate the whole sweep; raises UserInputError (exit 2) before writing anything."""
     base = spec.base_config()
+    if spec.execution.mode == "fused" and base.runtime.compile:
+        allowed = "false (fused populations run uncompiled)"
+        raise ConfigError("runtime.compile", allowed, True, "not available with execution.mode: fused")
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
     folder = run_dir(runs_root, spec.name)
@@ -108,6 +119,7 @@ def describe(prepared: PreparedSweep) -> str:
     lines = [
         *_describe_plan(prepared),
         f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), modalities {data.dims}",
+        *_describe_execution(prepared),
         f"resources per trial: cpu {spec.resources.cpu}, gpu {spec.resources.gpu}; "
         f"max concurrent {spec.resources.max_concurrent}",
         f"tracking: {redact(prepared.tracking_uri)} experiment {spec.experiment_name()}",
@@ -125,6 +137,16 @@ def _space_of(spec: SweepSpec) -> SearchSpace | None:
     assert spec.ablation is not None
     retune = spec.ablation.retune
     return load_space(retune.search_space) if retune.search_space and retune.num_samples else None
+
+
+def _describe_execution(prepared: PreparedSweep) -> list[str]:
+    if not prepared.fused:
+        return []
+    k, n = prepared.spec.execution.population, prepared.spec.search.num_samples
+    return [
+        f"execution: fused populations of up to {k} members ({n} trials in {-(-n // k)} Ray trials); "
+        "members of one shape train as one stacked model, resources per trial apply to the whole population"
+    ]
 
 
 def _describe_plan(prepared: PreparedSweep) -> list[str]:
@@ -190,7 +212,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
             log_to_driver=True,
             runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
         )
-    trainable = tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+    trainable = _trainable(prepared)
     tuner = build_tuner(
         spec,
         prepared.space,
@@ -214,6 +236,19 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         },
     )
     return outcome
+
+
+def _trainable(prepared: PreparedSweep) -> Any:
+    """The Ray trainable with the data and settings every trial shares (object store, not per trial)."""
+    from ray import tune
+
+    if not prepared.fused:
+        return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+    from sweeps.build import population_schedule
+    from sweeps.population_trial import population_main
+
+    schedule = population_schedule(prepared.spec, prepared.base)
+    return tune.with_parameters(population_main, data=prepared.data, settings=prepared.settings, schedule=schedule)
 
 
 def _space_yaml(space: SearchSpace) -> str:

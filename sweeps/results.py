@@ -1,4 +1,7 @@
-"""After the Tuner: pick the best finished trial, print the top table, write best_config.yaml."""
+"""After the Tuner: pick the best finished trial, print the top table, write best_config.yaml.
+
+In fused mode a row is a member of a population (trial id `<ray trial id>-m<i>`), not a Ray trial.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mer_core.configs import build_config, save_config
-from sweeps.callbacks import trial_outcome
-from sweeps.trainable import trial_overrides
+from sweeps.callbacks import member_outcome, trial_outcome
+from sweeps.population_search import member_result, member_trial_id, members_of
+from sweeps.trainable import FINAL_KEY, trial_overrides
 
 if TYPE_CHECKING:
     from sweeps.engine import PreparedSweep
@@ -37,23 +41,10 @@ class SweepOutcome:
 def summarize(grid, prepared: PreparedSweep) -> SweepOutcome:
     """Rows for every trial, the best finished one, and its complete config written to disk."""
     spec = prepared.spec
-    rows = []
-    for result in grid:
-        last = result.metrics or {}
-        outcome = trial_outcome(last, errored=result.error is not None)
-        value = last.get(spec.metric)
-        rows.append(
-            TrialRow(
-                trial_id=str(last.get("trial_id", result.path.rsplit("/", 1)[-1] if result.path else "?")),
-                outcome=outcome,
-                value=float(value) if isinstance(value, (int, float)) else None,
-                params={k: v for k, v in (result.config or {}).items()},
-                iterations=int(last.get("training_iteration", 0)),
-            )
-        )
+    rows = [row for result in grid for row in _rows(result, spec.metric)]
     done = [r for r in rows if r.outcome == "ok" and r.value is not None]
     # Stopped early: fewer trials than asked for, or some never ended (Ctrl-C during the last ones).
-    unfinished = len(rows) - grid.num_terminated - grid.num_errors
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors + _cut_populations(grid)
     out = SweepOutcome(rows=rows, interrupted=len(rows) < prepared.total_trials or unfinished > 0)
     if done:
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
@@ -66,6 +57,40 @@ def summarize(grid, prepared: PreparedSweep) -> SweepOutcome:
         save_config(cfg, path, header=header)
         out.best_trial, out.best_value, out.best_config_path = best.trial_id, best.value, str(path)
     return out
+
+
+def _rows(result, metric: str) -> list[TrialRow]:
+    """The sweep's trials in one Ray result: itself, or each member of a fused population."""
+    last = result.metrics or {}
+    errored = result.error is not None
+    trial_id = str(last.get("trial_id", result.path.rsplit("/", 1)[-1] if result.path else "?"))
+    members = members_of(result.config)
+    if members is None:
+        outcome = trial_outcome(last, errored=errored)
+        iterations = int(last.get("training_iteration", 0))
+        return [TrialRow(trial_id, outcome, _float(last.get(metric)), dict(result.config or {}), iterations)]
+    rows = []
+    for i, params in enumerate(members):
+        values = member_result(last, i)
+        outcome = member_outcome(last, i, errored=errored)
+        iterations = int(values.get("iteration", 0))
+        rows.append(TrialRow(member_trial_id(trial_id, i), outcome, _float(values.get(metric)), params, iterations))
+    return rows
+
+
+def _cut_populations(grid) -> int:
+    """Fused populations that ended without their final report and without an error.
+
+    Tune stops no population (fused mode runs no Tune scheduler), so such a population was cut
+    by Ctrl-C or the time budget, although Ray lists it as terminated; `--resume` reruns it.
+    """
+    return sum(
+        1 for r in grid if members_of(r.config) is not None and r.error is None and not (r.metrics or {}).get(FINAL_KEY)
+    )
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def format_table(outcome: SweepOutcome, *, metric: str, mode: str, top: int = 5) -> str:
