@@ -32,6 +32,7 @@ from sweeps.faults import injector_from_env
 from sweeps.population_rungs import RungSchedule, RungStopper
 from sweeps.population_search import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
 from sweeps.trainable import FINAL_KEY, NODE_KEY, TrialSettings, trial_overrides, write_trial_artifacts
+from sweeps.worker_setup import quiet_worker
 
 __all__ = ["PopulationRelay", "population_main", "train_groups"]
 
@@ -173,6 +174,7 @@ def population_main(
     import ray  # imported here so importing this module does not start Ray
     from ray import tune
 
+    quiet_worker()
     members = members_of(config) or []
     cfgs, invalid = build_members(members, settings)
     faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))

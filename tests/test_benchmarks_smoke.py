@@ -43,6 +43,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
         "memory.private_by_value_vs_shared",
         "memory.shared_private_vs_dataset",
         "memory.shared_rss_vs_dataset",
+        "fused.fused_vs_trial",
     )
     for name in positive:
         assert _ratio(proc.stdout, name) > 0.0
@@ -62,7 +63,7 @@ def _ratio(stdout: str, name: str) -> float:
 def test_registry_lists_the_benchmarks() -> None:
     from benchmarks import BENCHMARKS
 
-    assert {"epoch", "overhead", "search_efficiency", "memory"} <= set(BENCHMARKS)
+    assert {"epoch", "overhead", "search_efficiency", "memory", "fused"} <= set(BENCHMARKS)
 
 
 def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:
