@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,15 +268,51 @@ def _set_up(case: Case, tmp_path: Path) -> tuple[Path, Callable[[str], str]]:
     return work, fill
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_exits_2_with_one_line(name, tmp_path):
+@dataclass
+class Outcome:
+    """One case run through its CLI: the process, and the working folder's files before the run."""
+
+    proc: subprocess.CompletedProcess
+    tmp: Path
+    work: Path
+    before: set[str]
+    fill: Callable[[str], str]
+
+
+def _run_case(name: str, tmp_path: Path) -> Outcome:
     case = CASES[name]
     work, fill = _set_up(case, tmp_path)
     args = [fill(a) for a in case.args]
     before = _listing(work)
     # The environment must not point MLflow elsewhere: the default store is ./mlflow.db here.
     proc = _run_train(args, work) if case.train else run_cli(args, cwd=work, timeout=120)
+    return Outcome(proc, tmp_path, work, before, fill)
 
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
+    """Every selected case, each in its own folder, run a few at a time.
+
+    Each case is a fresh `python run_sweep.py` (or `-m mer_core.train`) that spends its few
+    seconds importing; in parallel the 50 of them take half the wall time. Assertions stay
+    per case, in the test below.
+    """
+    this = request.node.nodeid if hasattr(request.node, "nodeid") else ""
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.originalname == "test_bad_input_exits_2_with_one_line" and item.nodeid.startswith(this)
+    ]
+    folders = {name: tmp_path_factory.mktemp(f"case-{name}") for name in selected}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(_run_case, name, folder) for name, folder in folders.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_one_line(name, outcomes):
+    case, out = CASES[name], outcomes[name]
+    proc, fill = out.proc, out.fill
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
     assert len(lines) == 1 and lines[0].strip(), f"expected one line on stderr, got:\n{proc.stderr[-2000:]}"
@@ -283,8 +320,8 @@ def test_bad_input_exits_2_with_one_line(name, tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     for fragment in map(fill, case.names):
         assert fragment in lines[0], f"{fragment!r} not named in: {lines[0]}"
-    assert _listing(work) == before, "bad input wrote files"
-    assert not list((tmp_path / "feats").glob(".mersweep-cache/*")), "a failed load left a cache entry"
+    assert _listing(out.work) == out.before, "bad input wrote files"
+    assert not list((out.tmp / "feats").glob(".mersweep-cache/*")), "a failed load left a cache entry"
 
 
 def test_there_are_at_least_30_distinct_cases():
