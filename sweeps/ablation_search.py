@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -12,12 +11,13 @@ import optuna
 from ray.tune.search import Searcher
 
 from sweeps.ablation import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.searcher_state import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
 
 log = logging.getLogger("mersweep.sweep")
 
 
-class AblationSearcher(Searcher):
+class AblationSearcher(PickledStateMixin, Searcher):
     """Hands Ray Tune the ablation's trials: re-tuning trials first, then the paired eval trials.
 
     Saved and restored with the Tuner (`--resume`): the Optuna studies and the queue travel in
@@ -74,14 +74,6 @@ class AblationSearcher(Searcher):
         self._retune_done[variant] += 1
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
 
     # -- internals -------------------------------------------------------------------------------
     def _ask_retune(self, trial_id: str, variant: str) -> dict[str, Any]:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
 
+from sweeps.searcher_state import PickledStateMixin
 from sweeps.space import SearchSpace
 
 log = logging.getLogger("mersweep.sweep")
@@ -64,7 +64,7 @@ def population_sizes(num_samples: int, population: int) -> list[int]:
     return [population] * full + ([rest] if rest else [])
 
 
-class PopulationSearcher(Searcher):
+class PopulationSearcher(PickledStateMixin, Searcher):
     """Suggests populations of `population` members from one Optuna study; tells every member.
 
     Outcomes told to Optuna: ok -> COMPLETE with its final metric; pruned (early stopping inside
@@ -134,14 +134,6 @@ class PopulationSearcher(Searcher):
             self._tell(trial, status, values.get(self.metric), step=values.get("iteration"), last_step=last_step)
         if final is not None:
             self._add_rungs(final.get(RUNGS_RESULT))
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
 
     # -- internals -------------------------------------------------------------------------------
     def _tell(self, trial: optuna.Trial, status: str, value: Any, *, step: Any, last_step: int) -> None:
