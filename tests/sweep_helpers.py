@@ -58,31 +58,25 @@ def cli_env(extra: dict | None = None) -> dict:
     return env
 
 
+def run_program(
+    program: list[str], args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`python PROGRAM ARGS` in `cwd` with a user's environment (`cli_env`), output captured."""
+    return subprocess.run(
+        [sys.executable, *program, *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_cli(
     args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`python run_sweep.py ARGS` in `cwd`, as a user would run it."""
-    full_env = cli_env(env)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run_sweep.py"), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_program([str(ROOT / "run_sweep.py")], args, cwd, timeout=timeout, env=env)
 
 
 def run_analysis(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m analysis ARGS` in `cwd`, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_program(["-m", "analysis"], args, cwd, timeout=timeout)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ folder). All of them fail in validation, before Ray or MLflow start, so the tabl
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from mer_core.configs.schema import SyntheticConfig
 from mer_core.data import load_data, write_features
 from mer_core.data.synthetic import generate_synthetic
 from sweeps.spec import load_sweep
-from tests.sweep_helpers import cli_env, free_port, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, free_port, run_program, write_sweep
 
 
 @dataclass(frozen=True)
@@ -234,17 +233,6 @@ def _listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def _run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mer_core.train", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _set_up(case: Case, tmp_path: Path) -> tuple[Path, Callable[[str], str]]:
     """The working folder with the case's files (and its features folder beside it); the filler of `{...}`."""
     work, feats = tmp_path / "work", tmp_path / "feats"
@@ -285,7 +273,8 @@ def _run_case(name: str, tmp_path: Path) -> Outcome:
     args = [fill(a) for a in case.args]
     before = _listing(work)
     # The environment must not point MLflow elsewhere: the default store is ./mlflow.db here.
-    proc = _run_train(args, work) if case.train else run_cli(args, cwd=work, timeout=120)
+    program = ["-m", "mer_core.train"] if case.train else [str(ROOT / "run_sweep.py")]
+    proc = run_program(program, args, work, timeout=120)
     return Outcome(proc, tmp_path, work, before, fill)
 
 
