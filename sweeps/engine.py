@@ -24,6 +24,7 @@ from mer_core.errors import ConfigError, UserInputError
 from mer_core.models import build_model
 from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
 from sweeps.faults import fault_runtime_env, plan_from_env
+from sweeps.interrupt import watch_interrupt
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
 from sweeps.spec import SweepSpec
@@ -225,8 +226,9 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         base=prepared.base,
         plan=prepared.plan,
     )
-    grid = tuner.fit()
-    outcome = summarize(grid, prepared)
+    with watch_interrupt() as interrupt:
+        grid = tuner.fit()
+    outcome = summarize(grid, prepared, stopped=interrupt.stopped)
     tracker.finish_parent(
         status="FINISHED" if outcome.interrupted is False else "KILLED",
         metrics={f"best/{spec.metric}": outcome.best_value} if outcome.best_value is not None else {},

@@ -38,14 +38,17 @@ class SweepOutcome:
         return sum(r.outcome == outcome for r in self.rows)
 
 
-def summarize(grid, prepared: PreparedSweep) -> SweepOutcome:
-    """Rows for every trial, the best finished one, and its complete config written to disk."""
+def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False) -> SweepOutcome:
+    """Rows for every trial, the best finished one, and its complete config written to disk.
+
+    `stopped`: Ctrl-C ended the run (`sweeps.interrupt`), whatever the trial counts say.
+    """
     spec = prepared.spec
     rows = [row for result in grid for row in _rows(result, spec.metric)]
     done = [r for r in rows if r.outcome == "ok" and r.value is not None]
     # Stopped early: fewer trials than asked for, or some never ended (Ctrl-C during the last ones).
     unfinished = len(grid) - grid.num_terminated - grid.num_errors + _cut_populations(grid)
-    out = SweepOutcome(rows=rows, interrupted=len(rows) < prepared.total_trials or unfinished > 0)
+    out = SweepOutcome(rows=rows, interrupted=stopped or len(rows) < prepared.total_trials or unfinished > 0)
     if done:
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
         cfg = build_config(prepared.settings.base, trial_overrides(best.params, prepared.settings))

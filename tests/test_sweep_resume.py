@@ -106,6 +106,35 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers):
     assert_complete(tmp_path / "runs" / "intr", _uri(tmp_path), N_TRIALS)
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, drivers):
+    """Every trial has started when Ctrl-C comes: Ray lists the stopped ones as terminated, so the
+    counts alone look complete; the sweep must still say it stopped early (130, KILLED parent)."""
+    spec = write_sweep(
+        tmp_path,
+        "last",
+        set=FAST_SET,
+        search={"algorithm": "random", "num_samples": 2, "seed": 0},
+        scheduler={"kind": "none"},
+        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+    )
+    first = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path)], tmp_path)
+    _wait_until(first, lambda err: progress(err) == (0, 2), "both trials running")
+    first.signal_group(signal.SIGINT)
+    rc = first.proc.wait(120)
+    err = first.stderr()
+    assert rc == 130, f"exit {rc}:\n{err[-3000:]}"
+    assert "continue it with:" in err
+    parent, _ = children_of(MlflowClient(tracking_uri=_uri(tmp_path)), "last")
+    assert parent.info.status == "KILLED"
+    _assert_all_gone(drivers)
+
+    resumed = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path), "--resume"], tmp_path)
+    assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
+    assert "trials 2/2 ended" in resumed.stderr()
+    assert_complete(tmp_path / "runs" / "last", _uri(tmp_path), 2)
+
+
 Trigger = Callable[[str, Path], bool]  # (driver's stderr, runs/<sweep>/) -> kill now
 
 
