@@ -21,12 +21,13 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     left to MLflow (their login lives in a profile, not in the URI).
     """
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
-    if scheme.split("+")[0] not in ("", *TRACKING_SCHEMES):
+    family = scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
+    if family not in ("", *TRACKING_SCHEMES):
         raise ConfigError("tracking.uri", f"a path or a URI with scheme {', '.join(TRACKING_SCHEMES)}", redact(uri))
     if scheme in ("http", "https"):
         _check_http(uri, timeout)
-    elif scheme.split("+")[0] not in ("", "file", "sqlite", "databricks"):
-        _check_store(uri)
+    elif family not in ("", "file", "sqlite", "databricks"):
+        _check_store(uri, family)
 
 
 def _check_http(uri: str, timeout: float) -> None:
@@ -47,11 +48,10 @@ def _check_http(uri: str, timeout: float) -> None:
     raise UserInputError(f"tracking.uri: MLflow tracking server unreachable; given: {redact(uri)}")
 
 
-def _check_store(uri: str) -> None:
+def _check_store(uri: str, family: str) -> None:
     """One connection attempt to a database store (MLflow itself would retry for minutes, logging each try)."""
     import sqlalchemy
 
-    family = uri.partition("://")[0].split("+")[0].lower()
     # A bounded wait for a host that drops packets; the drivers of these two both take `connect_timeout`.
     connect_args = {"connect_timeout": 10} if family in ("postgresql", "mysql") else {}
     try:
