@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_memory import PeakSampler, read_status
-from benchmarks.bench_search_efficiency import Event, epochs_to_target
+from benchmarks.bench_search_efficiency import Event, epochs_to_target, expected_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -48,7 +48,11 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
     for name in positive:
         assert _ratio(proc.stdout, name) > 0.0
     # With 2 trials and 1 seed an arm may miss the target: inf, 0 or nan are legitimate there.
-    for name in ("search_efficiency.tpe_vs_random", "search_efficiency.qmc_vs_random"):
+    for name in (
+        "search_efficiency.tpe_vs_random",
+        "search_efficiency.qmc_vs_random",
+        "search_efficiency.tpe_ert_vs_random",
+    ):
         assert not math.isnan(_ratio(proc.stdout, name)) or "reached 0/1" in proc.stdout
     # A smoke run must never replace real numbers.
     assert _snapshot(RESULTS) == before
@@ -79,6 +83,13 @@ def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:
     assert epochs_to_target(reversed(events), 0.75) == 4.0  # order comes from the timestamps, not the input
     assert epochs_to_target(events, 0.60) == 3.0  # b's epoch that ran beside a counts too
     assert math.isinf(epochs_to_target(events, 0.85))  # c never ended: its epoch is cost, not a find
+
+
+def test_expected_epochs_charges_failed_seeds_their_whole_budget() -> None:
+    # Seeds: hit after 10, missed having spent 100, hit after 30 -> (10 + 100 + 30) / 2 hits.
+    assert expected_epochs([10.0, math.inf, 30.0], [50.0, 100.0, 60.0]) == 70.0
+    assert expected_epochs([5.0], [9.0]) == 5.0
+    assert math.isinf(expected_epochs([math.inf, math.inf], [40.0, 50.0]))
 
 
 def test_peak_sampler_sees_a_private_allocation() -> None:
