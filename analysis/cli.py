@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
-from mer_core.cli_util import ArgumentParser, guarded_main, setup_logging
+from mer_core.cli_util import ArgumentParser, exit_cli, setup_logging
 
 COMMANDS = {
     "compare": ("analysis.compare", "ablation table: mean ± CI per variant, paired tests vs the reference"),
@@ -46,4 +45,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(guarded_main(main))
+    exit_cli(main)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks import BENCHMARKS
 from benchmarks.common import RESULTS_PATH, BenchOptions, format_console, format_markdown, machine_line, update_results
-from mer_core.cli_util import EXIT_OK, ArgumentParser, guarded_main, setup_logging
+from mer_core.cli_util import EXIT_OK, ArgumentParser, exit_cli, setup_logging
 from mer_core.errors import ConfigError
 
 MIN_REPEATS = 3  # a median of fewer repeats is one noisy sample on a shared machine
@@ -89,4 +89,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(guarded_main(main))
+    exit_cli(main)

@@ -11,9 +11,10 @@ import logging
 import os
 import shlex
 import subprocess
+from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,8 +24,9 @@ from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
 from mer_core.models import build_model
 from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
-from sweeps.faults import fault_runtime_env, plan_from_env
+from sweeps.faults import plan_from_env
 from sweeps.interrupt import watch_interrupt
+from sweeps.ray_start import in_background, start_ray
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
 from sweeps.spec import SweepSpec
@@ -32,6 +34,9 @@ from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, writ
 from sweeps.tracking import redact, resolve_tracking_uri
 from sweeps.tracking_check import check_reachable
 from sweeps.trainable import TrialSettings, trial_main, trial_overrides
+
+if TYPE_CHECKING:
+    from sweeps.tracking import SweepTracker
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -178,41 +183,29 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
     # A failed attempt's traceback goes to its error.txt and its reason to MLflow; the terminal
     # gets the one-line progress instead of a traceback per attempt.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    import ray
     from ray import tune
 
     from sweeps.build import build_tuner
     from sweeps.callbacks import MlflowCallback, ProgressCallback
-    from sweeps.tracking import SweepTracker
 
     spec = prepared.spec
-    tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
-    parent = tracker.open_parent(
-        sweep=spec.name,
-        parent_id=prepared.state.parent_run_id if prepared.state else None,
-        tags={"mersweep.git_sha": _git_sha(), "mersweep.command": shlex.join(argv)},
-    )
-    if prepared.state is None:
-        write_state(
-            prepared.folder,
-            SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
-        )
-        tracker.log_parent_artifact_text(spec.to_yaml(), "sweep.yaml")
-        if prepared.space is not None:
-            tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
+    if address is None:
+        # MLflow's store set-up (for sqlite: creating the schema, ~3 s) and Ray's start (~4 s) are
+        # independent and mostly wait on other processes or the disk: run them side by side.
+        opening = in_background(_open_tracking, prepared, argv)
+        try:
+            start_ray(None)
+        except Exception:
+            wait([opening])  # Ray failed to start: let the parent run and state land whole before reporting it
+            raise
+        tracker = opening.result()
+    else:
+        start_ray(address)  # a cluster that cannot be joined is bad input: fail before anything is written
+        tracker = _open_tracking(prepared, argv)
     callbacks = [
         MlflowCallback(tracker, prepared.trial_params),
         ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials),
     ]
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-            log_to_driver=True,
-            runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
-        )
     trainable = _trainable(prepared)
     tuner = build_tuner(
         spec,
@@ -238,6 +231,28 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         },
     )
     return outcome
+
+
+def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
+    """The sweep's experiment and parent run (reopened on resume); a new sweep's state and spec are saved."""
+    from sweeps.tracking import SweepTracker
+
+    spec = prepared.spec
+    tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
+    parent = tracker.open_parent(
+        sweep=spec.name,
+        parent_id=prepared.state.parent_run_id if prepared.state else None,
+        tags={"mersweep.git_sha": _git_sha(), "mersweep.command": shlex.join(argv)},
+    )
+    if prepared.state is None:
+        write_state(
+            prepared.folder,
+            SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
+        )
+        tracker.log_parent_artifact_text(spec.to_yaml(), "sweep.yaml")
+        if prepared.space is not None:
+            tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
+    return tracker
 
 
 def _trainable(prepared: PreparedSweep) -> Any:

@@ -196,6 +196,11 @@ CASES = {
         ("tracking.uri", "unreachable", "***@127.0.0.1:{port}"),
         sweep={},
     ),
+    # Ray: an address where no cluster answers fails in seconds (Ray itself retries for minutes)
+    "unreachable-ray-address": Case(
+        ["bad.yaml", "--address", "127.0.0.1:{port}"], ("--address", "127.0.0.1:{port}", "ray start --head"), sweep={}
+    ),
+    "malformed-ray-address": Case(["bad.yaml", "--address", "headnode"], ("--address", "'headnode'", "auto"), sweep={}),
     "resume-of-no-sweep": Case(["bad.yaml", "--resume"], ("--resume", "mersweep_state.json"), sweep={}),
     "results-exist-without-resume": Case(
         ["bad.yaml"], ("name", "--resume"), files={"runs/bad/marker.txt": "x\n"}, sweep={}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mer_core.cli_util import EXIT_FAILURE, EXIT_OK, ArgumentParser, guarded_main, setup_logging
+from mer_core.cli_util import EXIT_FAILURE, EXIT_OK, ArgumentParser, exit_cli, setup_logging
 from mer_core.configs import load_config, save_config, with_overrides
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data import load_data
@@ -101,4 +101,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(guarded_main(main))
+    exit_cli(main)

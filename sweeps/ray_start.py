@@ -1,0 +1,79 @@
+"""Starting Ray for a sweep: a local cluster, or joining the one `--address` names.
+
+Joining is checked before anything is written: an address where no cluster answers is bad
+input (exit 2, one line), not a sweep whose parent run and state exist without any trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from mer_core.errors import UserInputError
+from sweeps.faults import fault_runtime_env
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an unreachable GCS for minutes before giving up
+ALLOWED = (
+    "'auto' (a cluster started on this machine with `ray start --head`), HOST:PORT of a head node's GCS "
+    "(`ray start --head` prints it), or ray://HOST:10001 (Ray Client)"
+)
+
+
+def check_address(address: str) -> None:
+    """Fail fast on a HOST:PORT where nothing listens (ray.init would wait minutes); others go to Ray."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserInputError(f"--address: expected {ALLOWED}; got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        message = f"--address: no Ray cluster answers at {address!r} ({reason}); expected {ALLOWED}"
+        raise UserInputError(message) from None
+
+
+def start_ray(address: str | None) -> None:
+    """Start a local Ray cluster (`address` None) or join the one at `address`; no-op if Ray is up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+        log_to_driver=True,
+        runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
+    )
+    if address is None:
+        ray.init(**kwargs)
+        return
+    check_address(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, TimeoutError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = f"--address: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
+        raise UserInputError(message) from None
+
+
+def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` in a daemon thread: Ctrl-C in the main thread is not held up waiting for it."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # handed to whoever waits on the future
+            future.set_exception(err)
+
+    threading.Thread(target=target, name="mersweep-background", daemon=True).start()
+    return future
