@@ -71,8 +71,8 @@ def _single(cfg, data, **kwargs):
     return run(cfg, data, report=seen.append, **kwargs), seen
 
 
-def _assert_same_run(single, single_seen, member, member_seen) -> None:
-    """Same status and epochs; same per-epoch reports and final metrics within ATOL."""
+def _assert_same_run(single, single_seen, member, member_seen, atol: float = ATOL) -> None:
+    """Same status and epochs; same per-epoch reports and final metrics within `atol`."""
     assert member.status == single.status and member.epochs == single.epochs
     assert [(m["stage"], m["fold"], m["epoch"], m["iteration"]) for m in member_seen] == [
         (m["stage"], m["fold"], m["epoch"], m["iteration"]) for m in single_seen
@@ -80,10 +80,10 @@ def _assert_same_run(single, single_seen, member, member_seen) -> None:
     for got, want in zip(member_seen, single_seen, strict=True):
         assert set(got) == set(want)
         for key in ("val/loss", "train/loss", "val/weighted_f1", "val/accuracy", "val/f1_fusion"):
-            assert got[key] == pytest.approx(want[key], abs=ATOL), (key, got["stage"], got["epoch"])
+            assert got[key] == pytest.approx(want[key], abs=atol), (key, got["stage"], got["epoch"])
     assert set(member.metrics) == set(single.metrics)
     for key, value in single.metrics.items():
-        assert member.metrics[key] == pytest.approx(value, abs=ATOL), key
+        assert member.metrics[key] == pytest.approx(value, abs=atol), key
 
 
 def test_member_matches_its_single_run_in_finetuning(base, data):

@@ -1,0 +1,59 @@
+"""The GPU path: fused populations and the single trainer on CUDA (skipped where no GPU is visible).
+
+These run wherever a GPU is (`pytest tests/test_gpu.py` on a lent machine). On a CPU-only
+machine `MERSWEEP_TEST_DEVICE=cpu` runs the same checks on the CPU, which keeps the tests
+themselves honest where CUDA is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from mer_core.configs import ExperimentConfig, with_overrides
+from mer_core.data import load_data
+from tests.test_population import SMALL, _assert_same_run, _fused, _single
+
+DEVICE = os.environ.get("MERSWEEP_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(
+    DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device (MERSWEEP_TEST_DEVICE=cpu runs these)"
+)
+# GPU kernels (cuBLAS batched vs single GEMMs) round differently from each other: looser than the CPU's 1e-4.
+GPU_ATOL = 1e-3
+
+
+@pytest.fixture
+def base(tiny_data_cfg) -> ExperimentConfig:
+    return with_overrides(ExperimentConfig(data=tiny_data_cfg), {**SMALL, "runtime.device": DEVICE})
+
+
+@pytest.fixture
+def data(base):
+    return load_data(base.data)
+
+
+def test_fused_members_match_single_runs_on_the_device(base, data):
+    cfgs = [
+        with_overrides(base, {"seed": 0}),
+        with_overrides(base, {"seed": 1, "optim.lr": 3e-2, "loss.w_modality": 0.0}),
+        with_overrides(base, {"seed": 2, "optim.weight_decay": 1e-4, "voting.space": "prob"}),
+    ]
+    results, seen = _fused(cfgs, data)
+    for i, cfg in enumerate(cfgs):
+        single, single_seen = _single(cfg, data)
+        _assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
+
+
+def test_bf16_population_and_single_run_train_to_finite_scores(base, data):
+    bf16 = with_overrides(base, {"runtime.precision": "bf16", "optim.pretrain_epochs": 1, "self_training.rounds": 1})
+    cfgs = [with_overrides(bf16, {"seed": s}) for s in (0, 1)]
+    results, _ = _fused(cfgs, data)
+    single, _ = _single(cfgs[0], data)
+    for result in (*results, single):
+        assert result.status == "ok", result.failure_reason
+        assert math.isfinite(result.metrics["val/weighted_f1"]) and result.metrics["val/weighted_f1"] > 0.0
+    # bf16 keeps about 3 significant digits: the member and its single run agree loosely, not exactly.
+    assert results[0].metrics["val/weighted_f1"] == pytest.approx(single.metrics["val/weighted_f1"], abs=0.1)
