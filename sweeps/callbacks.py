@@ -71,13 +71,21 @@ class MlflowCallback(Callback):
         self.tracker = tracker
         self.params_of = params_of
         self.runs: dict[str, str] = {}
+        self.interrupted: set[str] = set()  # trials (fused: members) the sweep's stop cut short
         self._first_step: dict[str, int] = {}
         self._reconciled = False
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks into tuner.pkl; the live MLflow client (and any credentials in its
         # URI) must not go there. A resumed sweep attaches fresh callbacks instead.
-        return {"tracker": None, "params_of": None, "runs": {}, "_first_step": {}, "_reconciled": False}
+        return {
+            "tracker": None,
+            "params_of": None,
+            "runs": {},
+            "interrupted": set(),
+            "_first_step": {},
+            "_reconciled": False,
+        }
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if not self._reconciled:  # first step: `trials` is exactly what Ray restored (nothing new yet)
@@ -192,6 +200,7 @@ class MlflowCallback(Callback):
         for trial_id, run_id in list(self.runs.items()):
             tags = {"mersweep.status": "interrupted", "mersweep.failure_reason": "sweep stopped before it ended"}
             self.tracker.finish_child(run_id, status="KILLED", tags=tags)
+            self.interrupted.add(trial_id)
             del self.runs[trial_id]
         self.tracker.flush()
 

@@ -202,10 +202,8 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
     else:
         start_ray(address)  # a cluster that cannot be joined is bad input: fail before anything is written
         tracker = _open_tracking(prepared, argv)
-    callbacks = [
-        MlflowCallback(tracker, prepared.trial_params),
-        ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials),
-    ]
+    logger = MlflowCallback(tracker, prepared.trial_params)
+    callbacks = [logger, ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)]
     trainable = _trainable(prepared)
     tuner = build_tuner(
         spec,
@@ -221,7 +219,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
     )
     with watch_interrupt() as interrupt:
         grid = tuner.fit()
-    outcome = summarize(grid, prepared, stopped=interrupt.stopped)
+    outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted)
     tracker.finish_parent(
         status="FINISHED" if outcome.interrupted is False else "KILLED",
         metrics={f"best/{spec.metric}": outcome.best_value} if outcome.best_value is not None else {},

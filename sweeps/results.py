@@ -5,6 +5,7 @@ In fused mode a row is a member of a population (trial id `<ray trial id>-m<i>`)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +39,18 @@ class SweepOutcome:
         return sum(r.outcome == outcome for r in self.rows)
 
 
-def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False) -> SweepOutcome:
+def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False, cut: Collection[str] = ()) -> SweepOutcome:
     """Rows for every trial, the best finished one, and its complete config written to disk.
 
     `stopped`: Ctrl-C ended the run (`sweeps.interrupt`), whatever the trial counts say.
+    `cut`: trials (fused: members) still running when the sweep stopped (Ctrl-C, time budget):
+    "interrupted", not "pruned", although like pruned ones they never sent a final report.
     """
     spec = prepared.spec
     rows = [row for result in grid for row in _rows(result, spec.metric)]
+    for row in rows:
+        if row.trial_id in cut and row.outcome == "pruned":
+            row.outcome = "interrupted"
     done = [r for r in rows if r.outcome == "ok" and r.value is not None]
     # Stopped early: fewer trials than asked for, or some never ended (Ctrl-C during the last ones).
     unfinished = len(grid) - grid.num_terminated - grid.num_errors + _cut_populations(grid)
@@ -102,9 +108,11 @@ def format_table(outcome: SweepOutcome, *, metric: str, mode: str, top: int = 5)
         (r for r in outcome.rows if r.value is not None and r.outcome == "ok"),
         key=lambda r: r.value if mode == "min" else -r.value,  # type: ignore[operator]
     )[:top]
+    counted = ("ok", "pruned", "interrupted")
+    cut = f"{outcome.count('interrupted')} interrupted, " if outcome.count("interrupted") else ""
     head = (
-        f"{len(outcome.rows)} trials: {outcome.count('ok')} finished, {outcome.count('pruned')} pruned, "
-        f"{len(outcome.rows) - outcome.count('ok') - outcome.count('pruned')} failed"
+        f"{len(outcome.rows)} trials: {outcome.count('ok')} finished, {outcome.count('pruned')} pruned, {cut}"
+        f"{len(outcome.rows) - sum(outcome.count(c) for c in counted)} failed"
     )
     lines = [head]
     if not ranked:

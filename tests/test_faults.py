@@ -296,3 +296,5 @@ def test_a_trial_hanging_forever_is_ended_by_the_time_budget(ray_head, tmp_path)
     assert child.info.status == "KILLED"
     assert child.data.tags["mersweep.status"] == "interrupted"
     assert sweep.client.get_metric_history(child.info.run_id, "val/weighted_f1") == []
+    # The summary says so too: the budget cut this trial, no scheduler pruned it.
+    assert "1 trials: 0 finished, 0 pruned, 1 interrupted, 0 failed" in sweep.proc.stdout, sweep.proc.stdout
