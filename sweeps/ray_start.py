@@ -46,24 +46,23 @@ def start_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-        log_to_driver=True,
-        runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
-    )
-    if address is None:
-        ray.init(**kwargs)
-        return
-    check_address(address)
+    if address is not None:
+        check_address(address)
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(  # address None: a new local cluster; the dashboard would be one more listening server
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+            log_to_driver=True,
+            runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
+        )
     except (ConnectionError, TimeoutError, ValueError) as err:
+        if address is None:
+            raise
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         message = f"--address: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
         raise UserInputError(message) from None
-
 
 def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
     """`fn(*args)` in a daemon thread: Ctrl-C in the main thread is not held up waiting for it."""
