@@ -187,6 +187,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
 
     from sweeps.build import build_tuner
     from sweeps.callbacks import MlflowCallback, ProgressCallback
+    from sweeps.ray_snapshot import StateSnapshot, restore_snapshot
 
     spec = prepared.spec
     if address is None:
@@ -203,7 +204,10 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
         start_ray(address)  # a cluster that cannot be joined is bad input: fail before anything is written
         tracker = _open_tracking(prepared, argv)
     logger = MlflowCallback(tracker, prepared.trial_params)
-    callbacks = [logger, ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)]
+    progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
+    callbacks = [logger, progress, StateSnapshot(prepared.folder)]
+    if prepared.resume:
+        restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
     trainable = _trainable(prepared)
     tuner = build_tuner(
         spec,

@@ -55,6 +55,16 @@ def lose_the_outbox(uri: str, experiment: str) -> None:
     assert len(children_of(client, experiment)[1]) == len(children) - 1
 
 
+def tear_ray_state(folder: Path) -> list[str]:
+    """Empty Ray's experiment-level state files in `folder`, as a driver killed mid-copy leaves them."""
+    torn = []
+    for pattern in ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"):
+        for path in folder.glob(pattern):
+            path.write_bytes(b"")
+            torn.append(path.name)
+    return torn
+
+
 def assert_complete(folder: Path, uri: str, n_trials: int, *, before: object | None = None) -> None:
     """Exactly `n_trials` trials, each finished once, in one Optuna history, one live MLflow run each.
 
