@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mer_core import metrics
+from mer_core.data.splits import stratified_kfold_ids
 from mer_core.errors import ConfigError
 
 __all__ = ["CVResult", "PosthocResult", "cross_validate", "fit_weights", "posthoc_fit", "stratified_folds", "vote_f1"]
@@ -179,9 +180,7 @@ def _vote_pred(logits: Mapping[str, np.ndarray], weights: Mapping[str, float], s
 
 
 def stratified_folds(labels: np.ndarray, k: int, *, seed: int) -> np.ndarray:
-    """(N,) fold id in [0, k) per row: each class shuffled (seeded) and dealt round-robin.
-
-    Dealing continues across classes, so fold sizes differ by at most one row.
+    """(N,) fold id in [0, k) per row, stratified by label (`mer_core.data.splits.stratified_kfold_ids`).
 
     Raises:
         ConfigError: k < 2 or more folds than rows (field `--cv`).
@@ -189,14 +188,7 @@ def stratified_folds(labels: np.ndarray, k: int, *, seed: int) -> np.ndarray:
     y = np.asarray(labels)
     if k < 2 or k > y.shape[0]:
         raise ConfigError("--cv", f"an integer in [2, {y.shape[0]}] (the validation rows)", k)
-    rng = np.random.default_rng(seed)
-    fold = np.empty(y.shape[0], dtype=np.int64)
-    dealt = 0
-    for cls in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == cls))
-        fold[rows] = (dealt + np.arange(rows.shape[0])) % k
-        dealt += rows.shape[0]
-    return fold
+    return stratified_kfold_ids(y, k, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 
 from mer_core.configs.schema import DataConfig
 from mer_core.data import load_data, make_splits
+from mer_core.data.splits import stratified_holdout, stratified_kfold_ids
 from mer_core.errors import DataError
 
 
@@ -64,3 +65,24 @@ def test_too_few_samples_for_folds_names_the_class(fs) -> None:
 def test_val_fraction_too_small_for_all_classes(fs) -> None:
     with pytest.raises(DataError, match=r"data\.val_fraction"):
         make_splits(fs, folds=1, val_fraction=0.001, seed=0)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_folds_are_scikit_learns_for_the_same_seed(case: int) -> None:
+    """The numpy splitters draw what StratifiedKFold / train_test_split(stratify=...) draw, so a
+    seed gives the folds it gave when mersweep called scikit-learn itself."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    rng = np.random.default_rng(case)
+    n_classes, k, seed = int(rng.integers(2, 8)), int(rng.integers(2, 6)), int(rng.integers(0, 10_000))
+    y = np.concatenate([np.repeat(np.arange(n_classes), k), rng.integers(0, n_classes, size=int(rng.integers(0, 200)))])
+    y = rng.permutation(y)  # (N,) every class has >= k rows
+    want = np.empty(y.size, dtype=np.int64)
+    for f, (_, val) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(y.size), y)):
+        want[val] = f
+    np.testing.assert_array_equal(stratified_kfold_ids(y, k, seed=seed), want)
+    n_val = int(rng.integers(n_classes, y.size - n_classes + 1))
+    train, val = train_test_split(np.arange(y.size), test_size=n_val, stratify=y, random_state=seed, shuffle=True)
+    got_train, got_val = stratified_holdout(y, n_val, seed=seed)
+    np.testing.assert_array_equal(np.sort(got_train), np.sort(train))
+    np.testing.assert_array_equal(np.sort(got_val), np.sort(val))

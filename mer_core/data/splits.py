@@ -2,7 +2,8 @@
 
 MERTools evaluates MER2024 with 5-fold CV on the train set, so `folds > 1` is the default;
 `folds == 1` is one stratified hold-out. Unlabelled samples never enter a split: they are
-the self-training pool.
+the self-training pool. Plain numpy (no scikit-learn): this module is imported by every trial
+worker and CLI, and scikit-learn's import alone cost about a second of CPU in each.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from mer_core.data.featureset import FeatureSet, Split
 from mer_core.errors import DataError
@@ -38,8 +38,8 @@ def make_splits(fs: FeatureSet, *, folds: int, val_fraction: float, seed: int) -
     y = fs.labels[idx]  # (L,)
     _check_class_sizes(fs, y, need=max(folds, 2), what=f"data.folds={folds}" if folds > 1 else "a train/val split")
     if folds > 1:
-        skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return [_split(idx, tr, va) for tr, va in skf.split(np.zeros(idx.size), y)]
+        fold = stratified_kfold_ids(y, folds, seed=seed)  # (L,)
+        return [_split(idx, np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(folds)]
     n_classes = int(np.unique(y).size)
     n_val = int(np.ceil(val_fraction * idx.size))
     if n_val < n_classes or idx.size - n_val < n_classes:
@@ -47,9 +47,68 @@ def make_splits(fs: FeatureSet, *, folds: int, val_fraction: float, seed: int) -
             f"data.val_fraction={val_fraction}: {n_val} validation and {idx.size - n_val} training samples "
             f"cannot both hold all {n_classes} classes of the {idx.size} labelled samples; change data.val_fraction"
         )
-    pos = np.arange(idx.size)
-    tr, va = train_test_split(pos, test_size=n_val, stratify=y, random_state=seed, shuffle=True)
-    return [_split(idx, tr, va)]
+    train, val = stratified_holdout(y, n_val, seed=seed)  # positions into idx
+    return [_split(idx, train, val)]
+
+
+# The two splitters below draw exactly what scikit-learn's StratifiedKFold(shuffle=True) and
+# train_test_split(stratify=y) draw for the same seed (tests/test_data_splits.py checks it), so
+# folds stay those of earlier mersweep versions, which used scikit-learn itself.
+
+
+def stratified_kfold_ids(labels: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """(N,) fold id in [0, k) per row, stratified by label.
+
+    A class's rows are allocated to folds round-robin over the label-sorted rows (fold sizes,
+    and a class's count in any two folds, differ by at most one), then shuffled within the class.
+    """
+    y = np.asarray(labels)
+    rng = np.random.RandomState(seed)  # the legacy generator: scikit-learn's draws, seed for seed
+    _, first, inverse = np.unique(y, return_index=True, return_inverse=True)
+    _, by_appearance = np.unique(first, return_inverse=True)
+    y_enc = by_appearance[inverse]  # (N,) classes numbered in order of first appearance
+    y_sorted = np.sort(y_enc)
+    allocation = np.stack([np.bincount(y_sorted[f::k], minlength=first.size) for f in range(k)])  # (k, C)
+    fold = np.empty(y.shape[0], dtype=np.int64)
+    for c in range(first.size):
+        ids = np.repeat(np.arange(k), allocation[:, c])
+        rng.shuffle(ids)
+        fold[y_enc == c] = ids
+    return fold
+
+
+def stratified_holdout(labels: np.ndarray, n_val: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) positions: `n_val` validation rows, each class's share as near its overall one
+    as whole rows allow (ties between classes broken at random)."""
+    y = np.asarray(labels)
+    rng = np.random.RandomState(seed)
+    _, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
+    rows_of = np.split(np.argsort(y_idx, kind="stable"), np.cumsum(counts)[:-1])
+    n_train = _apportion(counts, y.shape[0] - n_val, rng)  # (C,)
+    n_val_c = _apportion(counts - n_train, n_val, rng)  # (C,)
+    train, val = [], []
+    for rows, n, t in zip(rows_of, n_train, n_val_c, strict=True):
+        shuffled = rows[rng.permutation(rows.shape[0])]
+        train.append(shuffled[:n])
+        val.append(shuffled[n : n + t])
+    return np.concatenate(train), np.concatenate(val)
+
+
+def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Rows per class out of `n_draws`, proportional to `counts`: floors first, then the largest
+    remainders, ties among equal remainders drawn at random."""
+    exact = counts / counts.sum() * n_draws  # (C,)
+    out = np.floor(exact)
+    missing = int(n_draws - out.sum())
+    remainder = exact - out
+    for value in np.sort(np.unique(remainder))[::-1]:
+        if missing <= 0:
+            break
+        (tied,) = np.where(remainder == value)
+        take = min(tied.shape[0], missing)
+        out[rng.choice(tied, size=take, replace=False)] += 1
+        missing -= take
+    return out.astype(np.int64)
 
 
 def _split(idx: np.ndarray, train_pos: np.ndarray, val_pos: np.ndarray) -> Split:
