@@ -9,6 +9,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, exit_cli, setup_logging
+from sweeps.ray_start import check_address, ray_address
 from sweeps.spec import load_sweep
 from sweeps.tracking import redact
 
@@ -25,7 +26,9 @@ def _parser() -> ArgumentParser:
         metavar="KEY=VALUE",
         help="experiment override (model.hidden_dim=256) or sweep override (sweep.search.seed=1)",
     )
-    p.add_argument("--address", default=None, help="existing Ray cluster: auto or ray://host:10001")
+    p.add_argument(
+        "--address", default=None, help="Ray cluster to join: auto, HOST:PORT, ray://HOST:10001 (default $RAY_ADDRESS)"
+    )
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
     )
@@ -46,12 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         raise ConfigError("--num-samples", "an integer >= 1", args.num_samples, "out of range")
     spec = load_sweep(args.sweep, sets=args.sets, num_samples=args.num_samples)
-    if args.address is None:
+    address, address_field = ray_address(args.address, os.environ)
+    if address is None:
         local_ray_environment(os.environ)
     else:
-        from sweeps.ray_start import check_address
-
-        check_address(args.address)  # seconds, not the minutes Ray waits on an address where nothing listens
+        check_address(address, field=address_field)  # seconds, not the minutes Ray waits where nothing listens
     # Heavy imports (torch, Ray, MLflow) only once the sweep itself is known good: bad input fails fast.
     from sweeps.engine import describe, execute, prepare
     from sweeps.results import format_table
@@ -62,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     # Stored as the parent run's `mersweep.command` tag: never with a --tracking-uri password.
     argv_list = ["run_sweep.py", *(redact(a) for a in (argv if argv is not None else sys.argv[1:]))]
-    outcome = execute(prepared, address=args.address, argv=argv_list)
+    outcome = execute(prepared, address=address, address_field=address_field, argv=argv_list)
     print(format_table(outcome, metric=spec.metric, mode=spec.mode))
     if spec.ablation is not None:
         from sweeps.ablation import variant_summary

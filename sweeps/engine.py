@@ -175,7 +175,9 @@ def _describe_plan(prepared: PreparedSweep) -> list[str]:
     return lines
 
 
-def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) -> SweepOutcome:
+def execute(
+    prepared: PreparedSweep, *, address: str | None, argv: list[str], address_field: str = "--address"
+) -> SweepOutcome:
     """Run (or resume) the sweep; returns the outcome with the best trial."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
@@ -201,7 +203,7 @@ def execute(prepared: PreparedSweep, *, address: str | None, argv: list[str]) ->
             raise
         tracker = opening.result()
     else:
-        start_ray(address)  # a cluster that cannot be joined is bad input: fail before anything is written
+        start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
         tracker = _open_tracking(prepared, argv)
     logger = MlflowCallback(tracker, prepared.trial_params)
     progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -24,33 +24,47 @@ ALLOWED = (
 )
 
 
-def check_address(address: str) -> None:
+def ray_address(flag: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """(the Ray cluster to join, the input that named it): `--address`, else `$RAY_ADDRESS` (what
+    `ray job submit` sets for its entrypoint), else (None, "") for a new local cluster."""
+    if flag is not None:
+        return flag, "--address"
+    if env.get("RAY_ADDRESS"):
+        return env["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None, ""
+
+
+def check_address(address: str, *, field: str = "--address") -> None:
     """Fail fast on a HOST:PORT where nothing listens (ray.init would wait minutes); others go to Ray."""
     if address in ("auto", "local") or "://" in address:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise UserInputError(f"--address: expected {ALLOWED}; got {address!r}")
+        raise UserInputError(f"{field}: expected {ALLOWED}; got {address!r}")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        message = f"--address: no Ray cluster answers at {address!r} ({reason}); expected {ALLOWED}"
+        message = f"{field}: no Ray cluster answers at {address!r} ({reason}); expected {ALLOWED}"
         raise UserInputError(message) from None
 
 
-def start_ray(address: str | None) -> None:
-    """Start a local Ray cluster (`address` None) or join the one at `address`; no-op if Ray is up."""
+def start_ray(address: str | None, *, field: str = "--address") -> None:
+    """Start a local Ray cluster (`address` None) or join the one at `address`; no-op if Ray is up.
+
+    A local cluster is asked for as such ("local"): Ray's own default would join a cluster that
+    `ray start` left running on this machine, with none of the local cluster's settings.
+    """
     import ray
 
     if ray.is_initialized():
         return
     if address is not None:
-        check_address(address)
+        check_address(address, field=field)
     try:
-        ray.init(  # address None: a new local cluster; the dashboard would be one more listening server
-            address=address,
+        ray.init(  # the dashboard would be one more server listening
+            address="local" if address is None else address,
             include_dashboard=False,
             logging_level=logging.WARNING,
             configure_logging=True,
@@ -61,7 +75,7 @@ def start_ray(address: str | None) -> None:
         if address is None:
             raise
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        message = f"--address: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
+        message = f"{field}: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
         raise UserInputError(message) from None
 
 def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:

@@ -67,10 +67,11 @@ def _ray_trials(folder: Path) -> list:
 
 def test_trials_run_on_several_nodes(cluster, tmp_path):
     started, env = cluster
+    # The cluster named by $RAY_ADDRESS, as `ray job submit` runs an entrypoint (the other test uses --address).
     proc = run_cli(
-        _args(_spec(tmp_path, "spread"), tmp_path, started.address),
+        [str(_spec(tmp_path, "spread")), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         cwd=tmp_path,
-        env={**env, FAULTS_ENV: NO_FAULTS},
+        env={**env, FAULTS_ENV: NO_FAULTS, "RAY_ADDRESS": started.address},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"trials {N_TRIALS}/{N_TRIALS} ended: {N_TRIALS} done" in proc.stderr
@@ -81,6 +82,19 @@ def test_trials_run_on_several_nodes(cluster, tmp_path):
     assert nodes == workers, (nodes, workers)
     for trial in trials:
         assert [e["action"] for e in read_log(folder / trial.trial_id)] == ["none"]
+
+
+def test_a_sweep_without_an_address_starts_a_cluster_of_its_own(cluster, tmp_path):
+    """A cluster `ray start` left on the machine (its address file in Ray's temp dir) is not
+    joined unasked: Ray's own default would, with none of the local cluster's settings."""
+    started, env = cluster
+    search = {"algorithm": "random", "num_samples": 1, "seed": 0}
+    spec = write_sweep(tmp_path, "own", set=FAST_SET, search=search, scheduler={"kind": "none"})
+    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (trial,) = _ray_trials(tmp_path / "runs" / "own")
+    cluster_nodes = {started.head_node.node_id} | {node.node_id for node in started.worker_nodes}
+    assert set(_node_ids(tmp_path / "runs" / "own" / trial.trial_id)).isdisjoint(cluster_nodes)
 
 
 def test_a_node_lost_mid_sweep_loses_no_trial(cluster, tmp_path):

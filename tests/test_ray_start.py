@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from mer_core.errors import UserInputError
-from sweeps.ray_start import check_address, in_background
+from sweeps.ray_start import check_address, in_background, ray_address
 
 
 def test_in_background_hands_back_the_result_and_the_error() -> None:
@@ -41,3 +41,12 @@ def test_check_address_accepts_a_listening_port_and_ray_forms() -> None:
 def test_check_address_names_the_flag_and_the_value(address: str) -> None:
     with pytest.raises(UserInputError, match=r"--address: expected .*got"):
         check_address(address)
+
+
+def test_the_cluster_to_join_is_the_flag_then_ray_address_then_none() -> None:
+    assert ray_address("head:6379", {"RAY_ADDRESS": "other:6379"}) == ("head:6379", "--address")
+    assert ray_address(None, {"RAY_ADDRESS": "other:6379"}) == ("other:6379", "RAY_ADDRESS")  # `ray job submit`
+    assert ray_address(None, {"RAY_ADDRESS": ""}) == (None, "")
+    assert ray_address(None, {}) == (None, "")  # a new local cluster of the sweep's own
+    with pytest.raises(UserInputError, match=r"^RAY_ADDRESS: expected .*got 'head:port'"):
+        check_address("head:port", field="RAY_ADDRESS")
