@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,14 @@ def _broken(tmp_path: Path, case: str) -> FeaturesConfig:
         (root / "train-label.csv").write_text("name,label\nsample_0.mp4,x\n")
     elif case == "no label file":
         (root / "train-label.csv").unlink()
+    elif case == "empty label file":
+        (root / "train-label.csv").write_text("")
+    elif case == "ragged label file":
+        (root / "train-label.csv").write_text("name,label\ns0,x\ns1,y,extra,more\n")
+    elif case == "latin-1 label file":
+        (root / "train-label.csv").write_bytes("name,label\ns0,h\xe4ppy\n".encode("latin-1"))
+    elif case == "pickled feature":
+        np.save(audio / "s1.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     return _cfg(root)
 
 
@@ -206,6 +215,10 @@ def _broken(tmp_path: Path, case: str) -> FeaturesConfig:
         ("bad header", r"cannot find the sample-name and label columns in header \['id', 'target'\]"),
         ("names do not match", r"names do not match: e\.g\. 'sample_0\.mp4'"),
         ("no label file", r"label file not found: .*train-label\.csv"),
+        ("empty label file", r"label file .*train-label\.csv is empty"),
+        ("ragged label file", r"train-label\.csv: not a readable CSV \(.*line 3"),
+        ("latin-1 label file", r"train-label\.csv: not UTF-8 text \(byte 0xe4 .*save it as UTF-8"),
+        ("pickled feature", r"feature file .*s1\.npy holds Python objects"),
     ],
 )
 def test_broken_folders_raise_clear_data_errors(tmp_path: Path, case: str, pattern: str) -> None:
@@ -213,6 +226,15 @@ def test_broken_folders_raise_clear_data_errors(tmp_path: Path, case: str, patte
     with pytest.raises(DataError, match=pattern):
         load_features_dir(cfg)
     assert not list((tmp_path / ".mersweep-cache").glob("features-*")), "a failed load must not leave a cache entry"
+
+
+def test_float64_beyond_float32_range_is_reported_by_file_without_numpy_warnings(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    np.save(root / MODS["audio"] / "s2.npy", np.array([1.0e39, 0.0, 0.0, 0.0]))  # float64: inf as float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would be extra lines on the CLI's stderr
+        with pytest.raises(DataError, match=r"s2\.npy contains NaN or inf values \(or values beyond float32"):
+            load_features_dir(_cfg(root))
 
 
 def test_labelled_sample_without_features_is_dropped_with_a_warning(tmp_path: Path, caplog) -> None:

@@ -38,8 +38,8 @@ def read_vector(path: str | Path, headers: HeaderCache) -> np.ndarray:
     """
     try:
         arr = _decode(_read_bytes(path), headers)
-    except DataError:
-        raise
+    except DataError as err:  # raised by _decode, which does not know the file
+        raise DataError(f"feature file {path} {err}") from None
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read feature file {path}: {err}") from None
     shape = arr.shape
@@ -126,11 +126,17 @@ def pack_folder(
                     f"modality {modality!r}: inconsistent feature dims: {first_path} has {first.shape[0]}, "
                     f"{paths[i]} has {vec.shape[0]}"
                 )
-            out[i] = vec
+            # A float64 beyond float32's range becomes inf here, which the check below reports by file;
+            # numpy's own overflow warning would only add lines to stderr. (errstate is per thread.)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[i] = vec
         # One finiteness check per chunk instead of per file; find the culprit only on failure.
         finite = np.isfinite(out[chunk]).all(axis=1)  # (<=_CHUNK,)
         if not finite.all():
-            raise DataError(f"feature file {paths[chunk[np.argmin(finite)]]} contains NaN or inf values")
+            raise DataError(
+                f"feature file {paths[chunk[np.argmin(finite)]]} contains NaN or inf values "
+                "(or values beyond float32's range)"
+            )
 
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
