@@ -39,6 +39,11 @@ BAD_OVERRIDES = [
     ("self_training.minority_threshold=1.2", "self_training.minority_threshold", "<= 1.0", "1.2"),
     ("runtime.device=tpu", "runtime.device", "auto, cpu, cuda", "'tpu'"),
     ("seed=-1", "seed", ">= 0", "-1"),
+    # Fields without an upper bound took inf (and "nan" strings): a run that diverges, or a CPU count of inf
+    ("optim.weight_decay=.inf", "optim.weight_decay", "a finite number", "inf"),
+    ("loss.w_cls=inf", "loss.w_cls", "a finite number", "inf"),
+    ("nee.default_timesteps=.inf", "nee.default_timesteps", "int", "inf"),
+    ("missing.retrieval.temperature=nan", "missing.retrieval.temperature", "a finite number", "nan"),
 ]
 
 
