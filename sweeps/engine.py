@@ -27,6 +27,7 @@ from sweeps.interrupt import watch_interrupt
 from sweeps.ray_start import in_background, start_ray
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
+from sweeps.space_params import prefixed
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
 from sweeps.tracking import redact, resolve_tracking_uri
@@ -125,7 +126,10 @@ def _check_against_data(spec: SweepSpec, base: ExperimentConfig, space: SearchSp
         check_registry_choices(space)
     for name, overrides in (spec.ablation.variants if spec.ablation else {}).items():
         check_modality_keys(overrides, data, prefix=f"ablation.variants.{name}.")
-        check_trainable(spec.variant_config(name), data)
+        try:
+            check_trainable(spec.variant_config(name), data)
+        except ConfigError as err:  # the field is the variant's override: name the variant
+            raise prefixed(err, f"ablation.variants.{name}") from None
 
 
 def describe(prepared: PreparedSweep) -> str:

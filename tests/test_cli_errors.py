@@ -198,6 +198,15 @@ CASES = {
         ("set.nee.timesteps.speech", "audio, text, video", "'speech'"),
         sweep={"set": {**SMALL_SET, "nee.timesteps.speech": 5}},
     ),
+    "variant-unknown-fusion": Case(
+        ["bad.yaml"],
+        ("ablation.variants.odd.model.fusion", "unknown fusion", "'nope'"),
+        sweep={
+            "kind": "ablation",
+            "search_space": None,
+            "ablation": {"reference": "full", "variants": {"full": {}, "odd": {"model.fusion": "nope"}}, "seeds": [0]},
+        },
+    ),
     # Tracking and runs/
     "unreachable-tracking-uri": Case(
         ["bad.yaml", "--tracking-uri", "http://127.0.0.1:{port}"], ("tracking.uri", "127.0.0.1:{port}"), sweep={}

@@ -76,6 +76,13 @@ def test_bad_yaml_files_are_one_line_user_errors(tmp_path, text, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_yaml_file_that_is_not_utf8_is_a_one_line_user_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("model: {fusion: caf\xe9}\n".encode("latin-1"))  # was a UnicodeDecodeError: exit 1
+    with pytest.raises(UserInputError, match=r"c\.yaml: not UTF-8 text \(byte 0xe9 at offset 19\)$"):
+        load_config(path)
+
+
 def test_missing_file_and_malformed_set():
     with pytest.raises(UserInputError, match="not found"):
         load_config("/nonexistent/config.yaml")

@@ -27,6 +27,12 @@ def read_yaml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
         raise UserInputError(f"{what} file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserInputError(
+            f"{what} file {p}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})"
+        ) from None
+    except OSError as err:
+        raise UserInputError(f"{what} file {p}: cannot be read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
