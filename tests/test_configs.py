@@ -44,6 +44,10 @@ BAD_OVERRIDES = [
     ("loss.w_cls=inf", "loss.w_cls", "a finite number", "inf"),
     ("nee.default_timesteps=.inf", "nee.default_timesteps", "int", "inf"),
     ("missing.retrieval.temperature=nan", "missing.retrieval.temperature", "a finite number", "nan"),
+    # A repeated class shifted the label index of every later class (a class then never had samples)
+    ("data.features.classes=[a, b, b]", "data.features.classes[2]", "distinct class names", "'b'"),
+    ("data.features.classes=[a, ' ']", "data.features.classes[1]", "non-empty class name", "' '"),
+    ("data.synthetic.classes=[x, y, x]", "data.synthetic.classes[2]", "distinct class names", "'x'"),
 ]
 
 
