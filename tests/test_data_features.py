@@ -228,6 +228,19 @@ def test_broken_folders_raise_clear_data_errors(tmp_path: Path, case: str, patte
     assert not list((tmp_path / ".mersweep-cache").glob("features-*")), "a failed load must not leave a cache entry"
 
 
+def test_frame_level_features_are_refused_or_averaged_over_time(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    frames = np.arange(12, dtype=np.float32).reshape(3, 4)  # (T, D): MERTools' -FRM features
+    np.save(root / MODS["audio"] / "s1.npy", frames)
+    np.save(root / MODS["audio"] / "s2.npy", frames[:2])  # another T: only D has to agree
+    with pytest.raises(DataError, match=r"s1\.npy has shape \(3, 4\);.*set data\.features\.frames=mean"):
+        load_features_dir(_cfg(root))
+    fs, info = load_features_dir(_cfg(root, frames="mean"))
+    assert not info.cache_hit and fs.dims == {"audio": 4, "text": 3}
+    np.testing.assert_allclose(fs.features["audio"][1], frames.mean(axis=0))
+    np.testing.assert_allclose(fs.features["audio"][2], frames[:2].mean(axis=0))
+
+
 def test_float64_beyond_float32_range_is_reported_by_file_without_numpy_warnings(tmp_path: Path) -> None:
     root = _make_dir(tmp_path)
     np.save(root / MODS["audio"] / "s2.npy", np.array([1.0e39, 0.0, 0.0, 0.0]))  # float64: inf as float32

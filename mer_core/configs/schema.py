@@ -66,6 +66,7 @@ class FeaturesConfig:
     classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found")
     trust_pickle: bool = fld(False, doc="allow reading pickled .npz labels (can run code)")
     missing: Literal["mask", "drop", "error"] = "mask"
+    frames: Literal["error", "mean"] = "error"  # a (T, D) frame-level file (MERTools -FRM): refused, or time-averaged
     cache_dir: str | None = fld(None, doc="where the packed cache goes; null = <root>/.mersweep-cache")
 
     def check(self, prefix: str) -> None:

@@ -72,6 +72,7 @@ def load_features_dir(cfg: FeaturesConfig) -> tuple[FeatureSet, LoadInfo]:
         "classes": list(cfg.classes),
         "missing": cfg.missing,
         "label_split": cfg.label_split,
+        "frames": cfg.frames,
     }
     key = cache.cache_key(flat, label_path.read_bytes(), settings)
     folder = cache.cache_root(root, cfg.cache_dir)
@@ -123,7 +124,7 @@ def _pack(root: Path, cfg: FeaturesConfig, listing: Listing, label_path: Path) -
     for j, modality in enumerate(listing):
         # Plain str paths: building 120k Path objects costs more than reading the files' headers.
         paths = [listing[modality][n].path if present[i, j] else None for i, n in enumerate(names)]
-        features[modality], _ = pack_folder(paths, modality=modality)  # (N, D_m)
+        features[modality], _ = pack_folder(paths, modality=modality, frames=cfg.frames)  # (N, D_m)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index.get(labelled.get(n, ""), -1) for n in names], dtype=np.int64)  # (N,)
     for note in notes:
