@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sweeps.results import format_table
 
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
+    if args.address is None:
+        from sweeps.ray_start import check_local_resources
+
+        check_local_resources(spec.resources.cpu, spec.resources.gpu)
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK

@@ -227,6 +227,12 @@ CASES = {
         ["bad.yaml", "--address", "127.0.0.1:{port}"], ("--address", "127.0.0.1:{port}", "ray start --head"), sweep={}
     ),
     "malformed-ray-address": Case(["bad.yaml", "--address", "headnode"], ("--address", "'headnode'", "auto"), sweep={}),
+    "runs-dir-is-a-file": Case(["bad.yaml", "--runs-dir", "rf"], ("--runs-dir", "'rf'"), files={"rf": "x\n"}, sweep={}),
+    "gpus-beyond-the-local-cluster": Case(
+        ["bad.yaml"],
+        ("resources.gpu", "given: 1000.0"),
+        sweep={"resources": {"cpu": 1, "gpu": 1000, "max_concurrent": 1}},
+    ),
     "resume-of-no-sweep": Case(["bad.yaml", "--resume"], ("--resume", "mersweep_state.json"), sweep={}),
     "results-exist-without-resume": Case(
         ["bad.yaml"], ("name", "--resume"), files={"runs/bad/marker.txt": "x\n"}, sweep={}
