@@ -140,6 +140,14 @@ def test_missing_modality_policies(tmp_path: Path, caplog, missing: str) -> None
         assert fs.sample_ids == ("s0", "s1", "s2", "s3") and fs.mask.all()
 
 
+def test_drop_that_would_leave_no_sample_says_so(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    for i in range(6):  # every sample lacks one of the two modalities
+        (root / MODS["audio" if i % 2 else "text"] / f"s{i}.npy").unlink()
+    with pytest.raises(DataError, match=r"missing=drop drops all 6 samples: none has every modality \(audio=3, text=3"):
+        load_features_dir(_cfg(root, missing="drop"))  # was: "modality 'audio': no feature files found"
+
+
 def test_labels_from_trusted_npz(tmp_path: Path) -> None:
     root = _make_dir(tmp_path)
     corpus = {"s0": {"emo": "happy", "val": 1.0}, "s3": {"emo": "sad", "val": -2.0}}

@@ -184,6 +184,11 @@ def _apply_missing_policy(
         )
     if cfg.missing == "drop":
         keep = present.all(axis=1)
+        if not keep.any():
+            raise DataError(
+                f"data.features.missing=drop drops all {len(names)} samples: none has every modality ({counts} "
+                "missing); set data.features.missing to mask, or map fewer modalities"
+            )
         notes.append(f"features: dropped {incomplete.size} samples missing a modality ({counts}; e.g. {example!r})")
         return [n for n, k in zip(names, keep, strict=True) if k], present[keep]
     notes.append(f"features: samples missing a modality, masked with zero rows: {counts} (e.g. {example!r})")
