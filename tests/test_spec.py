@@ -165,6 +165,10 @@ BAD = {
     ),
     "variant bad value": (ABLATION.replace("audio: 20", "audio: 0"), "ablation.variants.short.nee.timesteps.audio"),
     "variant bad name": (ABLATION.replace("no_nee:", "'no nee':"), "ablation.variants.no nee"),
+    # runs/<name>/: '..' was the working folder itself, '.' the runs/ folder of every sweep
+    "name only dots": (f"name: '..'\nsearch_space: {QUICK}\n", "name: bad name"),
+    "name one dot": (f"name: '.'\nsearch_space: {QUICK}\n", "not only dots"),
+    "variant only dots": (ABLATION.replace("no_nee:", "'..':"), "ablation.variants..."),
     "retune needs space": (ABLATION + "  retune: {num_samples: 3}\n", "ablation.retune.search_space: required"),
 }
 
