@@ -185,6 +185,14 @@ def test_bad_spec_is_one_line_config_error_naming_the_field(case: str, tmp_path:
     assert expected in message and "\n" not in message, message
 
 
+def test_a_space_may_not_sample_fields_of_the_data_that_loads_once(tmp_path: Path) -> None:
+    folds = "params:\n  data.folds: {type: int, low: 2, high: 3}\n"
+    space = _write(tmp_path, folds + "  data.labelled_fraction: {type: float, low: 0.1, high: 0.9}\n", "space.yaml")
+    with pytest.raises(ConfigError, match=r"^params\.data\.labelled_fraction: not a per-trial field .*data\.folds"):
+        load_sweep(_write(tmp_path, _search(space=space)))  # every trial would use the base's data all the same
+    load_sweep(_write(tmp_path, _search(space=_write(tmp_path, folds, "folds.yaml"))))  # split fields are per trial
+
+
 def test_bad_sweep_override_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"search.num_smaples: unknown key"):
         load_sweep(_write(tmp_path, _search()), sets=["sweep.search.num_smaples=4"])
