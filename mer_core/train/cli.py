@@ -17,6 +17,7 @@ from mer_core.configs.loader import parse_override
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data import load_data
 from mer_core.errors import UserInputError
+from mer_core.train.device_data import resolve_device
 from mer_core.train.missing_eval import grid_table, parse_rates
 from mer_core.train.preflight import check_modality_keys, check_trainable
 from mer_core.train.result import TrialResult
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = with_overrides(cfg, {"missing.eval_rates": list(rates)})
     if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UserInputError(f"--save: expected a folder (created if missing); given: {args.save!r} is a file")
+    resolve_device(
+        cfg.runtime
+    )  # runtime.device=cuda without a GPU: exit 2 before loading (a sweep's workers may have one)
     data = load_data(cfg.data)
     # Before any output: what training would only find out later (folds, classes, names) exits 2 here.
     check_trainable(cfg, data)
