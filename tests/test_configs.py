@@ -80,6 +80,16 @@ def test_bad_yaml_files_are_one_line_user_errors(tmp_path, text, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 0.1}\nmodel: {hidden_dim: 64}\noptim: {lr: 0.2}\n")  # safe_load kept the last
+    with pytest.raises(UserInputError, match=r"c\.yaml: invalid YAML at line 3, column 1: key 'optim' appears twice"):
+        load_config(path)
+    path.write_text("base: &b {lr: 0.1}\noptim: {<<: *b, weight_decay: 0.0}\n")  # a merge key is no repeat
+    with pytest.raises(ConfigError, match=r"^base: unknown key"):
+        load_config(path)
+
+
 def test_a_yaml_file_that_is_not_utf8_is_a_one_line_user_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes("model: {fusion: caf\xe9}\n".encode("latin-1"))  # was a UnicodeDecodeError: exit 1

@@ -154,7 +154,10 @@ BAD = {
     "ablation needs section": (f"name: a\nkind: ablation\nbase: {MRCCL}\n", "ablation: required"),
     "ablation with space": (ABLATION + f"search_space: {QUICK}\n", "search_space: not used by kind=ablation"),
     "no variants": (ABLATION.replace("variants: {full", "old: {full") + "  variants: {}\n", "ablation.old"),
-    "empty variants": (ABLATION + "  variants: {}\n", "ablation.variants: empty"),
+    "empty variants": (
+        "\n".join(ln if "variants:" not in ln else "  variants: {}" for ln in ABLATION.splitlines()),
+        "ablation.variants: empty",
+    ),
     "bad reference": (ABLATION.replace("reference: full", "reference: base"), "ablation.reference"),
     "no seeds": (ABLATION.replace("seeds: [0, 1]", "seeds: []"), "ablation.seeds: empty"),
     "negative seed (abl)": (ABLATION.replace("seeds: [0, 1]", "seeds: [0, -1]"), "ablation.seeds[1]"),
