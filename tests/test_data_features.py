@@ -213,7 +213,7 @@ def _broken(tmp_path: Path, case: str) -> FeaturesConfig:
 @pytest.mark.parametrize(
     ("case", "pattern"),
     [
-        ("missing folder", r"modality 'video' not found: .*clip-UTT"),
+        ("missing folder", r"modality 'video' not found: .*clip-UTT \(data\.features\.modalities is \{'audio': "),
         ("mismatched dims", r"inconsistent feature dims: .*s0\.npy has 4, .*s3\.npy has 5"),
         ("nan", r"s2\.npy contains NaN or inf"),
         ("bad shape", r"s1\.npy has shape \(2, 4\)"),

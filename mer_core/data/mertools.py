@@ -100,7 +100,12 @@ def _list_folders(root: Path, cfg: FeaturesConfig) -> Listing:
     for modality, sub in cfg.modalities.items():
         folder = root / sub
         if not folder.is_dir():
-            raise DataError(f"feature folder for modality {modality!r} not found: {folder}")
+            # A dotted --set data.features.modalities.x=... adds to the map a base YAML spells out (MER2024's
+            # three), so name the whole map and how to replace it.
+            raise DataError(
+                f"feature folder for modality {modality!r} not found: {folder} (data.features.modalities is "
+                f"{dict(cfg.modalities)}; to replace the whole map: --set 'data.features.modalities={{name: folder}}')"
+            )
         with os.scandir(folder) as it:
             # Only `.npy` counts: `x.npz`/`x.txt` next to `x.npy` are not second copies of sample x.
             files = {e.name[:-4]: e for e in it if e.name.endswith(".npy") and e.is_file()}
