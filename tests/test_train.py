@@ -184,6 +184,13 @@ def test_check_trainable_needs_two_labelled_classes(keep, found):
         check_trainable(cfg, dataclasses.replace(data, labels=labels))
 
 
+def test_an_unusable_modality_name_names_the_map_that_gave_it():
+    cfg, _ = _setup("data.synthetic.dims={fusion: 4, text: 3}")
+    data = standardize(generate_synthetic(cfg.data.synthetic, seed=0))
+    with pytest.raises(ConfigError, match=r"^data\.synthetic\.dims\.fusion: unusable modality name"):
+        check_trainable(cfg, data)  # was the field "modality name"
+
+
 def test_check_trainable_passes_a_trainable_config():
     check_trainable(*_setup())
 

@@ -25,6 +25,8 @@ from mer_core.registry import Registry
 # Map fields keyed by modality name (voting: by head, i.e. the modalities plus the fusion head).
 MODALITY_MAPS = ("nee.timesteps", "missing.train_rates", "missing.test_rates")
 HEAD_MAPS = ("voting.weights",)
+MODALITY_NAME_FIELD = "modality name"  # the field build_model's ConfigError gives an unusable modality name
+NAMING_FIELD = {"features": "data.features.modalities", "synthetic-mer": "data.synthetic.dims"}  # source -> map
 # String fields that name a registry entry; the config schema cannot check them without importing torch.
 REGISTRY_FIELDS: Mapping[str, Registry[Any]] = {"model.fusion": FUSIONS, "model.head": HEADS}
 
@@ -44,8 +46,15 @@ def check_trainable(cfg: ExperimentConfig, data: FeatureSet) -> None:
             names no class.
     """
     _check_classes(data)
-    with torch.device("meta"):
-        build_model(cfg.model, data.dims, data.n_classes)
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model, data.dims, data.n_classes)
+    except ConfigError as err:
+        if err.field != MODALITY_NAME_FIELD:
+            raise
+        # The model names no config field for a modality; the source's map that named it is the one to edit.
+        where = f"{NAMING_FIELD.get(cfg.data.source, 'data')}.{err.given}"
+        raise ConfigError(where, err.allowed, err.given, err.problem) from None
     check_splittable(data, folds=cfg.data.folds, val_fraction=cfg.data.val_fraction)
     pseudo.class_thresholds(cfg.self_training, data.class_names, data.class_counts())
 
