@@ -64,6 +64,13 @@ def test_default_class_list_is_sorted_labels_and_pool_is_unlabelled(tmp_path: Pa
     assert fs.true_labels is None and fs.dims == {"audio": 4, "text": 3}
 
 
+def test_numeric_labels_are_ordered_as_numbers(tmp_path: Path) -> None:
+    csv = "name,label\n" + "".join(f"s{i},{lab}\n" for i, lab in enumerate(["10", "2", "1", "2", "10", "1"]))
+    fs, _ = load_features_dir(_cfg(_make_dir(tmp_path, csv=csv)))
+    assert fs.class_names == ("1", "2", "10")  # as strings: ("1", "10", "2"), so class 1 was label 10
+    np.testing.assert_array_equal(fs.labels, [2, 1, 0, 1, 2, 0])
+
+
 def test_cache_hit_reads_no_feature_file(tmp_path: Path, monkeypatch, caplog) -> None:
     cfg = _cfg(_make_dir(tmp_path))
     first, info = load_features_dir(cfg)

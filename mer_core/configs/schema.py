@@ -63,7 +63,7 @@ class FeaturesConfig:
     )
     labels: str = fld("train-label.csv", doc="label CSV (name,label) or MERTools label-6way.npz")
     label_split: str = fld("train_corpus", doc="which corpus of a label .npz to read")
-    classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found")
+    classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found (numerically if all are numbers)")
     trust_pickle: bool = fld(False, doc="allow reading pickled .npz labels (can run code)")
     missing: Literal["mask", "drop", "error"] = "mask"
     frames: Literal["error", "mean"] = "error"  # a (T, D) frame-level file (MERTools -FRM): refused, or time-averaged

@@ -15,9 +15,12 @@ Decisions (every problem is reported, never silent):
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +150,7 @@ def _pack(root: Path, cfg: FeaturesConfig, listing: Listing, label_path: Path) -
 
 def _class_list(cfg: FeaturesConfig, labelled: dict[str, str], label_path: Path) -> tuple[str, ...]:
     if not cfg.classes:
-        return tuple(sorted(set(labelled.values())))
+        return tuple(sorted(set(labelled.values()), key=_class_order(labelled.values())))
     allowed = set(cfg.classes)
     for name, label in labelled.items():
         if label not in allowed:
@@ -156,6 +159,19 @@ def _class_list(cfg: FeaturesConfig, labelled: dict[str, str], label_path: Path)
                 f"allowed: {', '.join(cfg.classes)}"
             )
     return tuple(cfg.classes)
+
+
+def _class_order(labels: Iterable[str]) -> Callable[[str], Any]:
+    """Sort key of the default class list: numeric when every label is a number, else the string.
+
+    Numeric labels sorted as strings put "10" before "2": class index k (the k-th probability the
+    exported model returns) would then not be label k.
+    """
+    try:
+        numeric = all(math.isfinite(float(label)) for label in labels)  # "nan" would make the order arbitrary
+    except ValueError:
+        numeric = False
+    return (lambda label: (float(label), label)) if numeric else str
 
 
 def _check_orphans(
