@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.address is None:
         from sweeps.ray_start import check_local_resources
 
-        check_local_resources(spec.resources.cpu, spec.resources.gpu)
+        check_local_resources(spec.resources.cpu, spec.resources.gpu, device=prepared.base.runtime.device)
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK

@@ -82,19 +82,24 @@ def local_capacity() -> tuple[int, int] | None:
         return None
 
 
-def check_local_resources(cpu: float, gpu: float) -> None:
+def check_local_resources(cpu: float, gpu: float, *, device: str = "auto") -> None:
     """A trial asking a local cluster for more than it has never starts: Ray waits forever.
 
     Args:
         cpu: `resources.cpu` of one trial (a fused population: of the whole population).
         gpu: `resources.gpu` of one trial.
+        device: The base config's `runtime.device`: `cuda` on a machine without a GPU fails every trial.
 
     Raises:
-        ConfigError: Naming `resources.cpu` / `resources.gpu`, what this machine has and the value.
+        ConfigError: Naming `resources.cpu` / `resources.gpu` / `runtime.device`, what this machine has
+            and the value.
     """
     capacity = local_capacity()
     if capacity is None:
         return
+    if device == "cuda" and capacity[1] == 0:
+        allowed = "auto, cpu (this machine's local Ray cluster has no GPU; a GPU cluster: --address)"
+        raise ConfigError("runtime.device", allowed, device, "unavailable")
     for field, asked, have in (("resources.cpu", cpu, capacity[0]), ("resources.gpu", gpu, capacity[1])):
         if asked > have:
             allowed = f"<= {have} (this machine's local Ray cluster; a bigger cluster: --address)"

@@ -60,5 +60,7 @@ def test_asking_a_local_cluster_for_more_than_it_has_is_refused(monkeypatch, cpu
     with pytest.raises(ConfigError, match=rf"^{field}: more than the cluster has .*allowed: <= [02] "):
         check_local_resources(cpu, gpu)  # Ray would wait forever for a trial that never fits
     check_local_resources(2.0, 0.0)
+    with pytest.raises(ConfigError, match=r"^runtime\.device: unavailable; allowed: auto, cpu .*given: 'cuda'"):
+        check_local_resources(1.0, 0.0, device="cuda")  # every trial would fail to find a GPU
     monkeypatch.setattr(ray_start, "local_capacity", lambda: None)
     check_local_resources(cpu, gpu)  # detection unavailable: no check
