@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from analysis.runs import SweepRuns
-from analysis.sources import add_source_args, sweep_from_args
+from analysis.sources import add_source_args, out_folder, sweep_from_args
 from analysis.stats import Comparison, compare_variants
 from mer_core.errors import ConfigError, UserInputError
 
@@ -60,12 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out_folder(args.out, Path("reports"))  # a file named by --out: exit 2 before reading the runs
     sweep = sweep_from_args(args)
     print(sweep.describe(), file=sys.stderr)
     options = {"reference": args.reference, "test": args.test, "confidence": args.confidence}
     options.update(n_boot=args.n_boot, seed=args.seed)
     tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.metric])]
-    out = Path(args.out) if args.out else Path("reports") / sweep.sweep
+    out = out_folder(args.out, Path("reports") / sweep.sweep)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(to_markdown(t) for t in tables))
     (out / "compare.csv").write_text(to_csv(tables))

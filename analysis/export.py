@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from analysis.export_select import SeedGroup
 from analysis.runs import SweepRuns
-from analysis.sources import add_source_args, sweep_from_args
+from analysis.sources import add_source_args, check_out_file, sweep_from_args
 from mer_core.configs import ExperimentConfig
 from mer_core.errors import ConfigError, UserInputError
 
@@ -58,6 +58,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--seeds", "integers >= 0", args.seeds)
     if args.model_name is not None and not args.model_name.strip():
         raise ConfigError("--model-name", "a non-empty name", args.model_name)
+    check_out_file(args.out)
 
 
 def _check_registry(tracking_uri: str) -> None:

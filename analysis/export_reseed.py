@@ -19,7 +19,7 @@ from analysis.runs import PHASE_TAG, SEED_PARAM, STATUS_TAG, VARIANT_PARAM, Swee
 from mer_core.configs import ExperimentConfig, flatten, load_config, to_dict, with_overrides
 from mer_core.data.featureset import FeatureSet
 from mer_core.train.result import TrialResult
-from sweeps.tracking import PARENT_TAG
+from sweeps.tracking import PARENT_TAG, mlflow_items
 
 log = logging.getLogger("mersweep.analysis")
 
@@ -94,11 +94,11 @@ def log_reseed_run(sweep: SweepRuns, source: TrialRun, cfg: ExperimentConfig, re
     run_id = client.create_run(sweep.experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
     values = {**{f"final/{k}": v for k, v in result.metrics.items()}, **result.metrics}
-    metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in mlflow_items(values).items()]
     values_of_params = flatten(cfg)
     if source.variant is not None:  # an ablation's re-run stays findable by variant and seed
         values_of_params.update({VARIANT_PARAM: source.variant, SEED_PARAM: cfg.seed})
-    params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in values_of_params.items()]
+    params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in mlflow_items(values_of_params).items()]
     for start in range(0, max(len(params), len(metrics), 1), 100):  # MLflow: at most 100 params per batch
         client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
     with tempfile.TemporaryDirectory(prefix="mersweep-reseed-") as tmp:

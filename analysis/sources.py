@@ -45,3 +45,32 @@ def sweep_from_args(args: argparse.Namespace) -> SweepRuns:
         raise UserInputError(f"--tracking-uri: no MLflow store at this path; given: {uri}")
     check_reachable(uri)
     return load_sweep_runs(uri, experiment=experiment, parent_run_id=parent)
+
+
+def out_folder(given: str | None, default: Path) -> Path:
+    """The folder an `--out` names (or `default`); UserInputError (exit 2) when a file stands there.
+
+    Checked before any work: the command would otherwise fail with FileExistsError (exit 1) only
+    when it writes, after reading every run (and, for export-best, after logging re-seeded runs).
+    """
+    out = Path(given) if given else default
+    _refuse_file_on_the_way(out, given)
+    return out
+
+
+def check_out_file(given: str | None) -> None:
+    """An `--out` that names a file to write must not be a folder, nor lie below a file."""
+    if not given:
+        return
+    out = Path(given)
+    if out.is_dir():
+        raise UserInputError(f"--out: expected the path of a YAML file to write; given: {given!r} is a folder")
+    _refuse_file_on_the_way(out.parent, given)
+
+
+def _refuse_file_on_the_way(folder: Path, given: str | None) -> None:
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserInputError(f"--out: {path} is a file, expected a folder; given: {given!r}")
+            return

@@ -9,7 +9,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, exit_cli, setup_logging
-from sweeps.ray_start import check_address, ray_address
+from sweeps.ray_start import check_address, check_local_resources, ray_address
 from sweeps.spec import load_sweep
 from sweeps.tracking import redact
 
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sweeps.results import format_table
 
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
+    if address is None:  # a cluster's nodes may have what this machine lacks
+        check_local_resources(spec.resources.cpu, spec.resources.gpu, device=prepared.base.runtime.device)
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK

@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
-from mer_core.models import build_model
+from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
 from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
 from sweeps.faults import plan_from_env
 from sweeps.interrupt import watch_interrupt
 from sweeps.ray_start import in_background, start_ray
 from sweeps.results import SweepOutcome, summarize
 from sweeps.space import SearchSpace, load_space
+from sweeps.space_params import prefixed
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
 from sweeps.tracking import redact, resolve_tracking_uri
@@ -114,9 +113,23 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
         uri = state.tracking_uri
     check_reachable(uri)
     data = load_data(base.data)
-    with torch.device("meta"):  # allocates nothing: bad registry or modality names exit 2, not N failed trials
-        build_model(base.model, data.dims, len(data.class_names))
+    _check_against_data(spec, base, space, data)
     return PreparedSweep(spec, base, space, data, uri, folder, resume, state)
+
+
+def _check_against_data(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None, data: FeatureSet) -> None:
+    """What every trial would fail on (registry or modality names, folds, classes) exits 2 instead."""
+    check_trainable(base, data)
+    check_modality_keys(spec.set, data, prefix="set.")
+    if space is not None:
+        check_modality_keys(dict.fromkeys(space.names), data, prefix="params.")
+        check_registry_choices(space)
+    for name, overrides in (spec.ablation.variants if spec.ablation else {}).items():
+        check_modality_keys(overrides, data, prefix=f"ablation.variants.{name}.")
+        try:
+            check_trainable(spec.variant_config(name), data)
+        except ConfigError as err:  # the field is the variant's override: name the variant
+            raise prefixed(err, f"ablation.variants.{name}") from None
 
 
 def describe(prepared: PreparedSweep) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from mer_core.errors import UserInputError
+from mer_core.errors import ConfigError, UserInputError
 from sweeps.faults import fault_runtime_env
 
 T = TypeVar("T")
@@ -77,6 +77,48 @@ def start_ray(address: str | None, *, field: str = "--address") -> None:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         message = f"{field}: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
         raise UserInputError(message) from None
+
+
+def local_capacity() -> tuple[int, int] | None:
+    """(CPUs, GPUs) a Ray cluster started on this machine will have, by Ray's own detection.
+
+    Ray's detection is not public API: when it cannot be asked, None (and no check is made).
+    """
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+        from ray._private.utils import get_num_cpus
+
+        gpus = get_accelerator_manager_for_resource("GPU")
+        n_gpus = gpus.get_current_node_num_accelerators()
+        visible = gpus.get_current_process_visible_accelerator_ids()  # CUDA_VISIBLE_DEVICES, if set
+        return int(get_num_cpus()), int(n_gpus if visible is None else min(n_gpus, len(visible)))
+    except Exception:  # an internal API that moved: the sweep runs unchecked, as before
+        return None
+
+
+def check_local_resources(cpu: float, gpu: float, *, device: str = "auto") -> None:
+    """A trial asking a local cluster for more than it has never starts: Ray waits forever.
+
+    Args:
+        cpu: `resources.cpu` of one trial (a fused population: of the whole population).
+        gpu: `resources.gpu` of one trial.
+        device: The base config's `runtime.device`: `cuda` on a machine without a GPU fails every trial.
+
+    Raises:
+        ConfigError: Naming `resources.cpu` / `resources.gpu` / `runtime.device`, what this machine has
+            and the value.
+    """
+    capacity = local_capacity()
+    if capacity is None:
+        return
+    if device == "cuda" and capacity[1] == 0:
+        allowed = "auto, cpu (this machine's local Ray cluster has no GPU; a GPU cluster: --address)"
+        raise ConfigError("runtime.device", allowed, device, "unavailable")
+    for field, asked, have in (("resources.cpu", cpu, capacity[0]), ("resources.gpu", gpu, capacity[1])):
+        if asked > have:
+            allowed = f"<= {have} (this machine's local Ray cluster; a bigger cluster: --address)"
+            raise ConfigError(field, allowed, asked, "more than the cluster has (no trial would ever start)")
+
 
 def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
     """`fn(*args)` in a daemon thread: Ctrl-C in the main thread is not held up waiting for it."""

@@ -41,7 +41,8 @@ from sweeps.space import SearchSpace, load_space
 from sweeps.tracking import redact
 
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
+NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
 
 
 def _join(prefix: str, name: str) -> str:
@@ -113,7 +114,7 @@ class AblationConfig:
             raise ConfigError(where, "at least one named override set", {}, "empty")
         for name in self.variants:
             if not NAME_PATTERN.fullmatch(name):
-                raise ConfigError(f"{where}.{name}", "names of [A-Za-z0-9_.-]+", name, "bad variant name")
+                raise ConfigError(f"{where}.{name}", f"names of {NAME_RULE}", name, "bad variant name")
         if self.reference not in self.variants:
             raise ConfigError(_join(prefix, "reference"), ", ".join(self.variants), self.reference, "not a variant")
         if not self.seeds:
@@ -144,7 +145,7 @@ class SweepSpec:
 
     def check(self, prefix: str) -> None:
         if not self.name or not NAME_PATTERN.fullmatch(self.name):
-            raise ConfigError("name", "[A-Za-z0-9_.-]+", self.name or None, "required" if not self.name else "bad name")
+            raise ConfigError("name", NAME_RULE, self.name or None, "required" if not self.name else "bad name")
         if "/" not in self.metric or self.metric not in METRICS:
             problem = "expected <split>/<name>" if "/" not in self.metric else "unknown metric"
             raise ConfigError("metric", ", ".join(METRICS), self.metric, problem)

@@ -17,7 +17,7 @@ from mer_core.configs.fields import FrozenDict, field_type
 from mer_core.configs.loader import build_config, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
-from sweeps.ablation import check_variant_keys
+from sweeps.ablation import SPLIT_KEYS, check_variant_keys
 from sweeps.space import check_algorithm, load_space
 from sweeps.space_params import prefixed
 
@@ -168,6 +168,12 @@ def _check_retune_keys(spec: SweepSpec, names: tuple[str, ...]) -> None:
 def _check_space(path: str, algorithm: str, num_samples: int, where: str) -> None:
     space = load_space(path)
     check_algorithm(algorithm, space)
+    for name in space.names:
+        # The data loads once per sweep from the base config: a sampled data.labelled_fraction would
+        # be logged per trial yet change nothing. Only the split fields are applied by each trial.
+        if name.startswith("data.") and name not in SPLIT_KEYS:
+            allowed = f"{', '.join(SPLIT_KEYS)} (the data loads once per sweep; set others in the sweep's data)"
+            raise ConfigError(f"params.{name}", allowed, name, f"not a per-trial field (in {path})")
     if algorithm == "grid" and num_samples > space.grid_size():
         size = space.grid_size()
         raise ConfigError(where, f"<= {size} (the grid size of {path})", num_samples, "more trials than grid points")

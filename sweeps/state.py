@@ -26,7 +26,14 @@ class SweepState:
 
 
 def run_dir(runs_root: Path, sweep: str) -> Path:
-    return (runs_root / sweep).resolve()
+    """`runs_root/<sweep>`, resolved; UserInputError if a file stands where a folder must go."""
+    folder = (runs_root / sweep).resolve()
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserInputError(f"--runs-dir: {path} is a file, not a folder; given: {str(runs_root)!r}")
+            break
+    return folder
 
 
 def read_state(folder: Path) -> SweepState:

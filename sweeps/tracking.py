@@ -30,6 +30,30 @@ MLFLOW_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_
 _CRED = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+_MLFLOW_REFUSED = re.compile(r"[^/\w.\- :]")  # MLflow keys: word characters, / . - space and colon
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as a key MLflow accepts for a metric or param.
+
+    Per-class metrics carry the class names of the user's label file (`val/f1/very, happy`) and
+    params the modality names of their config; MLflow refuses a whole `log_batch` for one key with
+    another character, or with a path segment that normalises away (`val/f1/..`), which lost every
+    metric of every trial. Such characters become `_`, such segments underscores.
+    """
+    parts = [_MLFLOW_REFUSED.sub("_", part) for part in name.split("/")]
+    return "/".join(part if part.strip(".") else "_" * max(len(part), 1) for part in parts)
+
+
+def mlflow_items(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` under `mlflow_key` names; of two names that become one key, the first is kept
+    (MLflow refuses a batch with a param key twice)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        out.setdefault(mlflow_key(name), value)
+    return out
+
+
 def redact(uri: str) -> str:
     """A tracking URI without credentials (`https://user:pw@host` -> `https://***@host`)."""
     return _CRED.sub("***@", uri)
@@ -203,7 +227,8 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)  # fixed now: a resent batch repeats rows MLflow already has, no duplicates
-        self._pending.setdefault(run_id, []).extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        batch = mlflow_items(metrics)
+        self._pending.setdefault(run_id, []).extend(Metric(k, float(v), now, step) for k, v in batch.items())
         if sum(len(q) for q in self._pending.values()) >= self._flush_every:
             self._flush_pending(list(self._pending))
         if len(self._outbox):  # also a chance to send what an outage held back
@@ -253,8 +278,8 @@ class SweepTracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        m = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        p = [Param(k, v) for k, v in params.items()]
+        m = [Metric(k, float(v), now, 0) for k, v in mlflow_items(metrics).items()]
+        p = [Param(k, v) for k, v in mlflow_items(params).items()]
         t = [RunTag(k, str(v)) for k, v in tags.items()]
         ops = []
         for start in range(0, max(len(p), 1), 100):  # MLflow accepts at most 100 params per batch

@@ -192,3 +192,21 @@ def test_export_best_reseeds_writes_yaml_and_registers_a_loadable_model(search_s
         probs = model(*batch)
     assert probs.shape == (7, n_classes)
     assert torch.allclose(probs.sum(dim=1), torch.ones(7), atol=1e-5)
+
+
+def test_out_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    from analysis.sources import check_out_file, out_folder
+    from mer_core.errors import UserInputError
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    # Were FileExistsError / IsADirectoryError (exit 1) at the very end: export-best had re-run seeds by then.
+    with pytest.raises(UserInputError, match=r"^--out: .*f is a file, expected a folder; given: '.*f/sub'$"):
+        out_folder(str(tmp_path / "f" / "sub"), tmp_path)
+    with pytest.raises(UserInputError, match=r"^--out: expected the path of a YAML file to write; given: .* folder$"):
+        check_out_file(str(tmp_path / "d"))
+    with pytest.raises(UserInputError, match=r"f is a file"):
+        check_out_file(str(tmp_path / "f" / "best.yaml"))
+    assert out_folder(None, tmp_path / "reports" / "x") == tmp_path / "reports" / "x"
+    check_out_file(str(tmp_path / "d" / "best.yaml"))
+    check_out_file(None)

@@ -332,3 +332,15 @@ def test_bad_selectors_and_options_exit_2_with_one_line(search_sweep, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_class_name_the_font_cannot_draw_prints_no_warning(tmp_path):
+    import warnings
+
+    from analysis.report.figures import new_figure, save_png
+
+    fig, ax = new_figure(2, 2)
+    ax.bar(["惊讶", "happy"], [1, 2])  # CJK class names from a user's label file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Glyph ... missing" was two stderr lines per character
+        assert save_png(fig, tmp_path / "x.png").stat().st_size > 0

@@ -23,7 +23,7 @@ from mer_core.configs.schema import SyntheticConfig
 from mer_core.data import load_data, write_features
 from mer_core.data.synthetic import generate_synthetic
 from sweeps.spec import load_sweep
-from tests.sweep_helpers import ROOT, free_port, run_program, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, free_port, run_program, write_sweep
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,32 @@ CASES = {
         sweep={"data": FEATURES_DATA},
         features="no label file",
     ),
+    # Known to fail only once the data is loaded: still exit 2 before any trial (was: every trial failed, exit 0)
+    "folds-beyond-the-data": Case(
+        ["bad.yaml"],
+        ("too few for data.folds=10",),
+        sweep={"data": {**SMALL_DATA, "folds": 10, "synthetic": {**SMALL_DATA["synthetic"], "n_labelled": 24}}},
+    ),
+    "space-choice-not-registered": Case(
+        ["bad.yaml"],
+        ("params.model.fusion.choices[1]", "unknown fusion", "'nope'"),
+        files={"space.yaml": "params:\n  model.fusion: {type: categorical, choices: [concat, nope]}\n"},
+        sweep={"search_space": "space.yaml"},
+    ),
+    "set-names-a-modality-the-data-lacks": Case(
+        ["bad.yaml"],
+        ("set.nee.timesteps.speech", "audio, text, video", "'speech'"),
+        sweep={"set": {**SMALL_SET, "nee.timesteps.speech": 5}},
+    ),
+    "variant-unknown-fusion": Case(
+        ["bad.yaml"],
+        ("ablation.variants.odd.model.fusion", "unknown fusion", "'nope'"),
+        sweep={
+            "kind": "ablation",
+            "search_space": None,
+            "ablation": {"reference": "full", "variants": {"full": {}, "odd": {"model.fusion": "nope"}}, "seeds": [0]},
+        },
+    ),
     # Tracking and runs/
     "unreachable-tracking-uri": Case(
         ["bad.yaml", "--tracking-uri", "http://127.0.0.1:{port}"], ("tracking.uri", "127.0.0.1:{port}"), sweep={}
@@ -201,6 +227,12 @@ CASES = {
         ["bad.yaml", "--address", "127.0.0.1:{port}"], ("--address", "127.0.0.1:{port}", "ray start --head"), sweep={}
     ),
     "malformed-ray-address": Case(["bad.yaml", "--address", "headnode"], ("--address", "'headnode'", "auto"), sweep={}),
+    "runs-dir-is-a-file": Case(["bad.yaml", "--runs-dir", "rf"], ("--runs-dir", "'rf'"), files={"rf": "x\n"}, sweep={}),
+    "gpus-beyond-the-local-cluster": Case(
+        ["bad.yaml"],
+        ("resources.gpu", "given: 1000.0"),
+        sweep={"resources": {"cpu": 1, "gpu": 1000, "max_concurrent": 1}},
+    ),
     "resume-of-no-sweep": Case(["bad.yaml", "--resume"], ("--resume", "mersweep_state.json"), sweep={}),
     "results-exist-without-resume": Case(
         ["bad.yaml"], ("name", "--resume"), files={"runs/bad/marker.txt": "x\n"}, sweep={}
@@ -224,6 +256,11 @@ CASES = {
     ),
     "train-bad-set-syntax": Case(["--set", "optim.lr", "--save", "out"], ("--set", "'optim.lr'"), train=True),
     "train-unknown-flag": Case(["--epochs", "3"], ("--epochs",), train=True),
+    "train-class-threshold-of-no-class": Case(
+        ["--set", "self_training.class_thresholds.joyful=0.9", "--save", "out"],
+        ("self_training.class_thresholds.joyful", "'joyful'"),
+        train=True,
+    ),
     "train-nan-features": Case(
         ["c.yaml", "--save", "out"],
         (f"{VICTIM}.npy", "NaN"),

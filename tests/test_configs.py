@@ -39,6 +39,15 @@ BAD_OVERRIDES = [
     ("self_training.minority_threshold=1.2", "self_training.minority_threshold", "<= 1.0", "1.2"),
     ("runtime.device=tpu", "runtime.device", "auto, cpu, cuda", "'tpu'"),
     ("seed=-1", "seed", ">= 0", "-1"),
+    # Fields without an upper bound took inf (and "nan" strings): a run that diverges, or a CPU count of inf
+    ("optim.weight_decay=.inf", "optim.weight_decay", "a finite number", "inf"),
+    ("loss.w_cls=inf", "loss.w_cls", "a finite number", "inf"),
+    ("nee.default_timesteps=.inf", "nee.default_timesteps", "int", "inf"),
+    ("missing.retrieval.temperature=nan", "missing.retrieval.temperature", "a finite number", "nan"),
+    # A repeated class shifted the label index of every later class (a class then never had samples)
+    ("data.features.classes=[a, b, b]", "data.features.classes[2]", "distinct class names", "'b'"),
+    ("data.features.classes=[a, ' ']", "data.features.classes[1]", "non-empty class name", "' '"),
+    ("data.synthetic.classes=[x, y, x]", "data.synthetic.classes[2]", "distinct class names", "'x'"),
 ]
 
 
@@ -69,6 +78,23 @@ def test_bad_yaml_files_are_one_line_user_errors(tmp_path, text, expected):
     with pytest.raises(UserInputError) as err:
         load_config(path)
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 0.1}\nmodel: {hidden_dim: 64}\noptim: {lr: 0.2}\n")  # safe_load kept the last
+    with pytest.raises(UserInputError, match=r"c\.yaml: invalid YAML at line 3, column 1: key 'optim' appears twice"):
+        load_config(path)
+    path.write_text("base: &b {lr: 0.1}\noptim: {<<: *b, weight_decay: 0.0}\n")  # a merge key is no repeat
+    with pytest.raises(ConfigError, match=r"^base: unknown key"):
+        load_config(path)
+
+
+def test_a_yaml_file_that_is_not_utf8_is_a_one_line_user_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("model: {fusion: caf\xe9}\n".encode("latin-1"))  # was a UnicodeDecodeError: exit 1
+    with pytest.raises(UserInputError, match=r"c\.yaml: not UTF-8 text \(byte 0xe9 at offset 19\)$"):
+        load_config(path)
 
 
 def test_missing_file_and_malformed_set():

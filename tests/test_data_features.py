@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,13 @@ def test_default_class_list_is_sorted_labels_and_pool_is_unlabelled(tmp_path: Pa
     assert fs.sample_ids == tuple(f"s{i}" for i in range(6))
     np.testing.assert_array_equal(fs.labels, [0, 1, 0, 1, -1, -1])
     assert fs.true_labels is None and fs.dims == {"audio": 4, "text": 3}
+
+
+def test_numeric_labels_are_ordered_as_numbers(tmp_path: Path) -> None:
+    csv = "name,label\n" + "".join(f"s{i},{lab}\n" for i, lab in enumerate(["10", "2", "1", "2", "10", "1"]))
+    fs, _ = load_features_dir(_cfg(_make_dir(tmp_path, csv=csv)))
+    assert fs.class_names == ("1", "2", "10")  # as strings: ("1", "10", "2"), so class 1 was label 10
+    np.testing.assert_array_equal(fs.labels, [2, 1, 0, 1, 2, 0])
 
 
 def test_cache_hit_reads_no_feature_file(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -139,6 +147,14 @@ def test_missing_modality_policies(tmp_path: Path, caplog, missing: str) -> None
         assert fs.sample_ids == ("s0", "s1", "s2", "s3") and fs.mask.all()
 
 
+def test_drop_that_would_leave_no_sample_says_so(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    for i in range(6):  # every sample lacks one of the two modalities
+        (root / MODS["audio" if i % 2 else "text"] / f"s{i}.npy").unlink()
+    with pytest.raises(DataError, match=r"missing=drop drops all 6 samples: none has every modality \(audio=3, text=3"):
+        load_features_dir(_cfg(root, missing="drop"))  # was: "modality 'audio': no feature files found"
+
+
 def test_labels_from_trusted_npz(tmp_path: Path) -> None:
     root = _make_dir(tmp_path)
     corpus = {"s0": {"emo": "happy", "val": 1.0}, "s3": {"emo": "sad", "val": -2.0}}
@@ -190,13 +206,21 @@ def _broken(tmp_path: Path, case: str) -> FeaturesConfig:
         (root / "train-label.csv").write_text("name,label\nsample_0.mp4,x\n")
     elif case == "no label file":
         (root / "train-label.csv").unlink()
+    elif case == "empty label file":
+        (root / "train-label.csv").write_text("")
+    elif case == "ragged label file":
+        (root / "train-label.csv").write_text("name,label\ns0,x\ns1,y,extra,more\n")
+    elif case == "latin-1 label file":
+        (root / "train-label.csv").write_bytes("name,label\ns0,h\xe4ppy\n".encode("latin-1"))
+    elif case == "pickled feature":
+        np.save(audio / "s1.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     return _cfg(root)
 
 
 @pytest.mark.parametrize(
     ("case", "pattern"),
     [
-        ("missing folder", r"modality 'video' not found: .*clip-UTT"),
+        ("missing folder", r"modality 'video' not found: .*clip-UTT \(data\.features\.modalities is \{'audio': "),
         ("mismatched dims", r"inconsistent feature dims: .*s0\.npy has 4, .*s3\.npy has 5"),
         ("nan", r"s2\.npy contains NaN or inf"),
         ("bad shape", r"s1\.npy has shape \(2, 4\)"),
@@ -206,6 +230,10 @@ def _broken(tmp_path: Path, case: str) -> FeaturesConfig:
         ("bad header", r"cannot find the sample-name and label columns in header \['id', 'target'\]"),
         ("names do not match", r"names do not match: e\.g\. 'sample_0\.mp4'"),
         ("no label file", r"label file not found: .*train-label\.csv"),
+        ("empty label file", r"label file .*train-label\.csv is empty"),
+        ("ragged label file", r"train-label\.csv: not a readable CSV \(.*line 3"),
+        ("latin-1 label file", r"train-label\.csv: not UTF-8 text \(byte 0xe4 .*save it as UTF-8"),
+        ("pickled feature", r"feature file .*s1\.npy holds Python objects"),
     ],
 )
 def test_broken_folders_raise_clear_data_errors(tmp_path: Path, case: str, pattern: str) -> None:
@@ -213,6 +241,28 @@ def test_broken_folders_raise_clear_data_errors(tmp_path: Path, case: str, patte
     with pytest.raises(DataError, match=pattern):
         load_features_dir(cfg)
     assert not list((tmp_path / ".mersweep-cache").glob("features-*")), "a failed load must not leave a cache entry"
+
+
+def test_frame_level_features_are_refused_or_averaged_over_time(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    frames = np.arange(12, dtype=np.float32).reshape(3, 4)  # (T, D): MERTools' -FRM features
+    np.save(root / MODS["audio"] / "s1.npy", frames)
+    np.save(root / MODS["audio"] / "s2.npy", frames[:2])  # another T: only D has to agree
+    with pytest.raises(DataError, match=r"s1\.npy has shape \(3, 4\);.*set data\.features\.frames=mean"):
+        load_features_dir(_cfg(root))
+    fs, info = load_features_dir(_cfg(root, frames="mean"))
+    assert not info.cache_hit and fs.dims == {"audio": 4, "text": 3}
+    np.testing.assert_allclose(fs.features["audio"][1], frames.mean(axis=0))
+    np.testing.assert_allclose(fs.features["audio"][2], frames[:2].mean(axis=0))
+
+
+def test_float64_beyond_float32_range_is_reported_by_file_without_numpy_warnings(tmp_path: Path) -> None:
+    root = _make_dir(tmp_path)
+    np.save(root / MODS["audio"] / "s2.npy", np.array([1.0e39, 0.0, 0.0, 0.0]))  # float64: inf as float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would be extra lines on the CLI's stderr
+        with pytest.raises(DataError, match=r"s2\.npy contains NaN or inf values \(or values beyond float32"):
+            load_features_dir(_cfg(root))
 
 
 def test_labelled_sample_without_features_is_dropped_with_a_warning(tmp_path: Path, caplog) -> None:

@@ -154,7 +154,10 @@ BAD = {
     "ablation needs section": (f"name: a\nkind: ablation\nbase: {MRCCL}\n", "ablation: required"),
     "ablation with space": (ABLATION + f"search_space: {QUICK}\n", "search_space: not used by kind=ablation"),
     "no variants": (ABLATION.replace("variants: {full", "old: {full") + "  variants: {}\n", "ablation.old"),
-    "empty variants": (ABLATION + "  variants: {}\n", "ablation.variants: empty"),
+    "empty variants": (
+        "\n".join(ln if "variants:" not in ln else "  variants: {}" for ln in ABLATION.splitlines()),
+        "ablation.variants: empty",
+    ),
     "bad reference": (ABLATION.replace("reference: full", "reference: base"), "ablation.reference"),
     "no seeds": (ABLATION.replace("seeds: [0, 1]", "seeds: []"), "ablation.seeds: empty"),
     "negative seed (abl)": (ABLATION.replace("seeds: [0, 1]", "seeds: [0, -1]"), "ablation.seeds[1]"),
@@ -165,6 +168,10 @@ BAD = {
     ),
     "variant bad value": (ABLATION.replace("audio: 20", "audio: 0"), "ablation.variants.short.nee.timesteps.audio"),
     "variant bad name": (ABLATION.replace("no_nee:", "'no nee':"), "ablation.variants.no nee"),
+    # runs/<name>/: '..' was the working folder itself, '.' the runs/ folder of every sweep
+    "name only dots": (f"name: '..'\nsearch_space: {QUICK}\n", "name: bad name"),
+    "name one dot": (f"name: '.'\nsearch_space: {QUICK}\n", "not only dots"),
+    "variant only dots": (ABLATION.replace("no_nee:", "'..':"), "ablation.variants..."),
     "retune needs space": (ABLATION + "  retune: {num_samples: 3}\n", "ablation.retune.search_space: required"),
 }
 
@@ -179,6 +186,14 @@ def test_bad_spec_is_one_line_config_error_naming_the_field(case: str, tmp_path:
         load_sweep(_write(tmp_path, text))
     message = str(info.value)
     assert expected in message and "\n" not in message, message
+
+
+def test_a_space_may_not_sample_fields_of_the_data_that_loads_once(tmp_path: Path) -> None:
+    folds = "params:\n  data.folds: {type: int, low: 2, high: 3}\n"
+    space = _write(tmp_path, folds + "  data.labelled_fraction: {type: float, low: 0.1, high: 0.9}\n", "space.yaml")
+    with pytest.raises(ConfigError, match=r"^params\.data\.labelled_fraction: not a per-trial field .*data\.folds"):
+        load_sweep(_write(tmp_path, _search(space=space)))  # every trial would use the base's data all the same
+    load_sweep(_write(tmp_path, _search(space=_write(tmp_path, folds, "folds.yaml"))))  # split fields are per trial
 
 
 def test_bad_sweep_override_key(tmp_path: Path) -> None:

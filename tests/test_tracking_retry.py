@@ -236,3 +236,26 @@ def test_a_real_mlflow_client_facing_a_closed_port_fails_fast_and_transiently():
         caller.call(lambda: client.get_experiment_by_name("x"), block=False)
     assert time.monotonic() - start < 10  # one attempt: MLflow's own retries (minutes) are off
     assert "unreachable (Connection refused)" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["val/f1/very, happy", "val/f1/joy!", "val/f1/it's ok", "val/f1/a+b", "val/f1/..", "val/f1/.", "val/f1/", "/x"],
+)
+def test_keys_from_user_class_and_modality_names_are_valid_mlflow_keys(name):
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    from sweeps.tracking import mlflow_key
+
+    key = mlflow_key(name)
+    _validate_metric_name(key)  # one refused key made MLflow drop the whole batch: every metric of a trial
+    _validate_param_name(key)
+    assert key.count("/") == name.count("/")
+
+
+def test_ordinary_keys_are_unchanged_and_colliding_keys_keep_the_first():
+    from sweeps.tracking import mlflow_items, mlflow_key
+
+    for name in ("val/weighted_f1", "val/f1/sad face", "val/f1/惊讶", "data.features.modalities.au dio", "f1/x-y_z:1"):
+        assert mlflow_key(name) == name
+    assert mlflow_items({"f1/a+b": 1.0, "f1/a_b": 2.0, "f1/c": 3.0}) == {"f1/a_b": 1.0, "f1/c": 3.0}

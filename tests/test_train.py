@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,9 @@ from mer_core import losses
 from mer_core.configs import load_config
 from mer_core.data.synthetic import generate_synthetic
 from mer_core.data.transforms import standardize
+from mer_core.errors import ConfigError, DataError
 from mer_core.train import run
+from mer_core.train.preflight import check_modality_keys, check_trainable
 
 FAST = [
     "data.folds=1",
@@ -151,3 +154,57 @@ def test_fusion_head_alone_option_trains_only_the_fusion_head():
     assert result.status == "ok"
     # unimodal heads get no gradient: they stay near chance while the fusion head learns
     assert result.metrics["val/f1_fusion"] > max(result.metrics[f"val/f1_{m}"] for m in data.modalities)
+
+
+# --- preflight: what `run` would raise mid-training is raised before any training ---
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "pattern"),
+    [
+        (["data.folds=20"], DataError, r"too few for data\.folds=20"),
+        (["data.val_fraction=0.01"], DataError, r"data\.val_fraction=0\.01"),
+        (["self_training.class_thresholds.joyful=0.9"], ConfigError, r"class_thresholds\.joyful: unknown class"),
+        (["model.fusion=nope"], ConfigError, r"model\.fusion: unknown fusion"),
+    ],
+)
+def test_check_trainable_raises_before_training(extra, error, pattern):
+    cfg, data = _setup(*extra)
+    with pytest.raises(error, match=pattern):
+        check_trainable(cfg, data)
+
+
+@pytest.mark.parametrize(
+    ("keep", "found"), [((0,), "every labelled sample is of class"), ((), "no sample is labelled")]
+)
+def test_check_trainable_needs_two_labelled_classes(keep, found):
+    cfg, data = _setup()
+    labels = np.where(np.isin(data.labels, keep), data.labels, -1)  # (N,) only the kept classes stay labelled
+    with pytest.raises(DataError, match=f"{found}.*at least 2 classes"):
+        check_trainable(cfg, dataclasses.replace(data, labels=labels))
+
+
+def test_an_unusable_modality_name_names_the_map_that_gave_it():
+    cfg, _ = _setup("data.synthetic.dims={fusion: 4, text: 3}")
+    data = standardize(generate_synthetic(cfg.data.synthetic, seed=0))
+    with pytest.raises(ConfigError, match=r"^data\.synthetic\.dims\.fusion: unusable modality name"):
+        check_trainable(cfg, data)  # was the field "modality name"
+
+
+def test_check_trainable_passes_a_trainable_config():
+    check_trainable(*_setup())
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"nee.timesteps.speech": 5}, "nee.timesteps.speech"),
+        ({"missing.train_rates.speech": 0.1}, "missing.train_rates.speech"),
+        ({"voting.weights": {"audio": 1.0, "speech": 1.0}}, "voting.weights.speech"),
+    ],
+)
+def test_modality_keyed_fields_must_name_a_modality_of_the_data(fields, named):
+    _, data = _setup()
+    with pytest.raises(ConfigError, match=rf"^set\.{named}: names no modality of .*allowed: audio, text, video"):
+        check_modality_keys(fields, data, prefix="set.")
+    check_modality_keys({"nee.timesteps.audio": 5, "voting.weights.fusion": 1.0, "optim.lr": 0.1}, data)

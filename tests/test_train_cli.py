@@ -112,6 +112,17 @@ def test_bad_input_exits_2_and_saves_nothing(tmp_path):
     assert not (tmp_path / "saved").exists()
 
 
+def test_cuda_without_a_gpu_is_refused_before_anything_is_printed(tmp_path, monkeypatch, capsys):
+    from mer_core.cli_util import guarded_main
+    from mer_core.train.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = guarded_main(main, ["--set", "runtime.device=cuda", "--save", str(tmp_path / "saved")])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 1, lines  # was: the data line first, then the error
+    assert lines[0].startswith("error: runtime.device: unavailable") and not (tmp_path / "saved").exists()
+
+
 def test_compiled_model_state_saves_loadable_keys(tmp_path):
     """runtime.compile=true trains a torch.compile wrapper, whose state dict keys carry `_orig_mod.`."""
     cfg = load_config(CONFIG, [*_sets(), "runtime.compile=true"])

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.sources import add_source_args, sweep_from_args
+from analysis.sources import add_source_args, out_folder, sweep_from_args
 from mer_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--top-k", "an integer >= 1", args.top_k)
     from analysis.report.collect import search_seed
 
+    out_folder(args.out, Path("reports"))  # a file named by --out: exit 2 before reading the runs
     sweep = sweep_from_args(args)
-    out = Path(args.out) if args.out else Path("reports") / sweep.sweep
+    out = out_folder(args.out, Path("reports") / sweep.sweep)
     seed = args.seed if args.seed is not None else search_seed(sweep)
     path = build_report(sweep, out, top_k=args.top_k, seed=seed)
     print(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,8 +24,15 @@ def new_figure(width: float, height: float, **subplots) -> tuple[Figure, object]
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """Write `fig` as a PNG (the report embeds the same bytes)."""
-    fig.savefig(path, format="png", dpi=DPI)
+    """Write `fig` as a PNG (the report embeds the same bytes).
+
+    Class and modality names come from the user's data; a script the bundled font lacks (CJK
+    class names) draws as boxes in the PNG, and the HTML tables beside it spell them out. Matplotlib
+    would also print two lines per missing character to stderr, for every figure.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        fig.savefig(path, format="png", dpi=DPI)
     return path
 
 

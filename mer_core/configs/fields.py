@@ -9,6 +9,7 @@ re-validate or `assert` on user input.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -203,19 +204,28 @@ def _convert_scalar(tp: Any, value: Any, dotted: str) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), dotted)
         if isinstance(value, str):
             # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                return _finite(number, dotted)
     elif tp is str:
         if isinstance(value, str):
             return value
     else:
         raise TypeError(f"unsupported config type {tp!r} at {dotted}")  # a schema bug, not user input
     raise ConfigError(dotted, describe(tp), value, "wrong type")
+
+
+def _finite(value: float, dotted: str) -> float:
+    # No field means anything by inf or nan (null is "none"); inf weight decay or CPUs only fail later.
+    if not math.isfinite(value):
+        raise ConfigError(dotted, "a finite number", value, "not finite")
+    return value
 
 
 def _convert_tuple(tp: Any, value: Any, dotted: str) -> tuple[Any, ...]:

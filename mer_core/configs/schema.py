@@ -17,6 +17,18 @@ from mer_core.errors import ConfigError
 MER2024_CLASSES = ("worried", "happy", "neutral", "angry", "surprise", "sad")
 
 
+def check_class_list(classes: tuple[str, ...], field: str) -> None:
+    """Class names are label strings: distinct (a repeat shifts every later label index) and non-empty
+    (an empty label means "unlabelled")."""
+    for i, name in enumerate(classes):
+        if not name.strip():
+            raise ConfigError(
+                f"{field}[{i}]", "a non-empty class name (an empty label means unlabelled)", name, "empty"
+            )
+        if name in classes[:i]:
+            raise ConfigError(f"{field}[{i}]", "distinct class names", name, "duplicate class")
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """`synthetic-mer`: a seeded generator shaped like MER2024-SEMI (small by default)."""
@@ -30,6 +42,9 @@ class SyntheticConfig:
     signal: FrozenDict[str, float] = fld({"audio": 1.0, "text": 0.8, "video": 0.6}, ge=0.0)
     noise: float = fld(1.0, gt=0.0, doc="per-feature gaussian noise std")
     missing_rate: float = fld(0.0, ge=0.0, lt=1.0, doc="chance a sample lacks one modality")
+
+    def check(self, prefix: str) -> None:
+        check_class_list(self.classes, f"{prefix}.classes")
 
 
 @dataclass(frozen=True)
@@ -48,10 +63,14 @@ class FeaturesConfig:
     )
     labels: str = fld("train-label.csv", doc="label CSV (name,label) or MERTools label-6way.npz")
     label_split: str = fld("train_corpus", doc="which corpus of a label .npz to read")
-    classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found")
+    classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found (numerically if all are numbers)")
     trust_pickle: bool = fld(False, doc="allow reading pickled .npz labels (can run code)")
     missing: Literal["mask", "drop", "error"] = "mask"
+    frames: Literal["error", "mean"] = "error"  # a (T, D) frame-level file (MERTools -FRM): refused, or time-averaged
     cache_dir: str | None = fld(None, doc="where the packed cache goes; null = <root>/.mersweep-cache")
+
+    def check(self, prefix: str) -> None:
+        check_class_list(self.classes, f"{prefix}.classes")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mer_core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the packing logic changes what a key maps to
+CACHE_VERSION = 2  # bump when the packing logic changes what a key maps to (2: numeric class order)
 DEFAULT_DIRNAME = ".mersweep-cache"
 
 

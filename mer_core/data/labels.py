@@ -62,7 +62,7 @@ def _read_csv(path: Path) -> dict[str, str]:
         delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","  # one-column or irregular files: let the column check below explain
-    table = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="c")
+    table = _parse_csv(path, delimiter)
     columns = {str(c).strip().lower(): c for c in table.columns}
     name_col = next((columns[c] for c in NAME_COLUMNS if c in columns), None)
     label_col = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
@@ -79,6 +79,22 @@ def _read_csv(path: Path) -> dict[str, str]:
         row = int(np.flatnonzero((names == "").to_numpy())[0]) + 2  # +1 header, +1 one-based
         raise DataError(f"label file {path}: empty sample name on line {row}")
     return dict(zip(names.tolist(), table[label_col].str.strip().tolist(), strict=True))
+
+
+def _parse_csv(path: Path, delimiter: str) -> pd.DataFrame:
+    """The CSV as a table of strings; an unreadable file is a DataError naming it, not pandas' own error."""
+    try:
+        return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="c")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"label file {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8 (data.features.labels)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"label file {path} is empty; expected a header (name,label) and a row per sample") from None
+    except ValueError as err:  # pandas' ParserError: ragged rows, an unclosed quote
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"label file {path}: not a readable CSV ({first}); expected name,label rows") from None
 
 
 def _read_npz(path: Path, label_split: str) -> dict[str, str]:

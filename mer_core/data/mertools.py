@@ -15,9 +15,12 @@ Decisions (every problem is reported, never silent):
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +75,7 @@ def load_features_dir(cfg: FeaturesConfig) -> tuple[FeatureSet, LoadInfo]:
         "classes": list(cfg.classes),
         "missing": cfg.missing,
         "label_split": cfg.label_split,
+        "frames": cfg.frames,
     }
     key = cache.cache_key(flat, label_path.read_bytes(), settings)
     folder = cache.cache_root(root, cfg.cache_dir)
@@ -99,7 +103,12 @@ def _list_folders(root: Path, cfg: FeaturesConfig) -> Listing:
     for modality, sub in cfg.modalities.items():
         folder = root / sub
         if not folder.is_dir():
-            raise DataError(f"feature folder for modality {modality!r} not found: {folder}")
+            # A dotted --set data.features.modalities.x=... adds to the map a base YAML spells out (MER2024's
+            # three), so name the whole map and how to replace it.
+            raise DataError(
+                f"feature folder for modality {modality!r} not found: {folder} (data.features.modalities is "
+                f"{dict(cfg.modalities)}; to replace the whole map: --set 'data.features.modalities={{name: folder}}')"
+            )
         with os.scandir(folder) as it:
             # Only `.npy` counts: `x.npz`/`x.txt` next to `x.npy` are not second copies of sample x.
             files = {e.name[:-4]: e for e in it if e.name.endswith(".npy") and e.is_file()}
@@ -123,7 +132,7 @@ def _pack(root: Path, cfg: FeaturesConfig, listing: Listing, label_path: Path) -
     for j, modality in enumerate(listing):
         # Plain str paths: building 120k Path objects costs more than reading the files' headers.
         paths = [listing[modality][n].path if present[i, j] else None for i, n in enumerate(names)]
-        features[modality], _ = pack_folder(paths, modality=modality)  # (N, D_m)
+        features[modality], _ = pack_folder(paths, modality=modality, frames=cfg.frames)  # (N, D_m)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index.get(labelled.get(n, ""), -1) for n in names], dtype=np.int64)  # (N,)
     for note in notes:
@@ -141,7 +150,7 @@ def _pack(root: Path, cfg: FeaturesConfig, listing: Listing, label_path: Path) -
 
 def _class_list(cfg: FeaturesConfig, labelled: dict[str, str], label_path: Path) -> tuple[str, ...]:
     if not cfg.classes:
-        return tuple(sorted(set(labelled.values())))
+        return tuple(sorted(set(labelled.values()), key=_class_order(labelled.values())))
     allowed = set(cfg.classes)
     for name, label in labelled.items():
         if label not in allowed:
@@ -150,6 +159,19 @@ def _class_list(cfg: FeaturesConfig, labelled: dict[str, str], label_path: Path)
                 f"allowed: {', '.join(cfg.classes)}"
             )
     return tuple(cfg.classes)
+
+
+def _class_order(labels: Iterable[str]) -> Callable[[str], Any]:
+    """Sort key of the default class list: numeric when every label is a number, else the string.
+
+    Numeric labels sorted as strings put "10" before "2": class index k (the k-th probability the
+    exported model returns) would then not be label k.
+    """
+    try:
+        numeric = all(math.isfinite(float(label)) for label in labels)  # "nan" would make the order arbitrary
+    except ValueError:
+        numeric = False
+    return (lambda label: (float(label), label)) if numeric else str
 
 
 def _check_orphans(
@@ -183,6 +205,11 @@ def _apply_missing_policy(
         )
     if cfg.missing == "drop":
         keep = present.all(axis=1)
+        if not keep.any():
+            raise DataError(
+                f"data.features.missing=drop drops all {len(names)} samples: none has every modality ({counts} "
+                "missing); set data.features.missing to mask, or map fewer modalities"
+            )
         notes.append(f"features: dropped {incomplete.size} samples missing a modality ({counts}; e.g. {example!r})")
         return [n for n, k in zip(names, keep, strict=True) if k], present[keep]
     notes.append(f"features: samples missing a modality, masked with zero rows: {counts} (e.g. {example!r})")

@@ -34,20 +34,16 @@ def make_splits(fs: FeatureSet, *, folds: int, val_fraction: float, seed: int) -
         DataError: A class has too few labelled samples for the folds, or the labelled set is
             too small for the requested validation share.
     """
+    check_splittable(fs, folds=folds, val_fraction=val_fraction)
     idx = fs.labelled_idx  # (L,)
     y = fs.labels[idx]  # (L,)
-    _check_class_sizes(fs, y, need=max(folds, 2), what=f"data.folds={folds}" if folds > 1 else "a train/val split")
+    for c in np.flatnonzero(np.bincount(y, minlength=fs.n_classes) == 0).tolist():
+        # A class absent from the labelled set is legal (e.g. a fixed class list), but worth a note.
+        log.warning("%s: class %r has no labelled samples; it will never be validated", fs.name, fs.class_names[c])
     if folds > 1:
         fold = stratified_kfold_ids(y, folds, seed=seed)  # (L,)
         return [_split(idx, np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(folds)]
-    n_classes = int(np.unique(y).size)
-    n_val = int(np.ceil(val_fraction * idx.size))
-    if n_val < n_classes or idx.size - n_val < n_classes:
-        raise DataError(
-            f"data.val_fraction={val_fraction}: {n_val} validation and {idx.size - n_val} training samples "
-            f"cannot both hold all {n_classes} classes of the {idx.size} labelled samples; change data.val_fraction"
-        )
-    train, val = stratified_holdout(y, n_val, seed=seed)  # positions into idx
+    train, val = stratified_holdout(y, _n_val(idx.size, val_fraction), seed=seed)  # positions into idx
     return [_split(idx, train, val)]
 
 
@@ -111,6 +107,29 @@ def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> 
     return out.astype(np.int64)
 
 
+def check_splittable(fs: FeatureSet, *, folds: int, val_fraction: float) -> None:
+    """Raises the DataError `make_splits` would raise, without splitting or logging.
+
+    Callers run it before anything is trained or written (the train CLI, a sweep's preparation),
+    so data too small for `data.folds` / `data.val_fraction` is bad input, not N failed trials.
+    """
+    y = fs.labels[fs.labelled_idx]  # (L,)
+    _check_class_sizes(fs, y, need=max(folds, 2), what=f"data.folds={folds}" if folds > 1 else "a train/val split")
+    if folds > 1:
+        return
+    n_classes = int(np.unique(y).size)
+    n_val = _n_val(y.size, val_fraction)
+    if n_val < n_classes or y.size - n_val < n_classes:
+        raise DataError(
+            f"data.val_fraction={val_fraction}: {n_val} validation and {y.size - n_val} training samples "
+            f"cannot both hold all {n_classes} classes of the {y.size} labelled samples; change data.val_fraction"
+        )
+
+
+def _n_val(n_labelled: int, val_fraction: float) -> int:
+    return int(np.ceil(val_fraction * n_labelled))
+
+
 def _split(idx: np.ndarray, train_pos: np.ndarray, val_pos: np.ndarray) -> Split:
     return Split(train=np.sort(idx[train_pos]).astype(np.int64), val=np.sort(idx[val_pos]).astype(np.int64))
 
@@ -120,10 +139,7 @@ def _check_class_sizes(fs: FeatureSet, y: np.ndarray, *, need: int, what: str) -
     if y.size == 0:
         raise DataError(f"{fs.name}: no labelled samples to split")
     for c, count in enumerate(counts.tolist()):
-        if count == 0:
-            # A class absent from the labelled set is legal (e.g. a fixed class list), but worth a note.
-            log.warning("%s: class %r has no labelled samples; it will never be validated", fs.name, fs.class_names[c])
-        elif count < need:
+        if 0 < count < need:
             raise DataError(
                 f"{fs.name}: class {fs.class_names[c]!r} has {count} labelled sample(s), too few for {what} "
                 f"(needs >= {need}); lower data.folds, raise data.labelled_fraction or add samples"

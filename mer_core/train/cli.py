@@ -13,10 +13,13 @@ import torch
 
 from mer_core.cli_util import EXIT_FAILURE, EXIT_OK, ArgumentParser, exit_cli, setup_logging
 from mer_core.configs import load_config, save_config, with_overrides
+from mer_core.configs.loader import parse_override
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data import load_data
-from mer_core.models import build_model
+from mer_core.errors import UserInputError
+from mer_core.train.device_data import resolve_device
 from mer_core.train.missing_eval import grid_table, parse_rates
+from mer_core.train.preflight import check_modality_keys, check_trainable
 from mer_core.train.result import TrialResult
 from mer_core.train.run import run
 
@@ -82,9 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = parse_rates(args.missing_grid) if args.missing_grid is not None else None
     if rates is not None:
         cfg = with_overrides(cfg, {"missing.eval_rates": list(rates)})
+    if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
+        raise UserInputError(f"--save: expected a folder (created if missing); given: {args.save!r} is a file")
+    resolve_device(
+        cfg.runtime
+    )  # runtime.device=cuda without a GPU: exit 2 before loading (a sweep's workers may have one)
     data = load_data(cfg.data)
-    with torch.device("meta"):  # allocates nothing: bad registry or modality names exit 2 before any output
-        build_model(cfg.model, data.dims, len(data.class_names))
+    # Before any output: what training would only find out later (folds, classes, names) exits 2 here.
+    check_trainable(cfg, data)
+    check_modality_keys(dict(parse_override(s) for s in args.sets), data)
     print(
         f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), "
         f"modalities {data.dims}, classes {list(data.class_names)}",
