@@ -87,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = with_overrides(cfg, {"missing.eval_rates": list(rates)})
     if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UserInputError(f"--save: expected a folder (created if missing); given: {args.save!r} is a file")
-    resolve_device(
-        cfg.runtime
-    )  # runtime.device=cuda without a GPU: exit 2 before loading (a sweep's workers may have one)
+    # runtime.device=cuda without a GPU: exit 2 before loading (a sweep checks this on the driver only
+    # for a local cluster: a cluster's workers may have GPUs the driver lacks).
+    resolve_device(cfg.runtime)
     data = load_data(cfg.data)
     # Before any output: what training would only find out later (folds, classes, names) exits 2 here.
     check_trainable(cfg, data)
