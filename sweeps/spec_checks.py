@@ -56,6 +56,8 @@ def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     merges into the base's `optim` instead of replacing the whole section.
     """
     out = dict(raw)
+    if "set" in out and out["set"] is None:  # `set:` left empty: no overrides, as an empty variant is the base
+        out["set"] = FrozenDict()
     for key, at in (("set", ""), ("data", "data")):
         if isinstance(out.get(key), Mapping):
             out[key] = _freeze(_flatten_fields(out[key], at=at))

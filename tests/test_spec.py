@@ -65,6 +65,12 @@ def test_base_data_and_set_merge(tmp_path: Path) -> None:
     assert spec.experiment_overrides() == {"data.source": "uci-mfeat", "data.folds": 1, "optim.patience": 7, "seed": 3}
 
 
+def test_an_empty_set_section_means_no_overrides(tmp_path: Path) -> None:
+    spec = load_sweep(_write(tmp_path, _search("set:\n")))  # left empty, as a user comments its entries out
+    assert spec.set == {} and spec.experiment_overrides() == {}
+    assert load_sweep(_write(tmp_path, _search("set:\n"), "b.yaml"), sets=["seed=3"]).set == {"seed": 3}
+
+
 def test_paths_resolve_against_sweep_dir_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(tmp_path, "optim: {lr: 0.002}\n", "sweeps/base.yaml")
     _write(tmp_path, "optim: {lr: 0.003}\n", "base.yaml")
