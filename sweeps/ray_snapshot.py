@@ -39,7 +39,7 @@ def take_snapshot(staging: Path, folder: Path) -> Path | None:
     snap.mkdir(parents=True)
     for src in files:
         shutil.copyfile(src, snap / src.name)
-    _fsync_dir(snap)
+    _fsync_files(snap)
     pointer_tmp = root / f".{POINTER}.{snap.name}"
     pointer_tmp.write_text(snap.name)
     os.replace(pointer_tmp, root / POINTER)  # the switch: before it the old snapshot is current, after it this one
@@ -75,7 +75,7 @@ def restore_snapshot(folder: Path) -> bool:
     return True
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_files(folder: Path) -> None:
     """Flush the snapshot's files before the pointer names it: a machine crash must not leave it half-written."""
     for path in folder.iterdir():
         with path.open("rb") as fh:
