@@ -1,9 +1,10 @@
 """`epoch`: MR-CCL fine-tuning seconds per 5,030-sample epoch at MER2024 dims, ours vs the reference.
 
-Ours is exactly the trainer's inner loop (`mer_core.train.fit.finetune`): index the resident
-tensors, `finetune_loss` under the trainer's autocast, `float(loss)` + finiteness check, then
-the trainer's own `_step` (zero_grad, backward, grad clipping, optimizer step) with the
-optimizer `make_optimizer` builds. The baseline is the reference implementation of the same
+Ours is exactly the single executor's step (`mer_core.train.single.SingleExecutor.step`):
+index the resident tensors, the `TrainNet` fine-tuning loss of `plan.stage_terms` under the
+trainer's autocast, `float(loss)` + finiteness check, then the trainer's own `optimizer_step` (zero_grad,
+backward, grad clipping, optimizer step) with the optimizer `make_optimizer` builds.
+The baseline is the reference implementation of the same
 forward pass: `nn.TransformerEncoder(nn.TransformerEncoderLayer)` on (B, 1, D) per modality,
 then Linear, the same heads and the same loss functions, a plain Adam step with the same
 hyperparameters. Both see the same batches of the same random data.
@@ -14,6 +15,7 @@ are timed and scaled to 158 (stated in the output).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,18 +24,16 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, pct_table, ratio, timed
-from mer_core import losses
+from mer_core import losses, nee
 from mer_core.configs import ExperimentConfig, build_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.data.synthetic import generate_synthetic
 from mer_core.models import InvariantEncoder, largest_divisor
 from mer_core.models.heads import FcHead
 from mer_core.train.device_data import DeviceData, batches
-from mer_core.train.fit import FitContext, make_optimizer
-from mer_core.train.fit import _step as trainer_step  # the trainer's exact update, not a copy of it
-from mer_core.train.fold import fresh_step_context  # the trainer's exact model/temperature setup
-from mer_core.train.reporting import check_finite
-from mer_core.train.steps import finetune_loss
+from mer_core.train.objective import draw, fresh_net  # the trainer's exact model, temperatures and loss
+from mer_core.train.plan import stage_terms
+from mer_core.train.single import make_optimizer, optimizer_step  # the trainer's exact update, not a copy
 
 MER2024_DIMS = {"audio": 1024, "text": 5120, "video": 768}
 EPOCH_SAMPLES = 5030  # MER2024-SEMI labelled set
@@ -86,7 +86,9 @@ class Arm:
     def step(self, pos: Tensor) -> None:
         """One training step, as the trainer's loop does it (the loss is read back every step)."""
         loss = self.loss(pos)
-        check_finite(float(loss.detach()), where=self.label)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"non-finite loss ({value}) in {self.label}")
         self.update(loss)
 
 
@@ -111,35 +113,28 @@ def _autocast(cfg: ExperimentConfig, device: torch.device):
 
 
 def ours_arm(cfg: ExperimentConfig, fs: FeatureSet, dev: DeviceData, *, fused_adam: bool = False) -> Arm:
-    """Our model, loss step and update, built the way `train_fold` builds them."""
+    """Our model, loss step and update, built the way the single executor builds them."""
     device = dev.mask.device
-    step_ctx = fresh_step_context(cfg, fs, device, seed=0)
+    net = fresh_net(cfg, fs.dims, fs.n_classes, device, seed=0)
+    terms = stage_terms(cfg, "finetune")
+    schedules = nee.NoiseSchedules.from_config(cfg.nee, fs.modalities, device=device)
+    gen = torch.Generator(device=device).manual_seed(1)
     dtype, _ = _autocast(cfg, device)
-    fit_ctx = FitContext(
-        step=step_ctx,
-        data=dev,
-        optim=cfg.optim,
-        voting_weights={},  # voting only matters for evaluation, which the step never runs
-        voting_space="logit",
-        class_names=fs.class_names,
-        batch_generator=torch.Generator(),
-        autocast_dtype=dtype,
-        fold=0,
-    )
-    opt = make_optimizer(step_ctx.model.parameters(), step_ctx.temps.parameters(), cfg.optim)
+    opt = make_optimizer(net, cfg.optim)
     if fused_adam:  # the proposed fix: same groups and hyperparameters, one fused kernel per group
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
         opt = torch.optim.Adam(groups, lr=cfg.optim.lr, fused=True)
     labels = torch.as_tensor(fs.labels, dtype=torch.long, device=device)  # (N,)
+    net.train()
 
     def loss(pos: Tensor) -> Tensor:
         x, mask = dev.take(pos)
-        with fit_ctx.autocast():
-            value, _ = finetune_loss(step_ctx, x, mask, labels[pos])
-        return value
+        draws = draw(x, mask, terms, cfg=cfg, schedules=schedules, generator=gen)
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            return net(x, mask, labels[pos], draws.as_dict(), terms.weights, kind="finetune", present=terms.present)
 
     label = "ours + fused Adam (proposed fix, not the trainer today)" if fused_adam else "ours (trainer step)"
-    return Arm(label, loss, lambda v: trainer_step(fit_ctx, opt, v), opt, step_ctx.model)
+    return Arm(label, loss, lambda v: optimizer_step(opt, v, grad_clip=cfg.optim.grad_clip), opt, net.model)
 
 
 def baseline_arm(cfg: ExperimentConfig, fs: FeatureSet, dev: DeviceData) -> Arm:

@@ -8,7 +8,7 @@ per-member lr, weight decay, contrastive weight, voting weights and seed drawn f
 the largest |Δ val/weighted_f1| between a member and its own single run. Wall and process CPU
 time are both printed: on a shared machine the CPU time is the steadier figure. Not a registered
 benchmark (the `fused` entry of `python -m benchmarks` is): a quick check while working on
-`mer_core.population`.
+`mer_core.train.fused`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from mer_core.configs import load_config, with_overrides
 from mer_core.data import load_data
-from mer_core.population import train_population
 from mer_core.train import run
+from mer_core.train.fused import train_population
 
 QUICKSTART = [
     "data.source=uci-mfeat",

@@ -1,1 +1,1 @@
-"""mersweep core: data, MR-CCL model, losses and the one training function."""
+"""mersweep core: data, MR-CCL model, losses, and the training recipe with its executors (`train`)."""

@@ -59,9 +59,26 @@ def exit_cli(main: Callable[[Sequence[str] | None], int]) -> None:
     sys.exit(status)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when a record is emitted.
+
+    A plain `StreamHandler(sys.stderr)` keeps the stream object it was given; when a caller
+    swaps `sys.stderr` and later closes the old one (pytest's capture, a redirect in a driver),
+    every later record fails with "I/O operation on closed file". No handler may outlive its stream.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the property ignores it
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Plain one-line log records on stderr for the project's own loggers."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("mersweep")
     root.handlers[:] = [handler]

@@ -1,4 +1,4 @@
-"""MR-CCL losses as pure functions: InfoNCE terms, classification, and their weighted sum.
+"""MR-CCL losses as pure functions: InfoNCE terms and classification.
 
 Contrastive form. We implement the standard symmetric (CLIP-style) InfoNCE: both batches are
 L2-normalised, logits = z_i @ z_j.T / τ, and cross-entropy with the diagonal as the positive is
@@ -10,6 +10,12 @@ Missing modalities. A term uses only the rows where every modality it involves i
 row selection is done with masks inside the tensors (never boolean indexing): the same value as
 selecting the rows, but no host sync, and usable under `torch.func.vmap`. Terms with fewer than
 two usable rows are left out of the mean of their group.
+
+One implementation for every trainer. The terms of one width are stacked (T, B, D) and one
+masked InfoNCE computes all of them (`info_nce_stacked`): the single-trial trainer and the fused
+population trainer (which runs this under `vmap`) call the very same functions. A per-term loop
+would cost a few dozen small kernels per term (21 terms for six modalities), and under `vmap`
+each op also pays functorch's per-op cost.
 """
 
 from __future__ import annotations
@@ -17,8 +23,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,30 +31,48 @@ from torch import Tensor, nn
 from mer_core.configs.schema import LossConfig
 
 __all__ = [
-    "LossTerms",
     "Temperatures",
     "classification_loss",
-    "combine",
     "contrastive_term_names",
     "info_nce",
+    "info_nce_stacked",
     "modality_contrastive",
     "noise_contrastive",
-    "stage_weights",
 ]
 
 TAU_MIN, TAU_MAX = 1e-2, 1e2
 
 
-def _masked_ce(logits: Tensor, valid: Tensor) -> Tensor:
-    """Per-row CE with the diagonal as target, over valid columns only; invalid rows give 0."""
-    keep = valid[None, :]  # (1, B)
+def info_nce_stacked(z_i: Tensor, z_j: Tensor, tau: Tensor, valid: Tensor) -> Tensor:
+    """Symmetric masked InfoNCE of T same-width terms at once.
+
+    Args:
+        z_i: (T, B, D) first views (row k of z_i[t] is the positive of row k of z_j[t]).
+        z_j: (T, B, D) second views.
+        tau: (T,) temperatures.
+        valid: (T, B) bool rows usable as anchors and negatives; False rows count exactly as if
+            they had been removed from both batches.
+
+    Returns:
+        (T,) losses; 0 for a term with fewer than 2 valid rows.
+
+    Written as CE_i = logsumexp(row i) - logit_ii: one masked matrix serves both directions (an
+    entry counts only when its row and its column are valid), where `F.cross_entropy` under vmap
+    runs a decomposition with a one-hot matrix per call.
+    """
+    if z_i.shape[1] < 2:
+        return 0.0 * (z_i.sum(dim=(1, 2)) + z_j.sum(dim=(1, 2)))  # (T,) zeros, still attached to the graph
+    zi = F.normalize(z_i, dim=-1) / tau[:, None, None]  # (T, B, D); scaling D columns, not B x B logits
+    zj = F.normalize(z_j, dim=-1)  # (T, B, D)
+    logits = zi @ zj.transpose(1, 2)  # (T, B, B)
+    both = valid[:, :, None] & valid[:, None, :]  # (T, B, B)
     # finfo.min, not -inf: exp underflows to exactly 0 without inf arithmetic in the backward.
-    masked = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)  # (B, B)
-    # Invalid rows: all-zero logits give a finite CE that `where` then discards.
-    masked = torch.where(valid[:, None], masked, torch.zeros_like(masked))  # (B, B)
-    target = torch.arange(logits.shape[0], device=logits.device)  # (B,)
-    ce = F.cross_entropy(masked, target, reduction="none")  # (B,)
-    return torch.where(valid, ce, torch.zeros_like(ce))  # (B,)
+    masked = logits.masked_fill(~both, torch.finfo(logits.dtype).min)  # (T, B, B)
+    diag = logits.diagonal(dim1=1, dim2=2)  # (T, B)
+    ce = (masked.logsumexp(dim=2) - diag) + (masked.logsumexp(dim=1) - diag)  # (T, B) both directions
+    n = valid.sum(dim=1)  # (T,) stays a tensor: no host sync
+    loss = 0.5 * torch.where(valid, ce, torch.zeros_like(ce)).sum(dim=1) / n.clamp(min=1)  # (T,)
+    return torch.where(n >= 2, loss, torch.zeros_like(loss))
 
 
 def info_nce(z_i: Tensor, z_j: Tensor, temperature: Tensor, *, valid: Tensor | None = None) -> Tensor:
@@ -66,20 +88,9 @@ def info_nce(z_i: Tensor, z_j: Tensor, temperature: Tensor, *, valid: Tensor | N
     Returns:
         Scalar loss; 0 (still attached to the graph) when fewer than 2 rows are usable.
     """
-    zero = 0.0 * (z_i.sum() + z_j.sum())  # keeps backward() valid when the term is empty
-    if z_i.shape[0] < 2:
-        return zero
-    zi = F.normalize(z_i, dim=-1)  # (B, D)
-    zj = F.normalize(z_j, dim=-1)  # (B, D)
-    logits = zi @ zj.T / temperature  # (B, B)
-    if valid is None:
-        target = torch.arange(logits.shape[0], device=logits.device)  # (B,)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    valid = valid.to(torch.bool)
-    n = valid.sum()  # stays a tensor: no host sync
-    total = _masked_ce(logits, valid).sum() + _masked_ce(logits.T, valid).sum()
-    loss = 0.5 * total / n.clamp(min=1)
-    return torch.where(n >= 2, loss, zero)
+    rows = torch.ones(z_i.shape[0], dtype=torch.bool, device=z_i.device) if valid is None else valid.to(torch.bool)
+    tau = torch.as_tensor(temperature, dtype=z_i.dtype, device=z_i.device).reshape(1)  # (1,)
+    return info_nce_stacked(z_i[None], z_j[None], tau, rows[None])[0]
 
 
 def contrastive_term_names(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -135,18 +146,22 @@ TempFn = Callable[[str], Tensor]
 def _present(mask: Tensor | None, modalities: Sequence[str], batch: int, device: torch.device) -> Tensor:
     if mask is None:
         return torch.ones(batch, len(modalities), dtype=torch.bool, device=device)  # (B, M)
-    if mask.shape != (batch, len(modalities)):
+    if mask.shape[-2:] != (batch, len(modalities)):
         raise ValueError(f"mask must be (B, M) = ({batch}, {len(modalities)}); got {tuple(mask.shape)}")
     return mask.to(torch.bool)
 
 
-def _mean_terms(terms: list[tuple[Tensor, Tensor]], like: Tensor) -> Tensor:
+def _terms(z_i: list[Tensor], z_j: list[Tensor], taus: list[Tensor], rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """(T,) InfoNCE values and (T,) usable-row counts of T same-width terms."""
+    valid = torch.stack(rows)  # (T, B)
+    values = info_nce_stacked(torch.stack(z_i), torch.stack(z_j), torch.stack(taus), valid)  # (T,)
+    return values, valid.sum(dim=1)
+
+
+def _mean_terms(values: Tensor, counts: Tensor) -> Tensor:
     """Mean of the terms whose usable-row count is >= 2 (0 when none is)."""
-    if not terms:
-        return 0.0 * like
-    losses = torch.stack([t for t, _ in terms])  # (K,)
-    ok = torch.stack([n >= 2 for _, n in terms]).to(losses.dtype)  # (K,)
-    return (losses * ok).sum() / ok.sum().clamp(min=1)
+    ok = (counts >= 2).to(values.dtype)  # (T,)
+    return (values * ok).sum() / ok.sum().clamp(min=1)
 
 
 def modality_contrastive(
@@ -170,17 +185,22 @@ def modality_contrastive(
     """
     mods = tuple(modalities)
     first = feats[mods[0]]
+    if len(mods) < 2:
+        return 0.0 * first.sum()
     present = _present(mask, mods, first.shape[0], first.device)  # (B, M)
-    terms: list[tuple[Tensor, Tensor]] = []
-    for (ia, a), (ib, b) in itertools.combinations(enumerate(mods), 2):
-        rows = present[:, ia] & present[:, ib]  # (B,)
-        terms.append((info_nce(feats[a], feats[b], temps(f"pair:{a}|{b}"), valid=rows), rows.sum()))
-    if len(mods) >= 2:
-        rows = present.all(dim=1)  # (B,) one-vs-rest involves every modality
-        for m in mods:
-            rest = torch.cat([feats[o] for o in mods if o != m], dim=-1)  # (B, (M-1)H)
-            terms.append((info_nce(ovr[m], rest, temps(f"ovr:{m}"), valid=rows), rows.sum()))
-    return _mean_terms(terms, first.sum())
+    pairs = list(itertools.combinations(enumerate(mods), 2))
+    values, counts = _terms(
+        [feats[a] for (_, a), _ in pairs],
+        [feats[b] for _, (_, b) in pairs],
+        [temps(f"pair:{a}|{b}") for (_, a), (_, b) in pairs],
+        [present[:, ia] & present[:, ib] for (ia, _), (ib, _) in pairs],
+    )
+    everyone = present.all(dim=1)  # (B,) one-vs-rest involves every modality
+    rest = [torch.cat([feats[o] for o in mods if o != m], dim=-1) for m in mods]  # each (B, (M-1)H)
+    ovr_values, ovr_counts = _terms(
+        [ovr[m] for m in mods], rest, [temps(f"ovr:{m}") for m in mods], [everyone] * len(mods)
+    )
+    return _mean_terms(torch.cat([values, ovr_values]), torch.cat([counts, ovr_counts]))
 
 
 def noise_contrastive(
@@ -202,11 +222,13 @@ def noise_contrastive(
     mods = tuple(modalities)
     first = feats[mods[0]]
     present = _present(mask, mods, first.shape[0], first.device)  # (B, M)
-    terms = [
-        (info_nce(feats[m], feats_noisy[m], temps(f"noise:{m}"), valid=present[:, k]), present[:, k].sum())
-        for k, m in enumerate(mods)
-    ]
-    return _mean_terms(terms, first.sum())
+    values, counts = _terms(
+        [feats[m] for m in mods],
+        [feats_noisy[m] for m in mods],
+        [temps(f"noise:{m}") for m in mods],
+        [present[:, k] for k in range(len(mods))],
+    )
+    return _mean_terms(values, counts)
 
 
 def classification_loss(
@@ -238,62 +260,3 @@ def classification_loss(
         ce = F.cross_entropy(head_logits, target, reduction="none", label_smoothing=label_smoothing)  # (B,)
         per_head.append((ce.float() * w).sum() / denom)
     return torch.stack(per_head).mean()
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    """The loss terms of one step; None = not computed in this stage."""
-
-    cls: Tensor | None = None
-    modality: Tensor | None = None
-    noise: Tensor | None = None
-
-
-def stage_weights(cfg: LossConfig, stage: Literal["pretrain", "finetune"]) -> dict[str, float]:
-    """Weights of each `LossTerms` field in a stage (pre-training has no classification)."""
-    if stage == "pretrain":
-        return {"cls": 0.0, "modality": cfg.pretrain_w_modality, "noise": cfg.pretrain_w_noise}
-    if stage == "finetune":
-        return {"cls": cfg.w_cls, "modality": cfg.w_modality, "noise": cfg.w_noise}
-    raise ValueError(f"stage must be 'pretrain' or 'finetune'; got {stage!r}")
-
-
-def combine(
-    terms: LossTerms, weights: Mapping[str, float], *, sync: bool = True
-) -> tuple[Tensor, dict[str, float] | dict[str, Tensor]]:
-    """Weighted sum of the terms, plus detached values for logging.
-
-    Terms with weight 0 are skipped (not multiplied, so a NaN there cannot leak in).
-
-    Args:
-        terms: the computed terms.
-        weights: field name (`cls`, `modality`, `noise`) -> weight; missing names weigh 0.
-        sync: True returns floats (`loss/<term>`, `loss/total`); False returns detached
-            0-d tensors, which avoids one device sync per value when logging in batches.
-
-    Returns:
-        (total, logs).
-
-    Raises:
-        ValueError: an unknown weight name, or a positive weight on a term that is None.
-    """
-    names = [f.name for f in fields(LossTerms)]
-    unknown = sorted(set(weights) - set(names))
-    if unknown:
-        raise ValueError(f"unknown loss terms {unknown}; known: {names}")
-    total: Tensor | None = None
-    logs: dict[str, Tensor] = {}
-    for name in names:
-        w, value = float(weights.get(name, 0.0)), getattr(terms, name)
-        if w == 0.0:
-            continue
-        if value is None:
-            raise ValueError(f"loss term {name!r} has weight {w} but was not computed")
-        total = w * value if total is None else total + w * value
-        logs[f"loss/{name}"] = value.detach()
-    if total is None:
-        raise ValueError("every loss weight is 0: nothing to optimise")
-    logs["loss/total"] = total.detach()
-    if sync:
-        return total, {k: float(v) for k, v in logs.items()}
-    return total, logs

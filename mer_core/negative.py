@@ -54,11 +54,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mer_core import nee
-from mer_core.configs.schema import LossConfig, NEEConfig
+from mer_core.configs.schema import LossConfig
 from mer_core.models import MRCCL
 
-__all__ = ["drop_one_modality", "negative_removal_loss", "negative_views_term", "separation_loss"]
+__all__ = [
+    "draw_for_missing_view",
+    "drop_one_modality",
+    "negative_removal_loss",
+    "negative_views_term",
+    "separation_loss",
+]
 
 
 def separation_loss(anchor: Tensor, corrupted: Tensor, *, temperature: float, valid: Tensor | None = None) -> Tensor:
@@ -128,59 +133,64 @@ def negative_removal_loss(
     return total
 
 
-def drop_one_modality(mask: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def drop_one_modality(mask: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
     """Removes one uniformly chosen present modality from each sample that has at least two.
 
     Args:
         mask: (B, M) bool presence.
-        generator: source of the choice (on the mask's device).
+        draws: (B, M) uniform [0, 1) draws (`draw_for_missing_view`), drawn by the trainer before
+            the forward pass so that a fused population (under `vmap`) draws what a single run does.
 
     Returns:
         The (B, M) view mask and the (B,) rows that have a view (>= 2 present modalities).
     """
     mask = mask.to(torch.bool)
-    draws = torch.rand(mask.shape, generator=generator, device=mask.device)  # (B, M)
-    pick = draws.masked_fill(~mask, -1.0).argmax(dim=1)  # (B,) a present modality, uniformly
-    valid = mask.sum(dim=1) >= 2  # (B,)
-    drop = F.one_hot(pick, mask.shape[1]).bool() & valid[:, None]  # (B, M)
+    pick = draws.masked_fill(~mask, -1.0).argmax(dim=-1)  # (B,) a present modality, uniformly
+    valid = mask.sum(dim=-1) >= 2  # (B,)
+    drop = F.one_hot(pick, mask.shape[-1]).bool() & valid[:, None]  # (B, M)
     return mask & ~drop, valid
+
+
+def draw_for_missing_view(mask: Tensor, generator: torch.Generator) -> Tensor:
+    """The (B, M) uniform draws `drop_one_modality` chooses with, from the step's generator."""
+    return torch.rand(mask.shape, generator=generator, device=mask.device)  # (B, M)
 
 
 def negative_views_term(
     model: MRCCL,
-    x: Mapping[str, Tensor],
     mask: Tensor,
     specific: Mapping[str, Tensor],
     invariant: Mapping[str, Tensor],
     *,
     loss_cfg: LossConfig,
-    nee_cfg: NEEConfig,
-    schedules: nee.NoiseSchedules,
-    generator: torch.Generator,
+    noisy: Mapping[str, Tensor] | None,
+    drop_draws: Tensor | None,
 ) -> Tensor:
     """The weighted negative-removal term of one fine-tuning batch (see the module docstring).
 
     Args:
         model: the model being trained.
-        x: modality -> (B, D_m) the batch's inputs.
         mask: (B, M) the batch's presence (the data's, not an imputed one).
         specific: modality -> s_m (B, H) of the clean forward pass.
         invariant: modality -> i_m (B, H) of the clean forward pass.
         loss_cfg: `loss` section (neg_alpha, neg_beta, neg_temperature).
-        nee_cfg: `nee` section (noise kind of the noise view).
-        schedules: NEE schedules.
-        generator: noise and drop draws (on the data's device).
+        noisy: modality -> (B, D_m) NEE-noised inputs of the noise view (`nee.add_noise` with the
+            NEE schedules and noise kind); needed when neg_alpha > 0.
+        drop_draws: (B, M) draws of `draw_for_missing_view`; needed when neg_beta > 0.
     """
     mask = mask.to(torch.bool)
     clean = model.fuse(specific, invariant, mask)  # (B, F)
     noise_view = noise_valid = missing_view = missing_valid = None
     if loss_cfg.neg_alpha > 0:
-        noisy = nee.add_noise(x, schedules, nee_cfg, generator=generator)  # m -> (B, D_m)
+        if noisy is None:
+            raise ValueError("loss.neg_alpha > 0 needs the noised inputs of the noise view")
         spec_noisy = model.encode_specific(noisy)  # m -> (B, H); missing rows are masked by the fusion
         noise_view = model.fuse(spec_noisy, model.encode_invariant(spec_noisy), mask)  # (B, F)
-        noise_valid = mask.any(dim=1)  # (B,)
+        noise_valid = mask.any(dim=-1)  # (B,)
     if loss_cfg.neg_beta > 0:
-        view_mask, missing_valid = drop_one_modality(mask, generator)  # (B, M), (B,)
+        if drop_draws is None:
+            raise ValueError("loss.neg_beta > 0 needs the draws of the missing-modality view")
+        view_mask, missing_valid = drop_one_modality(mask, drop_draws)  # (B, M), (B,)
         missing_view = model.fuse(specific, invariant, view_mask)  # (B, F)
     return negative_removal_loss(
         clean,

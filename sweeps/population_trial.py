@@ -2,7 +2,7 @@
 
 `population_main` builds each member's config (the sweep's base + its sampled values), splits
 the members into groups that can share one stacked model (same schedule, then
-`mer_core.population.group_by_shape`), trains each group with `train_population`, and stops
+`mer_core.train.fused.group_by_shape`), trains each group with `train_population`, and stops
 members early by ASHA's rule (`sweeps.population_rungs`) without stopping the others.
 
 What Tune sees: one result per shared epoch with every reporting member's values under `m<i>/`
@@ -20,14 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mer_core.configs import build_config, flatten
+from mer_core.configs import build_config
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
-from mer_core.population import group_by_shape, train_population
-from mer_core.population.engine import MemberReport
-from mer_core.population.grouping import SCHEDULE
 from mer_core.train import TrialResult
+from mer_core.train.fused import MemberReport, group_by_shape, train_population
+from mer_core.train.fused.fields import schedule_key
 from sweeps.faults import injector_from_env
 from sweeps.population_rungs import RungSchedule, RungStopper
 from sweeps.population_search import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
@@ -141,18 +140,11 @@ def fused_groups(cfgs: Mapping[int, ExperimentConfig]) -> list[list[int]]:
     """
     by_schedule: dict[tuple, list[int]] = {}
     for i, cfg in cfgs.items():
-        by_schedule.setdefault(_schedule_key(cfg), []).append(i)
+        by_schedule.setdefault(schedule_key(cfg), []).append(i)
     groups = []
     for indices in by_schedule.values():
         groups += [[indices[j] for j in group] for group in group_by_shape([cfgs[i] for i in indices])]
     return groups
-
-
-def _schedule_key(cfg: ExperimentConfig) -> tuple:
-    def scheduled(name: str) -> bool:
-        return any(name == p or (p.endswith(".") and name.startswith(p)) for p in SCHEDULE)
-
-    return tuple((k, repr(v)) for k, v in sorted(flatten(cfg).items()) if scheduled(k))
 
 
 def train_groups(

@@ -15,7 +15,8 @@ import torch
 
 from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.data import load_data
-from tests.test_population import SMALL, _assert_same_run, _fused, _single
+from tests.parity import assert_same_run
+from tests.test_population import SMALL, _fused, _single
 
 DEVICE = os.environ.get("MERSWEEP_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(
@@ -44,7 +45,7 @@ def test_fused_members_match_single_runs_on_the_device(base, data):
     results, seen = _fused(cfgs, data)
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        _assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
+        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
 
 
 def test_bf16_population_and_single_run_train_to_finite_scores(base, data):

@@ -1,4 +1,4 @@
-"""Losses: InfoNCE against a loop reference, masking, temperatures, classification, combine."""
+"""Losses: InfoNCE against a loop reference, masking, temperatures, classification."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import torch.nn.functional as F
 
 from mer_core.configs.schema import LossConfig
 from mer_core.losses import (
-    LossTerms,
     Temperatures,
     classification_loss,
-    combine,
     contrastive_term_names,
     info_nce,
     modality_contrastive,
     noise_contrastive,
-    stage_weights,
 )
 
 
@@ -242,28 +239,6 @@ def test_classification_loss() -> None:
     assert all(v.grad is not None for v in logits.values())
     with pytest.raises(ValueError):
         classification_loss({}, y)
-
-
-def test_combine_and_stage_weights() -> None:
-    cls = torch.tensor(2.0, requires_grad=True)
-    mod = torch.tensor(3.0, requires_grad=True)
-    terms = LossTerms(cls=cls, modality=mod, noise=torch.tensor(float("nan")))
-    total, logs = combine(terms, {"cls": 1.0, "modality": 0.5, "noise": 0.0})
-    assert total.item() == pytest.approx(3.5)
-    assert logs == {"loss/cls": 2.0, "loss/modality": 3.0, "loss/total": 3.5}
-    total.backward()
-    assert cls.grad.item() == 1.0 and mod.grad.item() == 0.5
-    _, lazy = combine(terms, {"cls": 1.0}, sync=False)
-    assert isinstance(lazy["loss/total"], torch.Tensor) and not lazy["loss/total"].requires_grad
-    with pytest.raises(ValueError, match="unknown"):
-        combine(terms, {"kl": 1.0})
-    with pytest.raises(ValueError, match="not computed"):
-        combine(LossTerms(cls=cls), {"cls": 1.0, "noise": 1.0})
-    with pytest.raises(ValueError, match="every loss weight"):
-        combine(terms, {"cls": 0.0})
-    cfg = LossConfig(w_noise=0.25, pretrain_w_noise=2.0)
-    assert stage_weights(cfg, "finetune") == {"cls": 1.0, "modality": 1.0, "noise": 0.25}
-    assert stage_weights(cfg, "pretrain") == {"cls": 0.0, "modality": 1.0, "noise": 2.0}
 
 
 def test_masked_terms_work_under_vmap() -> None:

@@ -12,9 +12,16 @@ from mer_core import losses, nee
 from mer_core.configs import ExperimentConfig, LossConfig, ModelConfig, NEEConfig, with_overrides
 from mer_core.data import load_data
 from mer_core.models import build_model
-from mer_core.negative import drop_one_modality, negative_removal_loss, negative_views_term, separation_loss
+from mer_core.negative import (
+    draw_for_missing_view,
+    drop_one_modality,
+    negative_removal_loss,
+    negative_views_term,
+    separation_loss,
+)
 from mer_core.train import run
-from mer_core.train.steps import StepContext, finetune_loss
+from mer_core.train.objective import TrainNet, draw
+from mer_core.train.plan import stage_terms
 from tests.missing_helpers import small_model, small_source
 
 
@@ -99,11 +106,11 @@ def test_invalid_rows_are_neither_anchors_nor_negatives() -> None:
 
 def test_drop_one_modality_removes_exactly_one_present_modality_where_two_exist() -> None:
     mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
-    view, valid = drop_one_modality(mask, torch.Generator().manual_seed(0))
+    view, valid = drop_one_modality(mask, draw_for_missing_view(mask, torch.Generator().manual_seed(0)))
     assert valid.tolist() == [True, True, False, False, True]
     assert not (view & ~mask).any()
     assert (mask.sum(1) - view.sum(1)).tolist() == [1, 1, 0, 0, 1]
-    again, _ = drop_one_modality(mask, torch.Generator().manual_seed(0))
+    again, _ = drop_one_modality(mask, draw_for_missing_view(mask, torch.Generator().manual_seed(0)))
     assert torch.equal(view, again)
 
 
@@ -115,16 +122,16 @@ def test_the_views_term_of_a_real_model_is_finite_and_trains_the_encoders(fusion
     x, mask = source.take(torch.arange(16))
     out = model(x, mask)
     nee_cfg = NEEConfig()
+    gen = torch.Generator().manual_seed(0)
+    noisy = nee.add_noise(x, nee.NoiseSchedules.from_config(nee_cfg, model.modalities), nee_cfg, generator=gen)
     term = negative_views_term(
         model,
-        x,
         mask,
         out.specific,
         out.invariant,
         loss_cfg=LossConfig(neg_alpha=0.2, neg_beta=0.05),
-        nee_cfg=nee_cfg,
-        schedules=nee.NoiseSchedules.from_config(nee_cfg, model.modalities),
-        generator=torch.Generator().manual_seed(0),
+        noisy=noisy,
+        drop_draws=draw_for_missing_view(mask, gen),
     )
     assert term.dim() == 0 and torch.isfinite(term) and term.item() > 0
     term.backward()
@@ -137,23 +144,22 @@ def test_finetune_loss_adds_the_term_only_when_weighted() -> None:
     source, dims = small_source(n=16)
     x, mask = source.take(torch.arange(16))
     y = torch.arange(16) % 3
-    values = {}
+    losses_by_alpha, terms_by_alpha = {}, {}
     for alpha, beta in ((0.0, 0.0), (0.2, 0.05)):
+        cfg = with_overrides(ExperimentConfig(), {"loss.neg_alpha": alpha, "loss.neg_beta": beta})
         model = small_model(dims).train()
-        cfg = LossConfig(neg_alpha=alpha, neg_beta=beta)
-        temps = losses.Temperatures.from_config(cfg, model.modalities)
-        ctx = StepContext(
-            model,
-            temps,
-            nee.NoiseSchedules.from_config(NEEConfig(), model.modalities),
-            cfg,
-            NEEConfig(),
-            torch.Generator().manual_seed(0),
-        )
-        values[alpha] = finetune_loss(ctx, x, mask, y)
-    (plain, plain_terms), (with_neg, neg_terms) = values[0.0], values[0.2]
-    assert "negative" not in plain_terms and "negative" in neg_terms
-    torch.testing.assert_close(with_neg, plain + neg_terms["negative"])
+        net = TrainNet(model, losses.Temperatures.from_config(cfg.loss, model.modalities), cfg.loss)
+        terms = stage_terms(cfg, "finetune")
+        schedules = nee.NoiseSchedules.from_config(cfg.nee, model.modalities)
+        draws = draw(x, mask, terms, cfg=cfg, schedules=schedules, generator=torch.Generator().manual_seed(0))
+        losses_by_alpha[alpha] = net(x, mask, y, draws.as_dict(), terms.weights, kind="finetune", present=terms.present)
+        terms_by_alpha[alpha] = (terms, draws)
+    assert not terms_by_alpha[0.0][0].uses("negative") and terms_by_alpha[0.2][0].uses("negative")
+    with_neg_draws = terms_by_alpha[0.2][1]
+    assert with_neg_draws.negative_noisy is not None and with_neg_draws.drop is not None
+    assert terms_by_alpha[0.0][1].negative_noisy is None and terms_by_alpha[0.0][1].drop is None
+    # Same init, same batch: the only difference is the separation term, which is positive.
+    assert losses_by_alpha[0.2].item() > losses_by_alpha[0.0].item()
 
 
 def test_a_run_with_negative_removal_trains(tiny_data_cfg) -> None:

@@ -1,4 +1,4 @@
-"""The one training function: stages, folds, reporting, pruning, divergence, determinism."""
+"""`run` (the recipe with the single executor): stages, folds, reporting, pruning, divergence, determinism."""
 
 from __future__ import annotations
 

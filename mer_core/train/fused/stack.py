@@ -16,26 +16,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mer_core.population.net import MemberNet
+from mer_core.train.objective import TrainNet
 
 __all__ = ["Layout", "Population", "Snapshot"]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each named parameter of a `MemberNet` lives in a flat row."""
+    """Where each named parameter of a `TrainNet` lives in a flat row."""
 
-    names: tuple[str, ...]  # MemberNet parameter names, model.* first, then temps.*
+    names: tuple[str, ...]  # TrainNet parameter names, model.* first, then temps.*
     shapes: tuple[torch.Size, ...]
     sizes: tuple[int, ...]  # numel of each
     n_model: int  # columns [0, n_model) hold model.* parameters
 
     @classmethod
-    def of(cls, net: MemberNet) -> Layout:
+    def of(cls, net: TrainNet) -> Layout:
         named = list(net.named_parameters())
         names = tuple(n for n, _ in named)
         if not all(n.startswith("model.") for n in names[: len(list(net.model.parameters()))]):
-            raise ValueError("MemberNet must register the model before the temperatures")
+            raise ValueError("TrainNet must register the model before the temperatures")
         n_model = sum(p.numel() for p in net.model.parameters())
         return cls(names, tuple(p.shape for _, p in named), tuple(p.numel() for _, p in named), n_model)
 
@@ -53,7 +53,7 @@ class Snapshot:
 
 
 class Population:
-    """Stacked state of K members of one template `MemberNet`.
+    """Stacked state of K members of one template `TrainNet`.
 
     Attributes:
         net: the template module (its own parameters are never trained: functional_call
@@ -63,7 +63,7 @@ class Population:
         buffers: name -> (K, ...) stacked buffers (BatchNorm running statistics).
     """
 
-    def __init__(self, net: MemberNet, members: Sequence[MemberNet], device: torch.device) -> None:
+    def __init__(self, net: TrainNet, members: Sequence[TrainNet], device: torch.device) -> None:
         self.net = net.to(device)
         self.layout = Layout.of(net)
         self.flat = torch.zeros(len(members), self.layout.width, device=device)
@@ -82,7 +82,7 @@ class Population:
         return self.flat.shape[0]
 
     @torch.no_grad()
-    def load_row(self, k: int, member: MemberNet) -> None:
+    def load_row(self, k: int, member: TrainNet) -> None:
         """Copy a member module's parameters and buffers into row `k` (init and re-init)."""
         params = dict(member.named_parameters())
         if tuple(params) != self.layout.names:

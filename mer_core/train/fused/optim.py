@@ -21,7 +21,7 @@ from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
 from mer_core.configs.schema import OptimConfig
-from mer_core.population.stack import Population
+from mer_core.train.fused.stack import Population
 
 __all__ = ["MemberOptimizer"]
 

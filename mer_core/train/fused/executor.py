@@ -1,0 +1,256 @@
+"""The fused executor: K members of one shape group as rows of one stacked model, one `vmap` per step.
+
+A step takes each participating member's own batch (its own shuffled order, from its own
+generator, decided by the recipe), draws each member's randomness outside `vmap` from its own
+generator (`objective.draw`), runs every member's `TrainNet` loss in one `vmap` over
+`functional_call`, and one backward for all. Members whose batch sizes differ in a step (last
+batches, self-training sets of different sizes) run in one vmap per batch size; the gradients
+still land in one (K, P) tensor. Each member then takes its single run's optimiser update
+(`optim.MemberOptimizer`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from mer_core.configs import with_overrides
+from mer_core.configs.schema import ExperimentConfig
+from mer_core.train.device_data import DeviceData, batches
+from mer_core.train.fused.dropout import MemberDropout, marker_rates
+from mer_core.train.fused.optim import MemberOptimizer
+from mer_core.train.fused.probe import active_parameters, probe_key
+from mer_core.train.fused.stack import Population, Snapshot
+from mer_core.train.objective import TrainNet, draw, fresh_net
+from mer_core.train.plan import LOSS_KINDS, TERMS, LossKind, StageTerms, stage_terms
+from mer_core.train.recipe import Fold, Member, Part
+
+__all__ = ["FusedExecutor"]
+
+
+class FusedExecutor:
+    """Holds a fold's population and runs its steps (see the module docstring)."""
+
+    def __init__(self, cfgs: Sequence[ExperimentConfig], device: torch.device) -> None:
+        self.device = device
+        self.cfgs = list(cfgs)
+        precision = cfgs[0].runtime.precision  # a schedule field: shared
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self._fold: Fold | None = None
+        self.pop: Population | None = None
+        self.opt: MemberOptimizer | None = None
+        self.rows: dict[int, int] = {}  # member index -> row in this fold's population
+        self.markers: dict[str, float] = {}  # dropout field -> marker rate (fields whose rates differ)
+        self._active: dict[LossKind, dict[int, tuple[bool, ...]]] = {}
+        self._tensors: dict[tuple, tuple] = {}
+
+    # -- setup --------------------------------------------------------------------------------
+    @property
+    def fold(self) -> Fold:
+        if self._fold is None:
+            raise RuntimeError("begin_fold() first")
+        return self._fold
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _template(self, members: Sequence[Member]) -> TrainNet:
+        """The module every member runs through, with marker dropout rates where members differ."""
+        values = {
+            "model.dropout": [m.cfg.model.dropout for m in members],
+            "model.head_dropout": [m.cfg.model.head_dropout for m in members],
+        }
+        self.markers = {f: r for f, r in marker_rates(values).items() if r is not None}
+        first = members[0].cfg
+        cfg = with_overrides(first, self.markers) if self.markers else first
+        data = self.fold.data
+        template = fresh_net(cfg, data.dims, data.n_classes, self.device, first.seed)
+        for p in template.parameters():
+            p.requires_grad_(True)  # only the probe differentiates the template; members may freeze temperatures
+        return template
+
+    def begin_fold(self, members: Sequence[Member], fold: Fold) -> None:
+        self._fold, self._tensors = fold, {}
+        data = fold.data
+        template = self._template(members)
+        nets = [fresh_net(m.cfg, data.dims, data.n_classes, self.device, m.seeds.init) for m in members]
+        self.rows = {m.index: row for row, m in enumerate(members)}
+        self.pop = Population(template, nets, self.device)
+        rows = torch.as_tensor(fold.split.train[:4], dtype=torch.long, device=self.device)  # >= 2 rows for BatchNorm
+        cache: dict[tuple, tuple[bool, ...]] = {}
+        self._active = {}
+        for kind in LOSS_KINDS:
+            self._active[kind] = {}
+            for m in members:
+                key = probe_key(m.cfg, kind)
+                if key not in cache:
+                    cache[key] = active_parameters(template, m.cfg, data, fold.dev, rows, kind)
+                self._active[kind][m.index] = cache[key]
+        self.opt = MemberOptimizer(
+            self.pop, [m.cfg.optim for m in members], [self._active["finetune"][m.index] for m in members]
+        )
+
+    def begin_stage(self, members: Sequence[Member], kind: LossKind) -> None:
+        assert self.opt is not None and self.pop is not None
+        for m in members:
+            self.opt.set_active(self.rows[m.index], self._active[kind][m.index])
+        self.opt.reset([self.rows[m.index] for m in members])
+        self.pop.net.train()
+
+    # -- one step -----------------------------------------------------------------------------
+    def _member_tensors(self, members: Sequence[Member], kind: LossKind):
+        """Terms, loss weights as (Ka,) tensors, and dropout rates of `members`.
+
+        Cached per member set: the same members step together for a whole epoch, and on a GPU
+        building these tensors every step would cost a host-to-device copy each.
+        """
+        key = (kind, tuple(m.index for m in members))
+        if key not in self._tensors:
+            terms = [stage_terms(m.cfg, kind) for m in members]
+            present = frozenset().union(*(t.present for t in terms))
+            w = {k: torch.tensor([t.weights[k] for t in terms], device=self.device) for k in TERMS}  # (Ka,)
+            rates = {}
+            for dotted, marker in self.markers.items():
+                section, name = dotted.split(".")
+                values = [float(getattr(getattr(m.cfg, section), name)) for m in members]
+                rates[marker] = torch.tensor(values, device=self.device)  # (Ka,)
+            self._tensors[key] = (terms, present, w, rates)
+        return self._tensors[key]
+
+    def _draws(self, x: dict[str, Tensor], mask: Tensor, members: Sequence[Member], terms: Sequence[StageTerms]):
+        """Each member's draws from its own generator in its single run's order, stacked over members.
+
+        A member that does not draw a field another member needs gets its clean input in its place
+        (weight 0 switches its term off); the negative-removal fields are shape fields, so every
+        member of a population draws them or none does.
+        """
+        per_member = []
+        for j, (m, t) in enumerate(zip(members, terms, strict=True)):
+            xj = {mod: v[j] for mod, v in x.items()}  # m -> (B, D_m)
+            assert m.schedules is not None and m.noise_gen is not None
+            per_member.append(draw(xj, mask[j], t, cfg=m.cfg, schedules=m.schedules, generator=m.noise_gen))
+        out: dict[str, Any] = {}
+        if any(d.noisy is not None for d in per_member):
+            out["noisy"] = {
+                mod: torch.stack([(d.noisy or {mod: x[mod][j]})[mod] for j, d in enumerate(per_member)]) for mod in x
+            }  # m -> (Ka, B, D_m)
+        if per_member[0].negative_noisy is not None:
+            out["negative_noisy"] = {mod: torch.stack([d.negative_noisy[mod] for d in per_member]) for mod in x}
+        if per_member[0].drop is not None:
+            out["drop"] = torch.stack([d.drop for d in per_member])  # (Ka, B, M)
+        return out
+
+    def _group_losses(self, parts: Sequence[Part], kind: LossKind, first: int) -> tuple[Tensor, Tensor]:
+        """(Ka,) losses of members that share a batch size, in one vmap, and the (Ka, P) buffer of their gradients."""
+        assert self.pop is not None
+        members = [p.member for p in parts]
+        index = self.pop.rows_index([self.rows[m.index] for m in members])
+        idx = torch.stack([p.idx for p in parts])  # (Ka, B)
+        ka, b = idx.shape
+        dev = self.fold.dev
+        x = {mod: f.index_select(0, idx.reshape(-1)).view(ka, b, -1) for mod, f in dev.features.items()}
+        mask = dev.mask.index_select(0, idx.reshape(-1)).view(ka, b, -1)  # (Ka, B, M)
+        y = torch.stack([p.y for p in parts]) if kind == "finetune" else None  # (Ka, B)
+        terms, present, w, rates = self._member_tensors(members, kind)
+        draws = self._draws(x, mask, members, terms)
+        params, grad = self.pop.trainable(index, first)
+        buffers = self.pop.buffers_of(index)
+        net = self.pop.net
+
+        def member_loss(p, bufs, xm, mk, ym, dr, wm, rt):
+            with MemberDropout(rt) if rt else nullcontext():
+                return functional_call(net, (p, bufs), (xm, mk, ym, dr, wm), {"kind": kind, "present": present})
+
+        dims = (0, 0, 0, 0, None if y is None else 0, 0, 0, 0)
+        with self._autocast():
+            out = vmap(member_loss, in_dims=dims, randomness="different")(params, buffers, x, mask, y, draws, w, rates)
+        self.pop.write_buffers(index, buffers)
+        return out.float(), grad  # (Ka,), (Ka, P)
+
+    def step(self, parts: Sequence[Part], kind: LossKind) -> list[float]:
+        assert self.opt is not None
+        by_size: dict[int, list[int]] = {}
+        for j, part in enumerate(parts):
+            by_size.setdefault(int(part.idx.shape[0]), []).append(j)
+        groups, first = [], 0
+        for js in by_size.values():
+            losses, grad = self._group_losses([parts[j] for j in js], kind, first)
+            groups.append((js, losses, grad))
+            first += len(js)
+        values = torch.cat([losses.detach() for _, losses, _ in groups]).tolist()  # one sync, like float(loss)
+        out, finite, pos = [0.0] * len(parts), [], 0
+        for js, losses, grad in groups:
+            for local, j in enumerate(js):
+                out[j] = values[pos + local]
+                if math.isfinite(out[j]):
+                    finite.append((losses[local], self.rows[parts[j].member.index], local, grad))
+            pos += len(js)
+        if finite:
+            with warnings.catch_warnings():
+                # The leaves and their gradient buffers are strided views of the flat rows (by design).
+                warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+                torch.stack([loss for loss, *_ in finite]).sum().backward()
+            for _, row, local, grad in finite:
+                self.opt.step(row, grad[local])
+        return out
+
+    # -- prediction and state -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self, members: Sequence[Member], idx: np.ndarray, *, dev: DeviceData | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        assert self.pop is not None
+        source = self.fold.dev if dev is None else dev
+        net = self.pop.net
+        index = self.pop.rows_index([self.rows[m.index] for m in members])
+        params, buffers = self.pop.params(index), self.pop.buffers_of(index)
+        rows = torch.as_tensor(idx, dtype=torch.long, device=self.device)  # (n,)
+
+        def member_logits(p, bufs, x, mask):
+            return functional_call(net, (p, bufs), (x, mask), {"kind": "predict"})
+
+        was_training = net.training
+        net.eval()
+        chunks: list[tuple[Tensor, ...]] = []
+        size = max(max(256, members[0].cfg.optim.batch_size), 2)  # batch_size is a schedule field
+        for pos in batches(len(idx), size, generator=None, device=self.device):
+            x, mask = source.take(rows[pos])  # shared by every member
+            mapped = vmap(member_logits, in_dims=(0, 0, None, None), randomness="different")
+            chunks.append(mapped(params, buffers, x, mask))
+        net.train(was_training)
+        heads = net.model.head_names
+        if not chunks:
+            return [{h: np.zeros((0, 0), np.float32) for h in heads} for _ in members]
+        # per head (Ka, n, C)
+        logits = [torch.cat([c[h] for c in chunks], dim=1).float().cpu().numpy() for h in range(len(heads))]
+        return [{h: logits[i][j] for i, h in enumerate(heads)} for j in range(len(members))]
+
+    def snapshot(self, member: Member) -> Snapshot:
+        assert self.pop is not None
+        return self.pop.snapshot(self.rows[member.index])
+
+    def restore(self, member: Member, snapshot: Snapshot) -> None:
+        assert self.pop is not None
+        self.pop.restore(self.rows[member.index], snapshot)
+
+    def reinit(self, member: Member, seed: int) -> None:
+        assert self.pop is not None
+        data = self.fold.data
+        self.pop.load_row(self.rows[member.index], fresh_net(member.cfg, data.dims, data.n_classes, self.device, seed))
+
+    def refresh_imputers(self, members: Sequence[Member]) -> None:
+        """Nothing to refresh: `missing.impute` other than `zero` is refused in fused mode (fields.py)."""
+
+    def model_state(self, member: Member) -> dict[str, Tensor]:
+        assert self.pop is not None
+        return self.pop.model_state(self.rows[member.index])

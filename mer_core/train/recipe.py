@@ -1,0 +1,495 @@
+"""The MR-CCL training recipe, written once for every executor.
+
+`train_members(cfgs, data, executor)` trains each config over its folds and returns one
+`TrialResult` per config. Everything the recipe decides lives here: folds, each fold's data
+(the missing-modality protocol's mask), the stages of `plan` in order, the epoch loops, batch
+order, early stopping on validation weighted F1, reporting (which may prune a member), divergence,
+pseudo-labelling and oversampling, re-initialisation, the missing-rate evaluation and the results.
+
+What an executor decides is only how members' weights are held and how one step runs:
+
+- `SingleExecutor` (`mer_core.train.single`): each config owns a module and an optimiser;
+  `mer_core.train.run` is this recipe with one member;
+- `FusedExecutor` (`mer_core.train.fused`): K members of one shape group as rows of one stacked
+  parameter tensor, one `vmap` per step.
+
+A member that is pruned or diverges stops alone; the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mer_core import metrics, nee, pseudo, voting
+from mer_core.configs.schema import ExperimentConfig, MissingConfig, VotingConfig
+from mer_core.data.featureset import FeatureSet, Split
+from mer_core.data.splits import make_splits
+from mer_core.missing.protocol import fold_mask, val_mask_at_rate
+from mer_core.train.device_data import DeviceData, batches
+from mer_core.train.plan import FoldSeeds, LossKind, noise_seed, round_stage
+from mer_core.train.result import FoldResult, Status, TrialResult
+
+__all__ = [
+    "GRID_METRICS",
+    "Executor",
+    "Fold",
+    "Member",
+    "MemberReport",
+    "Part",
+    "aggregate",
+    "fold_data",
+    "metric_name",
+    "pseudo_labelled_set",
+    "score_logits",
+    "train_members",
+    "voting_setup",
+]
+
+MemberReport = Callable[[int, Mapping[str, Any]], "bool | None"]
+GRID_METRICS = ("weighted_f1", "accuracy", "f1_fusion")  # per test-time missing rate; the first two voted
+
+
+def metric_name(rate: float, metric: str = "weighted_f1") -> str:
+    """`val/<metric>_missing_<rate>` (MLflow refuses `@` and `=` in metric names)."""
+    return f"val/{metric}_missing_{rate:g}"
+
+
+@dataclass(eq=False)
+class Member:
+    """One config's runtime state: its outcome across folds, and its generators within a fold."""
+
+    index: int  # position in the caller's config list (what `report` receives)
+    cfg: ExperimentConfig
+    status: Status = "ok"
+    reason: str = ""
+    iteration: int = 0  # reported epochs across stages and folds
+    folds: list[FoldResult] = field(default_factory=list)
+    model_state: dict[str, torch.Tensor] | None = None
+    seeds: FoldSeeds = field(default_factory=lambda: FoldSeeds(0))  # set per fold
+    batch_gen: torch.Generator | None = None  # batch order (CPU)
+    noise_gen: torch.Generator | None = None  # NEE noise and negative-view draws (data's device)
+    schedules: nee.NoiseSchedules | None = None
+    voting_weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, status: Status, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True, eq=False)
+class Fold:
+    """One fold's rows and data; `dev` carries the fold's missing-protocol mask."""
+
+    index: int
+    split: Split
+    data: FeatureSet
+    dev: DeviceData
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One member's share of a step: its batch's dataset rows (B,) and labels (B,) or None."""
+
+    member: Member
+    idx: torch.Tensor
+    y: torch.Tensor | None
+
+
+class Executor(Protocol):
+    """How members' weights are held and how one step runs (see the module docstring)."""
+
+    device: torch.device
+
+    def begin_fold(self, members: Sequence[Member], fold: Fold) -> None:
+        """Fresh weights for every member (seeded with `member.seeds.init`) and the fold's imputers."""
+
+    def begin_stage(self, members: Sequence[Member], kind: LossKind) -> None:
+        """A fresh optimiser state for `members` (the recipe builds a new optimiser per stage)."""
+
+    def step(self, parts: Sequence[Part], kind: LossKind) -> list[float]:
+        """One optimisation step of each part's member on its batch; each member's loss.
+
+        A member whose loss is not finite is not updated.
+        """
+
+    def predict(
+        self, members: Sequence[Member], idx: np.ndarray, *, dev: DeviceData | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Each member's head -> (len(idx), C) logits in eval mode (on `dev`, default the fold's data)."""
+
+    def snapshot(self, member: Member) -> Any:
+        """The member's model as it is now (the best epoch so far)."""
+
+    def restore(self, member: Member, snapshot: Any) -> None:
+        """Load a snapshot back (model only; temperatures keep training values, as `load_state_dict`)."""
+
+    def reinit(self, member: Member, seed: int) -> None:
+        """Fresh weights for `member` from `seed` (self-training with `reinit`)."""
+
+    def refresh_imputers(self, members: Sequence[Member]) -> None:
+        """Re-encode each member's imputer store with its current weights (`missing.impute`)."""
+
+    def model_state(self, member: Member) -> dict[str, torch.Tensor]:
+        """The member's model as a CPU state dict of a single `MRCCL`."""
+
+
+def train_members(
+    cfgs: Sequence[ExperimentConfig],
+    data: FeatureSet,
+    executor: Executor,
+    *,
+    report: MemberReport | None = None,
+    keep_model: bool = False,
+) -> list[TrialResult]:
+    """Train every config in `cfgs` with `executor`; one result per config, in order.
+
+    Args:
+        cfgs: the configs; they share the data section (the folds) and the missing protocol
+            (one fold mask), which the callers guarantee.
+        data: the dataset (shared, never modified).
+        executor: how steps run.
+        report: called as `report(index, metrics)` once per fine-tuning epoch of each member;
+            returning True prunes that member only.
+        keep_model: keep each member's last-fold best state dict (CPU) in its result.
+
+    Returns:
+        One `TrialResult` per config. `seconds` is the wall time of the whole call.
+    """
+    started = time.perf_counter()
+    if not cfgs:
+        return []
+    _check_shared(cfgs)
+    base, device = cfgs[0], executor.device
+    if base.runtime.threads is not None:
+        torch.set_num_threads(base.runtime.threads)
+    dev = DeviceData.from_featureset(data, device)
+    splits = make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=base.data.seed)
+    members = [Member(index=i, cfg=c) for i, c in enumerate(cfgs)]
+    # Model init and dropout use the global generator: seed it per fold, leave the caller's alone.
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        for k, split in enumerate(splits):
+            alive = [m for m in members if m.alive]
+            if not alive:
+                break
+            fold = Fold(k, split, data, fold_data(dev, data, split, base.missing))
+            _train_fold(executor, alive, fold, report=report, keep_model=keep_model)
+    seconds = time.perf_counter() - started
+    head_names = (*data.modalities, "fusion")
+    return [_result(m, head_names, data.class_names, seconds) for m in members]
+
+
+def _check_shared(cfgs: Sequence[ExperimentConfig]) -> None:
+    # One set of folds and one fold mask serve every member.
+    protocol = ("train_rate", "train_rates", "test_rate", "test_rates", "seed")
+    first = cfgs[0]
+    for cfg in cfgs[1:]:
+        if cfg.data != first.data or any(getattr(cfg.missing, f) != getattr(first.missing, f) for f in protocol):
+            raise ValueError(
+                "members trained together must share `data` and the missing protocol (missing.*_rate(s), seed)"
+            )
+
+
+def fold_data(dev: DeviceData, data: FeatureSet, split: Split, cfg: MissingConfig) -> DeviceData:
+    """`dev` with the fold's protocol mask (train-time drops on training and pool rows, test-time on
+    validation rows); `dev` itself when no rate is set, so the features stay shared."""
+    mask = fold_mask(data.mask, split.val, cfg, data.modalities)  # (N, M)
+    if mask is data.mask:
+        return dev
+    return dataclasses.replace(dev, mask=torch.as_tensor(mask, device=dev.mask.device))
+
+
+def _fresh_randomness(m: Member, data: FeatureSet, device: torch.device, init_seed: int) -> None:
+    m.schedules = nee.NoiseSchedules.from_config(m.cfg.nee, data.modalities, device=device)
+    m.noise_gen = torch.Generator(device=device).manual_seed(noise_seed(init_seed))
+
+
+def _train_fold(
+    ex: Executor, members: list[Member], fold: Fold, *, report: MemberReport | None, keep_model: bool
+) -> None:
+    """One fold of every member: pre-train, fine-tune, self-training rounds; appends a FoldResult to survivors."""
+    data, split, device = fold.data, fold.split, ex.device
+    for m in members:
+        m.seeds = FoldSeeds.of(m.cfg.seed, fold.index)
+        _fresh_randomness(m, data, device, m.seeds.init)
+        m.batch_gen = torch.Generator().manual_seed(m.seeds.batches)
+        m.voting_weights = voting_setup(m.cfg.voting, (*data.modalities, "fusion"), cls_heads=m.cfg.loss.cls_heads)
+    ex.begin_fold(members, fold)
+    train = (split.train, data.labels[split.train])
+    val = (split.val, data.labels[split.val])
+    pool = data.unlabelled_idx  # (U,)
+    pretraining = [m for m in members if m.cfg.optim.pretrain_epochs > 0]
+    if pretraining:
+        _pretrain(ex, pretraining, np.concatenate([split.train, pool]), fold)
+    tuning = [m for m in members if m.alive]
+    outcomes = _finetune(ex, tuning, {m.index: train for m in tuning}, val, fold, "finetune", report)
+    epochs = {k: o.epochs for k, o in outcomes.items()}
+    rounds: dict[int, list[dict[str, Any]]] = {m.index: [] for m in members}
+    for rnd in range(1, max(m.cfg.self_training.rounds for m in members) + 1):
+        round_members = [m for m in members if m.alive and m.cfg.self_training.rounds >= rnd]
+        if len(pool) == 0 or not round_members:
+            break
+        sets = {}
+        for m, logits in zip(round_members, ex.predict(round_members, pool), strict=True):
+            seed = m.seeds.round(rnd)
+            sets[m.index], pseudo_report = pseudo_labelled_set(
+                m.cfg, data, logits, m.voting_weights, train, pool, seed=seed
+            )
+            rounds[m.index].append({"round": rnd, **pseudo_report})
+            if m.cfg.self_training.reinit:
+                ex.reinit(m, seed)
+                _fresh_randomness(m, data, device, seed)
+        for k, o in _finetune(ex, round_members, sets, val, fold, round_stage(rnd), report).items():
+            outcomes[k], epochs[k] = o, epochs[k] + o.epochs
+    for m in (m for m in members if m.alive):
+        o = outcomes[m.index]
+        scores = {**o.metrics, **_score_missing_rates(ex, m, fold)}
+        m.folds.append(FoldResult(fold.index, scores, split.val, val[1], o.logits, rounds[m.index], epochs[m.index]))
+        if keep_model:
+            m.model_state = ex.model_state(m)
+
+
+@dataclass
+class FitOutcome:
+    """A stage's best epoch: its validation metrics and head logits."""
+
+    metrics: dict[str, float]
+    logits: dict[str, np.ndarray]
+    epochs: int
+
+
+def _device_sets(device: torch.device, sets: Mapping[int, tuple[np.ndarray, np.ndarray | None]]):
+    return {
+        k: (
+            torch.as_tensor(idx, dtype=torch.long, device=device),  # (n,)
+            None if y is None else torch.as_tensor(y, dtype=torch.long, device=device),  # (n,)
+        )
+        for k, (idx, y) in sets.items()
+    }
+
+
+def _epoch(
+    ex: Executor, members: list[Member], sets: Mapping[int, tuple], kind: LossKind, where: str
+) -> dict[int, float]:
+    """One epoch of every member in `members` over its own (rows, labels) set; returns train/loss.
+
+    Each member draws its own batch order; step j runs batch j of every member that has one.
+    Members whose loss turns non-finite are marked diverged and removed from `members`.
+    """
+    plans = {}
+    for m in members:
+        size = m.cfg.optim.pretrain_batch_size if kind == "pretrain" else m.cfg.optim.batch_size
+        plans[m.index] = list(batches(len(sets[m.index][0]), size, generator=m.batch_gen, device=ex.device))
+    totals = {m.index: [0.0, 0] for m in members}
+    for j in range(max((len(p) for p in plans.values()), default=0)):
+        live = [m for m in members if j < len(plans[m.index])]
+        if not live:
+            break
+        parts = []
+        for m in live:
+            pos = plans[m.index][j]
+            idx, y = sets[m.index]
+            parts.append(Part(m, idx[pos], None if y is None else y[pos]))
+        for m, value in zip(live, ex.step(parts, kind), strict=True):
+            if not math.isfinite(value):
+                m.fail("diverged", f"non-finite loss ({value}) during {where}")
+                members.remove(m)
+                continue
+            n = len(plans[m.index][j])
+            totals[m.index][0] += value * n
+            totals[m.index][1] += n
+    return {k: total / max(count, 1) for k, (total, count) in totals.items()}
+
+
+def _pretrain(ex: Executor, members: list[Member], idx: np.ndarray, fold: Fold) -> None:
+    """Stage 1 (contrastive, labels unused) over `idx` (labelled train + unlabelled pool)."""
+    ex.begin_stage(members, "pretrain")
+    sets = _device_sets(ex.device, {m.index: (idx, None) for m in members})
+    running = list(members)
+    for epoch in range(1, max(m.cfg.optim.pretrain_epochs for m in members) + 1):
+        running = [m for m in running if m.alive and epoch <= m.cfg.optim.pretrain_epochs]
+        if not running:
+            break
+        _epoch(ex, running, sets, "pretrain", f"pre-training (fold {fold.index}, epoch {epoch})")
+
+
+def _finetune(
+    ex: Executor,
+    members: list[Member],
+    train: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    val: tuple[np.ndarray, np.ndarray],
+    fold: Fold,
+    stage: str,
+    report: MemberReport | None,
+) -> dict[int, FitOutcome]:
+    """Supervised epochs with early stopping on val weighted F1; each member ends on its best epoch.
+
+    Returns the best outcome of every member that neither diverged nor was pruned.
+    """
+    running = list(members)
+    ex.begin_stage(running, "finetune")
+    sets = _device_sets(ex.device, train)
+    best: dict[int, FitOutcome] = {}
+    snaps: dict[int, Any] = {}
+    since = {m.index: 0 for m in running}
+    ex.refresh_imputers(running)
+    for epoch in range(1, max(m.cfg.optim.max_epochs for m in members) + 1):
+        train_loss = _epoch(ex, running, sets, "finetune", f"{stage} (fold {fold.index}, epoch {epoch})")
+        if not running:
+            break
+        ex.refresh_imputers(running)
+        for m, (found, logits) in zip(list(running), _evaluate(ex, running, val, fold), strict=True):
+            found["train/loss"] = train_loss[m.index]
+            if m.index not in best or found["val/weighted_f1"] > best[m.index].metrics["val/weighted_f1"]:
+                best[m.index] = FitOutcome(found, logits, epoch)
+                snaps[m.index], since[m.index] = ex.snapshot(m), 0
+            else:
+                since[m.index] += 1
+            pruned = _report(m, {**found, "stage": stage, "fold": fold.index, "epoch": epoch}, report)
+            done = since[m.index] >= m.cfg.optim.patience or epoch >= m.cfg.optim.max_epochs
+            if pruned or done:
+                running.remove(m)
+    survivors = [m for m in members if m.alive]
+    for m in survivors:
+        ex.restore(m, snaps[m.index])
+    ex.refresh_imputers(survivors)
+    return {m.index: best[m.index] for m in survivors}
+
+
+def _report(m: Member, found: dict[str, Any], report: MemberReport | None) -> bool:
+    """Count the epoch and hand it to the caller; True when the caller pruned the member."""
+    m.iteration += 1
+    if report is None:
+        return False
+    if report(m.index, {**found, "iteration": m.iteration}):
+        m.fail("pruned", f"stopped by the caller after {m.iteration} reported epochs")
+        return True
+    return False
+
+
+def _evaluate(ex: Executor, members: Sequence[Member], val: tuple[np.ndarray, np.ndarray], fold: Fold):
+    """Each member's (validation metrics, head logits)."""
+    names = fold.data.class_names
+    return [
+        (score_logits(logits, val[1], m.voting_weights, space=m.cfg.voting.space, class_names=names), logits)
+        for m, logits in zip(members, ex.predict(members, val[0]), strict=True)
+    ]
+
+
+def score_logits(
+    logits: dict[str, np.ndarray], y: np.ndarray, weights: dict[str, float], *, space: str, class_names: tuple[str, ...]
+) -> dict[str, float]:
+    """Validation metrics of the voted ensemble and of each head, from head -> (n, C) logits."""
+    scores = voting.soft_vote(logits, weights, space=space)  # (n, C)
+    report = metrics.classification_report(y, scores.argmax(1), class_names)
+    out = {f"val/{k}": float(v) for k, v in report.items()}
+    target = torch.as_tensor(y, dtype=torch.long)
+    head_ce = [F.cross_entropy(torch.as_tensor(v), target).item() for v in logits.values()]
+    out["val/loss"] = float(np.mean(head_ce))
+    n_classes = len(class_names)
+    for head, v in logits.items():
+        out[f"val/f1_{head}"] = metrics.weighted_f1(y, v.argmax(1), n_classes)
+    return out
+
+
+def _score_missing_rates(ex: Executor, m: Member, fold: Fold) -> dict[str, float]:
+    """`metric_name(r, g)` for each `missing.eval_rates` r and g in GRID_METRICS: the member's final
+    model re-scored on the validation rows with one more modality rate dropped (fixed draws)."""
+    cfg = m.cfg.missing
+    out: dict[str, float] = {}
+    if not cfg.eval_rates:
+        return out
+    data, split = fold.data, fold.split
+    base = fold.dev.mask.cpu().numpy()  # (N, M) the fold's mask
+    y = data.labels[split.val]  # (n_val,)
+    for rate in cfg.eval_rates:
+        mask = val_mask_at_rate(base, data.mask, split.val, rate, cfg.seed)  # (N, M)
+        dev = dataclasses.replace(fold.dev, mask=torch.as_tensor(mask, device=fold.dev.mask.device))
+        logits = ex.predict([m], split.val, dev=dev)[0]
+        found = score_logits(logits, y, m.voting_weights, space=m.cfg.voting.space, class_names=data.class_names)
+        out.update({metric_name(rate, g): found[f"val/{g}"] for g in GRID_METRICS})
+    return out
+
+
+def pseudo_labelled_set(
+    cfg: ExperimentConfig,
+    data: FeatureSet,
+    logits: dict[str, np.ndarray],
+    voting_weights: dict[str, float],
+    train: tuple[np.ndarray, np.ndarray],
+    pool: np.ndarray,
+    *,
+    seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """The round's training set: the labelled rows plus the pool's confident votes, oversampled per class."""
+    st = cfg.self_training
+    probs = voting.vote_probs(logits, voting_weights, space=cfg.voting.space)  # (U, C)
+    counts = np.bincount(train[1], minlength=data.n_classes)  # (C,)
+    thresholds = pseudo.class_thresholds(st, data.class_names, counts)
+    keep, pseudo_y, _conf = pseudo.select_pseudo_labels(probs, thresholds, max_pseudo=st.max_pseudo)
+    truth = data.true_labels[pool[keep]] if data.true_labels is not None else np.full(len(keep), -1)
+    report = pseudo.pseudo_label_report(pseudo_y, truth, data.class_names)
+    idx = np.concatenate([train[0], pool[keep]])  # (n + K,)
+    y = np.concatenate([train[1], pseudo_y]).astype(np.int64)  # (n + K,)
+    if st.oversample:
+        pos = pseudo.oversample(y, target=st.oversample_to, rng=np.random.default_rng(seed))
+        idx, y = idx[pos], y[pos]
+    report["train_size"] = len(idx)
+    return (idx, y), report
+
+
+def voting_setup(cfg: VotingConfig, head_names: tuple[str, ...], *, cls_heads: str = "all") -> dict[str, float]:
+    """Resolved per-head voting weights (heads the map does not name get the default).
+
+    With `loss.cls_heads: fusion` only the fusion head is trained; the untrained unimodal heads
+    would vote noise, so the fusion head alone decides.
+    """
+    if cls_heads == "fusion":
+        return {h: 1.0 if h == "fusion" else 0.0 for h in head_names}
+    weights, _unmatched = voting.resolve_weights(cfg, head_names)
+    return weights
+
+
+def aggregate(folds: list[FoldResult]) -> dict[str, float]:
+    """Fold means (and `<name>_std`) of every numeric metric, plus pseudo-label totals."""
+    if not folds:
+        return {}
+    keys = [k for k, v in folds[0].metrics.items() if isinstance(v, (int, float))]
+    out: dict[str, float] = {}
+    for key in keys:
+        values = np.array([f.metrics[key] for f in folds if key in f.metrics], dtype=float)
+        out[key] = float(values.mean())
+        if len(folds) > 1:
+            out[f"{key}_std"] = float(values.std(ddof=1))
+    last_rounds = [f.pseudo[-1] for f in folds if f.pseudo]
+    if last_rounds:
+        out["pseudo/count"] = float(np.mean([r["n"] for r in last_rounds]))
+        accs = [r["accuracy"] for r in last_rounds if np.isfinite(r.get("accuracy", float("nan")))]
+        if accs:
+            out["pseudo/accuracy"] = float(np.mean(accs))
+    return out
+
+
+def _result(m: Member, head_names: tuple[str, ...], class_names: tuple[str, ...], seconds: float) -> TrialResult:
+    return TrialResult(
+        status=m.status,
+        metrics=aggregate(m.folds),
+        folds=m.folds,
+        head_names=head_names,
+        class_names=class_names,
+        failure_reason=m.reason,
+        epochs=m.iteration,
+        seconds=seconds,
+        model_state=m.model_state,
+    )
