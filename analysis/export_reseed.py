@@ -19,7 +19,7 @@ from analysis.runs import PHASE_TAG, SEED_PARAM, STATUS_TAG, VARIANT_PARAM, Swee
 from mer_core.configs import ExperimentConfig, flatten, load_config, to_dict, with_overrides
 from mer_core.data.featureset import FeatureSet
 from mer_core.train.result import TrialResult
-from sweeps.tracking import PARENT_TAG, mlflow_items
+from sweeps.tracking.tracker import PARENT_TAG, mlflow_items
 
 log = logging.getLogger("mersweep.analysis")
 
@@ -85,7 +85,7 @@ def log_reseed_run(sweep: SweepRuns, source: TrialRun, cfg: ExperimentConfig, re
     """One child run of the sweep's parent: params, final metrics, status, trial artifacts."""
     from mlflow.entities import Metric, Param
 
-    from sweeps.trainable import write_trial_artifacts
+    from sweeps.trainable.trial import write_trial_artifacts
 
     client = sweep.client()
     name = f"{source.name}-seed{cfg.seed}"

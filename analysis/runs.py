@@ -24,9 +24,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from mer_core.errors import UserInputError
-from sweeps.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, redact
+from sweeps.tracking.tracker import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, redact
 
-VARIANT_PARAM = "ablation.variant"  # params of an ablation trial (sweeps.ablation.ablation_params)
+VARIANT_PARAM = "ablation.variant"  # params of an ablation trial (sweeps.ablation.plan.ablation_params)
 SEED_PARAM = "ablation.seed"
 PHASE_PARAM = "ablation.phase"
 PHASE_TAG = "mersweep.phase"  # runs logged after the sweep (e.g. export-best's re-seeded runs) say their phase here

@@ -164,9 +164,9 @@ def _sweep_yaml(
 
 def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, tracking_uri: str) -> SweepRun:
     """One sweep exactly as `python run_sweep.py` runs it (Ray stays up between sweeps); its events from MLflow."""
-    from sweeps.engine import execute, prepare
-    from sweeps.spec import load_sweep
-    from sweeps.state import read_state
+    from sweeps.execution.engine import execute, prepare
+    from sweeps.resume.state import read_state
+    from sweeps.spec.schema import load_sweep
 
     algorithm, scheduler, factor = ARMS[arm]
     name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"
@@ -185,7 +185,7 @@ def _events(uri: str, experiment: str, parent: str) -> list[Event]:
     """Every result of every trial of the sweep, from its MLflow child runs."""
     from mlflow import MlflowClient
 
-    from sweeps.tracking import PARENT_TAG, TRIAL_TAG
+    from sweeps.tracking.tracker import PARENT_TAG, TRIAL_TAG
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

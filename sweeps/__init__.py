@@ -1,8 +1,15 @@
 """The sweep engine: spec schema, search-space compiler, samplers (Ray Tune wiring comes on top)."""
 
-from sweeps.space import ALGORITHMS, AskTellGridSampler, SearchSpace, check_algorithm, load_space, make_sampler
-from sweeps.space_params import Param
-from sweeps.spec import (
+from sweeps.space.params import Param
+from sweeps.space.search_space import (
+    ALGORITHMS,
+    AskTellGridSampler,
+    SearchSpace,
+    check_algorithm,
+    load_space,
+    make_sampler,
+)
+from sweeps.spec.schema import (
     METRICS,
     AblationConfig,
     ExecutionConfig,

@@ -23,9 +23,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mer_core.errors import UserInputError
-from sweeps.callbacks import last_attempt_results
-from sweeps.spec import load_sweep
-from sweeps.state import SweepState, check_same_sweep
+from sweeps.resume.state import SweepState, check_same_sweep
+from sweeps.spec.schema import load_sweep
+from sweeps.tracking.callback import last_attempt_results
 from tests.driver_helpers import Driver, Drivers, progress
 from tests.resume_checks import TERMINAL, assert_complete, lose_the_outbox, optuna_history, tear_ray_state
 from tests.sweep_helpers import SMALL_SET, children_of, driver_lines, run_cli, write_sweep

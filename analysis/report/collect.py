@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from analysis.runs import SweepRuns, TrialRun, metric_history, read_artifact_text, trial_summary
 from mer_core.errors import UserInputError
-from sweeps.space import SearchSpace, load_space
+from sweeps.space.search_space import SearchSpace, load_space
 
 if TYPE_CHECKING:
     from analysis.compare import AblationTable

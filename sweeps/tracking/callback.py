@@ -1,6 +1,6 @@
 """Ray Tune callbacks on the driver: MLflow logging and the live progress line.
 
-A Ray trial is one run of the sweep, or in fused mode (`sweeps.population_trial`) a population
+A Ray trial is one run of the sweep, or in fused mode (`sweeps.fused.trial`) a population
 of members: then each member is its own MLflow child run (trial id `<ray trial id>-m<i>`, its
 values under the `m<i>/` prefix of the trial's results) and counts as one trial in the progress.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.population_search import member_prefix, member_result, member_trial_id, members_of
-from sweeps.tracking import PARENT_TAG, TRIAL_TAG, SweepTracker
-from sweeps.trainable import FINAL_KEY
+from sweeps.fused.search import member_prefix, member_result, member_trial_id, members_of
+from sweeps.tracking.tracker import PARENT_TAG, TRIAL_TAG, SweepTracker
+from sweeps.trainable.trial import FINAL_KEY
 
 MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "invalid": "FAILED", "error": "FAILED"}
 ENDED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that will not run again

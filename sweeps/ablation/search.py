@@ -1,4 +1,4 @@
-"""`AblationSearcher`: the Ray Tune searcher that runs an ablation plan (see `sweeps.ablation`)."""
+"""`AblationSearcher`: the Ray Tune searcher that runs an ablation plan (see `sweeps.ablation.plan`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.ablation import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
-from sweeps.searcher_state import PickledStateMixin
-from sweeps.space import SearchSpace, make_sampler
+from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.resume.searcher import PickledStateMixin
+from sweeps.space.search_space import SearchSpace, make_sampler
 
 log = logging.getLogger("mersweep.sweep")
 

@@ -21,9 +21,9 @@ from mer_core.configs import build_config, save_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
-from sweeps.ablation import ablation_overrides
-from sweeps.faults import injector_from_env
-from sweeps.worker_setup import quiet_worker
+from sweeps.ablation.plan import ablation_overrides
+from sweeps.trainable.faults import injector_from_env
+from sweeps.trainable.worker_setup import quiet_worker
 
 FINAL_KEY = "final"  # set to 1 in the last result of a trial that finished training
 NODE_KEY = "node_id"  # the Ray node a result came from

@@ -1,4 +1,4 @@
-"""Helpers of `sweeps.spec`: raw-YAML normalisation, `sweep.` overrides, path resolution, and the
+"""Helpers of `sweeps.spec.schema`: raw-YAML normalisation, `sweep.` overrides, path resolution, and the
 checks that need files (the base experiment config, ablation variants, search spaces).
 
 Errors name the sweep field the user has to edit: a bad `set` entry is `set.<field>`, a bad
@@ -17,14 +17,14 @@ from mer_core.configs.fields import FrozenDict, field_type
 from mer_core.configs.loader import build_config, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
-from sweeps.ablation import SPLIT_KEYS, check_variant_keys
-from sweeps.space import check_algorithm, load_space
-from sweeps.space_params import prefixed
+from sweeps.ablation.plan import SPLIT_KEYS, check_variant_keys
+from sweeps.space.params import prefixed
+from sweeps.space.search_space import check_algorithm, load_space
 
 if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
+    from sweeps.spec.schema import SweepSpec
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def apply_sweep_sets(raw: Mapping[str, Any], sets: Iterable[tuple[str, Any]]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from mer_core.configs import ExperimentConfig
-from sweeps.ablation import AblationPlan
-from sweeps.ablation_search import AblationSearcher
-from sweeps.population_rungs import RungSchedule
-from sweeps.population_search import PopulationSearcher
-from sweeps.space import SearchSpace, make_sampler
-from sweeps.spec import SweepSpec
+from sweeps.ablation.plan import AblationPlan
+from sweeps.ablation.search import AblationSearcher
+from sweeps.fused.rungs import RungSchedule
+from sweeps.fused.search import PopulationSearcher
+from sweeps.space.search_space import SearchSpace, make_sampler
+from sweeps.spec.schema import SweepSpec
 
 TIME_ATTR = "training_iteration"  # one unit = one reported fine-tuning epoch
 

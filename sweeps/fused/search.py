@@ -1,7 +1,7 @@
 """`PopulationSearcher`: one Optuna study, handed to Ray Tune K trials at a time (fused mode).
 
 In fused mode (`execution: {mode: fused, population: K}`) one Ray trial trains K members as one
-stacked model (`sweeps.population_trial`). Each member is still its own Optuna trial: the
+stacked model (`sweeps.fused.trial`). Each member is still its own Optuna trial: the
 searcher asks the study K times per Ray trial (ask/tell in batches) and tells each member's
 trial its own outcome. The Ray trial's config carries the members:
 
@@ -24,8 +24,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.searcher_state import PickledStateMixin
-from sweeps.space import SearchSpace
+from sweeps.resume.searcher import PickledStateMixin
+from sweeps.space.search_space import SearchSpace
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -33,7 +33,7 @@ MEMBERS_KEY = "__members"
 NUMBERS_KEY = "__member_numbers"
 RUNGS_KEY = "__rungs"
 RUNGS_RESULT = "population/rungs"  # final result: JSON list (per rung) of the scores this population recorded
-FINAL_KEY = "final"  # as sweeps.trainable.FINAL_KEY (not imported: that module pulls in the trainer)
+FINAL_KEY = "final"  # as sweeps.trainable.trial.FINAL_KEY (not imported: that module pulls in the trainer)
 
 
 def members_of(config: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:

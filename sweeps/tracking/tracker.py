@@ -2,7 +2,7 @@
 
 Trials never talk to MLflow themselves; the driver logs in batches (a Ray Tune callback
 feeds `SweepTracker`), so a slow or absent tracking server costs trials nothing: what cannot be
-sent waits in order until the server is back (`sweeps.tracking_retry`).
+sent waits in order until the server is back (`sweeps.tracking.retry`).
 Child runs carry the Ray trial id as a tag, so a resumed sweep finds and reuses them
 instead of logging a trial twice.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from sweeps.tracking_retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
+from sweeps.tracking.retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
 
 TRIAL_TAG = "mersweep.trial_id"
 SWEEP_TAG = "mersweep.sweep"

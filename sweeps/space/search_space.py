@@ -26,7 +26,7 @@ import optuna
 
 from mer_core.configs.loader import read_yaml
 from mer_core.errors import ConfigError
-from sweeps.space_params import Param, parse_param, prefixed, same_value
+from sweeps.space.params import Param, parse_param, prefixed, same_value
 
 ALGORITHMS = ("tpe", "qmc", "random", "cmaes", "grid")
 

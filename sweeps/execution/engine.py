@@ -21,21 +21,21 @@ from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
-from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
-from sweeps.faults import plan_from_env
-from sweeps.interrupt import watch_interrupt
-from sweeps.ray_start import in_background, start_ray
-from sweeps.results import SweepOutcome, summarize
-from sweeps.space import SearchSpace, load_space
-from sweeps.space_params import prefixed
-from sweeps.spec import SweepSpec
-from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
-from sweeps.tracking import redact, resolve_tracking_uri
-from sweeps.tracking_check import check_reachable
-from sweeps.trainable import TrialSettings, trial_main, trial_overrides
+from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
+from sweeps.execution.interrupt import watch_interrupt
+from sweeps.execution.ray_start import in_background, start_ray
+from sweeps.execution.results import SweepOutcome, summarize
+from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir, write_state
+from sweeps.space.params import prefixed
+from sweeps.space.search_space import SearchSpace, load_space
+from sweeps.spec.schema import SweepSpec
+from sweeps.tracking.tracker import redact, resolve_tracking_uri
+from sweeps.tracking.uri import check_reachable
+from sweeps.trainable.faults import plan_from_env
+from sweeps.trainable.trial import TrialSettings, trial_main, trial_overrides
 
 if TYPE_CHECKING:
-    from sweeps.tracking import SweepTracker
+    from sweeps.tracking.tracker import SweepTracker
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -200,9 +200,9 @@ def execute(
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     from ray import tune
 
-    from sweeps.build import build_tuner
-    from sweeps.callbacks import MlflowCallback, ProgressCallback
-    from sweeps.ray_snapshot import StateSnapshot, restore_snapshot
+    from sweeps.execution.tuner import build_tuner
+    from sweeps.resume.snapshot import StateSnapshot, restore_snapshot
+    from sweeps.tracking.callback import MlflowCallback, ProgressCallback
 
     spec = prepared.spec
     if address is None:
@@ -252,7 +252,7 @@ def execute(
 
 def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
     """The sweep's experiment and parent run (reopened on resume); a new sweep's state and spec are saved."""
-    from sweeps.tracking import SweepTracker
+    from sweeps.tracking.tracker import SweepTracker
 
     spec = prepared.spec
     tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
@@ -278,8 +278,8 @@ def _trainable(prepared: PreparedSweep) -> Any:
 
     if not prepared.fused:
         return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
-    from sweeps.build import population_schedule
-    from sweeps.population_trial import population_main
+    from sweeps.execution.tuner import population_schedule
+    from sweeps.fused.trial import population_main
 
     schedule = population_schedule(prepared.spec, prepared.base)
     return tune.with_parameters(population_main, data=prepared.data, settings=prepared.settings, schedule=schedule)

@@ -7,7 +7,7 @@ import urllib.parse
 import urllib.request
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.tracking import redact
+from sweeps.tracking.tracker import redact
 
 # Stores MLflow can log to (a `+driver` suffix picks the database driver: postgresql+psycopg2://).
 TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")

@@ -36,9 +36,9 @@ from mer_core.configs.fields import FrozenDict, fld, from_dict, to_dict
 from mer_core.configs.loader import parse_override, read_yaml
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
-from sweeps import spec_checks
-from sweeps.space import SearchSpace, load_space
-from sweeps.tracking import redact
+from sweeps.space.search_space import SearchSpace, load_space
+from sweeps.spec import checks as spec_checks
+from sweeps.tracking.tracker import redact
 
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path

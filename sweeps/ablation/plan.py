@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
+    from sweeps.spec.schema import SweepSpec
 
 VARIANT_KEY, SEED_KEY, PHASE_KEY = "__variant", "__seed", "__phase"
 
