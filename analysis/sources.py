@@ -8,8 +8,7 @@ from pathlib import Path
 from analysis.runs import SweepRuns, load_sweep_runs
 from mer_core.errors import UserInputError
 from sweeps.resume.state import STATE_FILE, read_state
-from sweeps.tracking.tracker import resolve_tracking_uri
-from sweeps.tracking.uri import check_reachable
+from sweeps.tracking.uri import check_reachable, resolve_tracking_uri
 
 
 def add_source_args(parser: argparse.ArgumentParser) -> None:

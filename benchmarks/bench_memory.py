@@ -234,8 +234,8 @@ def bench_memory(opts: BenchOptions) -> BenchResult:
     """Per-worker peak RSS and private memory with the dataset shared vs copied, against its size."""
     import ray
 
-    from sweeps.execution.engine import prepare
-    from sweeps.spec.schema import load_sweep
+    from sweeps.execution.prepare import prepare
+    from sweeps.spec import load_sweep
 
     trials = opts.trials or (2 if opts.smoke else 4)
     logging.getLogger("ray").setLevel(logging.WARNING)

@@ -86,7 +86,7 @@ def arm_optuna(base: Mapping[str, Any], trials: int, *, threads: int | None = No
     import optuna
     import torch
 
-    from sweeps.space.search_space import load_space, make_sampler
+    from sweeps.space import load_space, make_sampler
 
     if threads is not None:
         base = {**base, "runtime": {**base["runtime"], "threads": threads}}
@@ -117,8 +117,9 @@ def arm_engine(folder: Path, sweep: Path) -> ArmRun:
     import ray
     from ray.tune import ExperimentAnalysis
 
-    from sweeps.execution.engine import execute, prepare
-    from sweeps.spec.schema import load_sweep
+    from sweeps.execution.engine import execute
+    from sweeps.execution.prepare import prepare
+    from sweeps.spec import load_sweep
     from sweeps.tracking.tracker import SweepTracker
 
     timer = CallTimer()
@@ -153,7 +154,7 @@ def arm_plain_tune(folder: Path, base: Mapping[str, Any], trials: int) -> ArmRun
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from sweeps.space.search_space import load_space, make_sampler
+    from sweeps.space import load_space, make_sampler
 
     start = time.perf_counter()
     space = load_space(ROOT / "search_spaces/quick.yaml")
@@ -187,7 +188,7 @@ def _shutdown_seconds() -> float:
 
 def _base(sweep: Path) -> dict[str, Any]:
     """The experiment config every arm starts from: the engine's own resolution of the sweep."""
-    from sweeps.spec.schema import load_sweep
+    from sweeps.spec import load_sweep
 
     return to_dict(load_sweep(sweep).base_config())
 

@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = [
 
 
 def _space(tmp_path: Path, text: str):
-    from sweeps.space.search_space import load_space
+    from sweeps.space import load_space
 
     path = tmp_path / "space.yaml"
     path.write_text(text)

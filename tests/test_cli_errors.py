@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mer_core.data import load_data
-from sweeps.spec.schema import load_sweep
+from sweeps.spec import load_sweep
 from tests.cli_error_cases import CASES, FEATURE_CLASSES, FEATURE_DIMS, FEATURES_DATA, Case, make_features
 from tests.sweep_helpers import ROOT, free_port, run_program, write_sweep
 

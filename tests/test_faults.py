@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.spec.schema import load_sweep
+from sweeps.spec import load_sweep
 from sweeps.trainable.faults import (
     FAULTS_ENV,
     FaultInjector,

@@ -1,4 +1,4 @@
-"""sweeps/ray_snapshot.py: Ray's staged state copied as one unit and put back on --resume."""
+"""sweeps/resume/snapshot.py: Ray's staged state copied as one unit and put back on --resume."""
 
 from __future__ import annotations
 

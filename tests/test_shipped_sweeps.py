@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from mer_core.configs import with_overrides
-from sweeps.space.search_space import load_space
-from sweeps.spec.schema import load_sweep
+from sweeps.space import load_space
+from sweeps.spec import load_sweep
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 

@@ -15,8 +15,8 @@ import yaml
 
 from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.errors import ConfigError
+from sweeps.space import AskTellGridSampler, SearchSpace, load_space, make_sampler
 from sweeps.space.params import Param
-from sweeps.space.search_space import AskTellGridSampler, SearchSpace, load_space, make_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))

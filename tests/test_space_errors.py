@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.space.search_space import load_space
+from sweeps.space import load_space
 
 
 def _space(tmp_path: Path, body: str, name: str = "space.yaml") -> Path:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.spec.schema import METRICS, SweepSpec, load_sweep
+from sweeps.spec import METRICS, SweepSpec, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "search_spaces/quick.yaml"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mer_core.errors import ConfigError
+from sweeps.space import SearchSpace
 from sweeps.space.params import Param, field_info
-from sweeps.space.search_space import SearchSpace
 
 DEFAULT_TOLERANCE = 0.05
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sweeps.space import SearchSpace
 from sweeps.space.params import Param, same_value
-from sweeps.space.search_space import SearchSpace
 
 MIN_TRIALS = 5  # fANOVA's forest on fewer finished trials ranks noise
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mer_core.configs import build_config, save_config
-from sweeps.fused.search import member_result, member_trial_id, members_of
-from sweeps.tracking.callback import member_outcome, trial_outcome
-from sweeps.trainable.trial import FINAL_KEY, trial_overrides
-
-if TYPE_CHECKING:
-    from sweeps.execution.engine import PreparedSweep
+from sweeps.execution.prepare import PreparedSweep
+from sweeps.fused.members import member_outcome, member_result, member_trial_id, members_of
+from sweeps.trainable.report import FINAL_KEY, trial_outcome
+from sweeps.trainable.trial import trial_overrides
 
 
 @dataclass

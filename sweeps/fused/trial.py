@@ -28,10 +28,12 @@ from mer_core.population import group_by_shape, train_population
 from mer_core.population.engine import MemberReport
 from mer_core.population.grouping import SCHEDULE
 from mer_core.train import TrialResult
+from sweeps.fused.members import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
 from sweeps.fused.rungs import RungSchedule, RungStopper
-from sweeps.fused.search import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
+from sweeps.tracking.names import final_metric
 from sweeps.trainable.faults import injector_from_env
-from sweeps.trainable.trial import FINAL_KEY, NODE_KEY, TrialSettings, trial_overrides, write_trial_artifacts
+from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.trial import TrialSettings, trial_overrides, write_trial_artifacts
 from sweeps.trainable.worker_setup import quiet_worker
 
 __all__ = ["PopulationRelay", "population_main", "train_groups"]
@@ -107,7 +109,7 @@ class PopulationRelay:
         metric, status = self.settings.metric, result.status
         values: dict[str, Any] = {"status": status, "failure_reason": result.failure_reason, "iteration": result.epochs}
         if status == "ok":
-            values.update({f"final/{k}": v for k, v in result.metrics.items()})
+            values.update({final_metric(k): v for k, v in result.metrics.items()})
             values.update(result.metrics)
         if status == "pruned" and member in self.last:
             values[metric] = self.last[member]

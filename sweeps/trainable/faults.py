@@ -8,7 +8,7 @@ from an experiment or sweep config, so no recorded run can carry one by accident
     MERSWEEP_FAULTS='{"hang_s": 30, "at_epoch": 1}' # every attempt sleeps 30 s at epoch 1, then goes on
     MERSWEEP_FAULTS='{"hang_s": "forever"}'         # every attempt hangs at epoch 1 until it is killed
 
-The driver validates the variable once (`plan_from_env` in `sweeps.execution.engine.prepare`: a bad value
+The driver validates the variable once (`plan_from_env` in `sweeps.execution.prepare.prepare`: a bad value
 exits 2 before anything is written) and hands it to every Ray worker through the job's
 `runtime_env`, so workers on other nodes see it too. The hook sits in the trial's report path
 (`sweeps.trainable.trial`): an epoch report calls `FaultInjector.on_epoch` before reporting.
