@@ -25,6 +25,7 @@ from analysis.runs import SweepRuns
 from analysis.sources import add_source_args, out_folder, sweep_from_args
 from analysis.stats import Comparison, compare_variants
 from mer_core.errors import ConfigError, UserInputError
+from sweeps.tracking.names import EVAL_PHASE
 
 COLUMNS = ("variant", "n_seeds", "mean", "ci_low", "ci_high", "n", "diff_mean", "diff_ci_low", "diff_ci_high",
            "p_value", "p_adj", "verdict", "failed")  # fmt: skip
@@ -80,7 +81,7 @@ def ablation_scores(sweep: SweepRuns, metric: str) -> tuple[dict[str, dict[int, 
     scores: dict[str, dict[int, float]] = {}
     failed: dict[str, int] = {}
     for trial in sweep.trials:
-        if trial.variant is None or trial.phase != "eval":
+        if trial.variant is None or trial.phase != EVAL_PHASE:
             continue
         scores.setdefault(trial.variant, {})
         if trial.status == "ok" and metric in trial.metrics and trial.seed is not None:

@@ -19,6 +19,7 @@ from analysis.runs import SweepRuns
 from analysis.sources import add_source_args, check_out_file, sweep_from_args
 from mer_core.configs import ExperimentConfig
 from mer_core.errors import ConfigError, UserInputError
+from sweeps.tracking.names import EXPORT_ARTIFACT_DIR, EXPORT_MODEL_TAG
 
 if TYPE_CHECKING:
     from analysis.export_model import RegisteredModel
@@ -166,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
     out = default_out(args, sweep)
     text = header(sweep, best, out)
     write_config(cfg, out, text)
-    sweep.client().log_artifact(sweep.parent_run_id, str(out), artifact_path="export")
+    sweep.client().log_artifact(sweep.parent_run_id, str(out), artifact_path=EXPORT_ARTIFACT_DIR)
     model = train_and_register(sweep, cfg, data, args.model_name or f"mersweep-{sweep.sweep}")
-    sweep.client().set_tag(sweep.parent_run_id, "mersweep.export.model", model.model_uri)
+    sweep.client().set_tag(sweep.parent_run_id, EXPORT_MODEL_TAG, model.model_uri)
     print(text)
     print(f"wrote {out}")
     print(f"registered {model.model_uri}")

@@ -14,12 +14,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis.export_select import RESEED_PHASE, SOURCE_TAG, seed_overrides
-from analysis.runs import PHASE_TAG, SEED_PARAM, STATUS_TAG, VARIANT_PARAM, SweepRuns, TrialRun, download_artifact
+from analysis.export_select import seed_overrides
+from analysis.runs import SweepRuns, TrialRun, download_artifact
 from mer_core.configs import ExperimentConfig, flatten, load_config, to_dict, with_overrides
 from mer_core.data.featureset import FeatureSet
 from mer_core.train.result import TrialResult
-from sweeps.tracking import PARENT_TAG, mlflow_items
+from sweeps.tracking.names import (
+    ABLATION_SEED_PARAM,
+    CONFIG_ARTIFACT,
+    EXPORT_SOURCE_TAG,
+    FAILURE_TAG,
+    PARENT_TAG,
+    PHASE_TAG,
+    RESEED_PHASE,
+    RUN_NAME_TAG,
+    STATUS_TAG,
+    VARIANT_PARAM,
+    final_metric,
+    mlflow_items,
+)
 
 log = logging.getLogger("mersweep.analysis")
 
@@ -34,7 +47,7 @@ def trial_config(sweep: SweepRuns, trial: TrialRun) -> ExperimentConfig:
         RuntimeError: the run has no config.yaml (it cannot be reproduced).
     """
     with tempfile.TemporaryDirectory(prefix="mersweep-config-") as tmp:
-        path = download_artifact(sweep, trial.run_id, "config.yaml", Path(tmp))
+        path = download_artifact(sweep, trial.run_id, CONFIG_ARTIFACT, Path(tmp))
         if path is None:
             raise RuntimeError(f"run {trial.run_id} ({trial.name}) has no config.yaml artifact")
         return load_config(path)
@@ -85,19 +98,19 @@ def log_reseed_run(sweep: SweepRuns, source: TrialRun, cfg: ExperimentConfig, re
     """One child run of the sweep's parent: params, final metrics, status, trial artifacts."""
     from mlflow.entities import Metric, Param
 
-    from sweeps.trainable import write_trial_artifacts
+    from sweeps.trainable.trial import write_trial_artifacts
 
     client = sweep.client()
     name = f"{source.name}-seed{cfg.seed}"
-    tags = {PARENT_TAG: sweep.parent_run_id, PHASE_TAG: RESEED_PHASE, SOURCE_TAG: source.run_id}
-    tags.update({"mlflow.runName": name, STATUS_TAG: result.status, "mersweep.failure_reason": result.failure_reason})
+    tags = {PARENT_TAG: sweep.parent_run_id, PHASE_TAG: RESEED_PHASE, EXPORT_SOURCE_TAG: source.run_id}
+    tags.update({RUN_NAME_TAG: name, STATUS_TAG: result.status, FAILURE_TAG: result.failure_reason})
     run_id = client.create_run(sweep.experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
-    values = {**{f"final/{k}": v for k, v in result.metrics.items()}, **result.metrics}
+    values = {**{final_metric(k): v for k, v in result.metrics.items()}, **result.metrics}
     metrics = [Metric(k, float(v), now, 0) for k, v in mlflow_items(values).items()]
     values_of_params = flatten(cfg)
     if source.variant is not None:  # an ablation's re-run stays findable by variant and seed
-        values_of_params.update({VARIANT_PARAM: source.variant, SEED_PARAM: cfg.seed})
+        values_of_params.update({VARIANT_PARAM: source.variant, ABLATION_SEED_PARAM: cfg.seed})
     params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in mlflow_items(values_of_params).items()]
     for start in range(0, max(len(params), len(metrics), 1), 100):  # MLflow: at most 100 params per batch
         client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])

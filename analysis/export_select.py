@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.runs import SweepRuns, TrialRun
+from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, EXPORT_SOURCE_TAG, RESEED_PHASE, SEARCH_PHASE
 
-RESEED_PHASE = "export-reseed"
-SOURCE_TAG = "mersweep.export.source_run"  # on a re-seeded run: the run whose config it re-ran
-SEED_PARAMS = frozenset({"seed"})  # the flattened config keys a re-seed changes
+SEED_PARAMS = frozenset({CONFIG_SEED_PARAM})  # the flattened config keys a re-seed changes
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,20 @@ def eligible(sweep: SweepRuns) -> list[TrialRun]:
     """Finished runs that measure a configuration: an ablation's `eval` runs; a search's search runs
     and earlier re-seeds (so a second `export-best` reuses them instead of training again)."""
     if sweep.kind == "ablation":
-        return [t for t in sweep.finished() if t.phase in ("eval", RESEED_PHASE)]
-    return [t for t in sweep.finished() if t.phase in ("search", RESEED_PHASE)]
+        return [t for t in sweep.finished() if t.phase in (EVAL_PHASE, RESEED_PHASE)]
+    return [t for t in sweep.finished() if t.phase in (SEARCH_PHASE, RESEED_PHASE)]
 
 
 def group_runs(runs: Iterable[TrialRun], *, metric: str, by_variant: bool = False) -> list[SeedGroup]:
     """Runs grouped by variant tag (`by_variant`) or by configuration minus seed.
 
-    A re-seeded run joins the group of the run it re-ran (its `SOURCE_TAG`), whatever its params say.
+    A re-seeded run joins the group of the run it re-ran (its `EXPORT_SOURCE_TAG`), whatever its params say.
     """
     runs = [r for r in runs if metric in r.metrics]
     by_id = {r.run_id: r for r in runs}
 
     def key(run: TrialRun):
-        source = by_id.get(run.tags.get(SOURCE_TAG, ""), run)
+        source = by_id.get(run.tags.get(EXPORT_SOURCE_TAG, ""), run)
         return (source.variant or source.name) if by_variant else config_key(source)
 
     groups: dict[object, list[TrialRun]] = {}

@@ -18,9 +18,18 @@ from analysis.posthoc import PosthocResult
 from analysis.runs import SweepRuns, TrialRun, download_artifact
 from analysis.sources import add_source_args, sweep_from_args
 from mer_core.errors import ConfigError, UserInputError
-
-WEIGHT_TAG = "mersweep.posthoc.weight."
-RESULT_ARTIFACT = "posthoc_voting.json"
+from sweeps.tracking.names import (
+    CONFIG_ARTIFACT,
+    LOGITS_ARTIFACT,
+    POSTHOC_ARTIFACT,
+    POSTHOC_CV_F1,
+    POSTHOC_CV_F1_REFERENCE,
+    POSTHOC_GAIN,
+    POSTHOC_SPACE_TAG,
+    POSTHOC_VAL_F1,
+    POSTHOC_VAL_F1_REFERENCE,
+    posthoc_weight_tag,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +63,8 @@ def fit_trial(sweep: SweepRuns, trial: TrialRun, args: argparse.Namespace) -> Po
     from mer_core.configs import load_config
 
     with tempfile.TemporaryDirectory(prefix="mersweep-voting-") as tmp:
-        npz_path = download_artifact(sweep, trial.run_id, "val_logits.npz", Path(tmp))
-        cfg_path = download_artifact(sweep, trial.run_id, "config.yaml", Path(tmp))
+        npz_path = download_artifact(sweep, trial.run_id, LOGITS_ARTIFACT, Path(tmp))
+        cfg_path = download_artifact(sweep, trial.run_id, CONFIG_ARTIFACT, Path(tmp))
         if npz_path is None or cfg_path is None:
             print(f"note: trial {trial.trial_id} has no val_logits.npz/config.yaml; skipped", file=sys.stderr)
             return None
@@ -83,17 +92,17 @@ def log_result(sweep: SweepRuns, trial: TrialRun, result: PosthocResult) -> None
 
     now = int(time.time() * 1000)
     values = {
-        "posthoc/val/weighted_f1": result.val_f1_fitted,
-        "posthoc/val/weighted_f1_reference": result.val_f1_reference,
-        "posthoc/cv/weighted_f1_fitted": result.cv.fitted_f1,
-        "posthoc/cv/weighted_f1_reference": result.cv.reference_f1,
-        "posthoc/gain": result.cv.gain,
+        POSTHOC_VAL_F1: result.val_f1_fitted,
+        POSTHOC_VAL_F1_REFERENCE: result.val_f1_reference,
+        POSTHOC_CV_F1: result.cv.fitted_f1,
+        POSTHOC_CV_F1_REFERENCE: result.cv.reference_f1,
+        POSTHOC_GAIN: result.cv.gain,
     }
-    tags = [RunTag(WEIGHT_TAG + head, f"{w:.6g}") for head, w in result.fitted.items()]
-    tags.append(RunTag("mersweep.posthoc.space", result.space))
+    tags = [RunTag(posthoc_weight_tag(head), f"{w:.6g}") for head, w in result.fitted.items()]
+    tags.append(RunTag(POSTHOC_SPACE_TAG, result.space))
     client = sweep.client()
     client.log_batch(trial.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], tags=tags)
-    client.log_text(trial.run_id, json.dumps(result.to_json(), indent=2), RESULT_ARTIFACT)
+    client.log_text(trial.run_id, json.dumps(result.to_json(), indent=2), POSTHOC_ARTIFACT)
 
 
 def format_table(rows: list[tuple[TrialRun, PosthocResult]], metric: str) -> str:

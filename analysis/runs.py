@@ -24,13 +24,22 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from mer_core.errors import UserInputError
-from sweeps.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, redact
-
-VARIANT_PARAM = "ablation.variant"  # params of an ablation trial (sweeps.ablation.ablation_params)
-SEED_PARAM = "ablation.seed"
-PHASE_PARAM = "ablation.phase"
-PHASE_TAG = "mersweep.phase"  # runs logged after the sweep (e.g. export-best's re-seeded runs) say their phase here
-STATUS_TAG = "mersweep.status"
+from sweeps.tracking.names import (
+    ABLATION_SEED_PARAM,
+    CONFIG_SEED_PARAM,
+    PARENT_TAG,
+    PHASE_PARAM,
+    PHASE_TAG,
+    RUN_NAME_TAG,
+    SEARCH_PHASE,
+    STATUS_TAG,
+    SWEEP_ARTIFACT,
+    SWEEP_TAG,
+    TRIAL_ARTIFACT,
+    TRIAL_TAG,
+    VARIANT_PARAM,
+)
+from sweeps.tracking.uri import redact
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,14 @@ class TrialRun:
     @property
     def seed(self) -> int | None:
         """The ablation seed, else the experiment seed."""
-        raw = self.params.get(SEED_PARAM, self.params.get("seed"))
+        raw = self.params.get(ABLATION_SEED_PARAM, self.params.get(CONFIG_SEED_PARAM))
         return None if raw is None else int(raw)
 
     @property
     def phase(self) -> str:
         """`eval` for an ablation's measured runs, `retune` for its nuisance search, `search` for a
         search's trials, or what a later analysis tagged (`export-reseed`)."""
-        return self.tags.get(PHASE_TAG) or self.params.get(PHASE_PARAM, "search")
+        return self.tags.get(PHASE_TAG) or self.params.get(PHASE_PARAM, SEARCH_PHASE)
 
     def param_value(self, name: str) -> Any:
         """A param parsed back from its MLflow string (numbers, booleans, null; else the string)."""
@@ -197,7 +206,7 @@ def _trial(run) -> TrialRun:
     return TrialRun(
         run_id=run.info.run_id,
         trial_id=tags.get(TRIAL_TAG, run.info.run_id),
-        name=tags.get("mlflow.runName", run.info.run_name or run.info.run_id),
+        name=tags.get(RUN_NAME_TAG, run.info.run_name or run.info.run_id),
         status=tags.get(STATUS_TAG, "running" if run.info.status == "RUNNING" else "unknown"),
         params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
@@ -206,7 +215,7 @@ def _trial(run) -> TrialRun:
 
 
 def _parent_spec(client, parent_id: str) -> dict[str, Any]:
-    text = read_artifact_text(client, parent_id, "sweep.yaml")
+    text = read_artifact_text(client, parent_id, SWEEP_ARTIFACT)
     spec = yaml.safe_load(text) if text else None
     return spec if isinstance(spec, dict) else {}
 
@@ -238,5 +247,5 @@ def metric_history(sweep: SweepRuns, run_id: str, key: str) -> list[tuple[int, f
 
 def trial_summary(sweep: SweepRuns, run_id: str) -> dict[str, Any] | None:
     """The trial's `trial.json` artifact (status, metrics, pseudo-label reports), if logged."""
-    text = read_artifact_text(sweep.client(), run_id, "trial.json")
+    text = read_artifact_text(sweep.client(), run_id, TRIAL_ARTIFACT)
     return json.loads(text) if text else None

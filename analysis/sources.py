@@ -7,9 +7,8 @@ from pathlib import Path
 
 from analysis.runs import SweepRuns, load_sweep_runs
 from mer_core.errors import UserInputError
-from sweeps.state import STATE_FILE, read_state
-from sweeps.tracking import resolve_tracking_uri
-from sweeps.tracking_check import check_reachable
+from sweeps.resume.state import STATE_FILE, read_state
+from sweeps.tracking.uri import check_reachable, resolve_tracking_uri
 
 
 def add_source_args(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,10 @@
 """`memory`: peak memory of each trial worker when the dataset is shared vs when every worker has a copy.
 
-Both arms run the same small sweep through the engine's own Tuner (`sweeps.build.build_tuner`:
+Both arms run the same small sweep through the engine's own Tuner (`sweeps.execution.tuner.build_tuner`:
 actor reuse, 1 CPU per trial, `max_concurrent` trials at once) and the engine's own trainable
-(`sweeps.trainable.trial_main`), on a synthetic-mer dataset made large on purpose:
+(`sweeps.trainable.trial.trial_main`), on a synthetic-mer dataset made large on purpose:
 
-- shared: the dataset goes through `tune.with_parameters`, as `sweeps.engine.execute` passes it:
+- shared: the dataset goes through `tune.with_parameters`, as `sweeps.execution.engine.execute` passes it:
   one copy in Ray's object store, mapped read-only (zero copy) into every worker;
 - by value: the driver pickles the dataset in-band into one byte string, as cloudpickle does
   with a dataset captured by a plain function closure or put into a trial config, and every
@@ -38,7 +38,7 @@ import yaml
 
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
 from mer_core.data.featureset import FeatureSet
-from sweeps.trainable import TrialSettings, trial_main
+from sweeps.trainable.trial import TrialSettings, trial_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")  # /proc/<pid>/status, kB
@@ -204,7 +204,7 @@ def _space_yaml(folder: Path) -> Path:
 
 def _run_sweep(prepared, trainable: Any, folder: Path, out: Path) -> None:
     """One sweep through the engine's Tuner (no MLflow callbacks: tracking runs on the driver, not in workers)."""
-    from sweeps.build import build_tuner
+    from sweeps.execution.tuner import build_tuner
 
     tuner = build_tuner(
         prepared.spec, prepared.space, trainable, folder=folder, callbacks=[], resume=False, base=prepared.base
@@ -234,12 +234,12 @@ def bench_memory(opts: BenchOptions) -> BenchResult:
     """Per-worker peak RSS and private memory with the dataset shared vs copied, against its size."""
     import ray
 
-    from sweeps.engine import prepare
+    from sweeps.execution.prepare import prepare
     from sweeps.spec import load_sweep
 
     trials = opts.trials or (2 if opts.smoke else 4)
     logging.getLogger("ray").setLevel(logging.WARNING)
-    # The console as `sweeps.engine.execute` sets it up (no Ray AIR tables, no snapshot warnings).
+    # The console as `sweeps.execution.engine.execute` sets it up (no Ray AIR tables, no snapshot warnings).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     workers: dict[str, list[Worker]] = {arm: [] for arm in ARMS}

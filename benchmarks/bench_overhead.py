@@ -117,9 +117,10 @@ def arm_engine(folder: Path, sweep: Path) -> ArmRun:
     import ray
     from ray.tune import ExperimentAnalysis
 
-    from sweeps.engine import execute, prepare
+    from sweeps.execution.engine import execute
+    from sweeps.execution.prepare import prepare
     from sweeps.spec import load_sweep
-    from sweeps.tracking import SweepTracker
+    from sweeps.tracking.tracker import SweepTracker
 
     timer = CallTimer()
     mlflow_calls = ("__init__", "open_parent", "log_parent_artifact_text", "finish_parent", "child")

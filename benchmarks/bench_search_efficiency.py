@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC = "val/weighted_f1"
 TOLERANCE = 0.005  # half an F1 point (issue 8)
 LOOSE = 0.01  # a second reading: a single 500-sample validation split is noisy at the 0.005 scale
-STATUS_TAG = "mersweep.status"
 ENDED = ("ok", "diverged", "invalid")  # statuses whose last result is a final report (not pruned, not errored)
 
 # Real data that ships with the install (sweeps/quickstart.yaml's source), made cheaper and more
@@ -164,9 +163,10 @@ def _sweep_yaml(
 
 def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, tracking_uri: str) -> SweepRun:
     """One sweep exactly as `python run_sweep.py` runs it (Ray stays up between sweeps); its events from MLflow."""
-    from sweeps.engine import execute, prepare
+    from sweeps.execution.engine import execute
+    from sweeps.execution.prepare import prepare
+    from sweeps.resume.state import read_state
     from sweeps.spec import load_sweep
-    from sweeps.state import read_state
 
     algorithm, scheduler, factor = ARMS[arm]
     name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"
@@ -185,7 +185,7 @@ def _events(uri: str, experiment: str, parent: str) -> list[Event]:
     """Every result of every trial of the sweep, from its MLflow child runs."""
     from mlflow import MlflowClient
 
-    from sweeps.tracking import PARENT_TAG, TRIAL_TAG
+    from sweeps.tracking.names import PARENT_TAG, STATUS_TAG, TRIAL_TAG
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

@@ -1,7 +1,19 @@
-"""The sweep engine: spec schema, search-space compiler, samplers (Ray Tune wiring comes on top)."""
+"""mersweep's sweep engine: a sweep YAML in, a Ray Tune run with Optuna proposals and MLflow records out.
 
-from sweeps.space import ALGORITHMS, AskTellGridSampler, SearchSpace, check_algorithm, load_space, make_sampler
-from sweeps.space_params import Param
+- `spec/`: the sweep YAML -> a validated, frozen `SweepSpec` (`load_sweep`).
+- `space/`: search-space YAML -> Optuna define-by-run function; the seeded samplers.
+- `ablation/`: variants x paired seeds, optionally re-tuned per variant.
+- `fused/`: fused mode: K trials trained as one stacked model per Ray trial.
+- `execution/`: prepare -> Ray Tune Tuner -> results, on the driver.
+- `trainable/`: what runs in a Ray trial worker (the trial function, its reports, fault injection).
+- `resume/`: what `--resume` needs (sweep state, searcher state, Ray state snapshots).
+- `tracking/`: MLflow: the name vocabulary, the tracker, outage retries, the callback.
+- `cli`: `python run_sweep.py` / `mersweep`; `errors`: errors re-rooted under the sweep field to edit.
+
+The sweep YAMLs that ship with mersweep sit beside this file (`sweeps/<name>.yaml`).
+"""
+
+from sweeps.space import ALGORITHMS, AskTellGridSampler, Param, SearchSpace, check_algorithm, load_space, make_sampler
 from sweeps.spec import (
     METRICS,
     AblationConfig,

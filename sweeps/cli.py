@@ -9,9 +9,9 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, exit_cli, setup_logging
-from sweeps.ray_start import check_address, check_local_resources, ray_address
+from sweeps.execution.ray_start import check_address, check_local_resources, ray_address
 from sweeps.spec import load_sweep
-from sweeps.tracking import redact
+from sweeps.tracking.uri import redact
 
 
 def _parser() -> ArgumentParser:
@@ -55,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         check_address(address, field=address_field)  # seconds, not the minutes Ray waits where nothing listens
     # Heavy imports (torch, Ray, MLflow) only once the sweep itself is known good: bad input fails fast.
-    from sweeps.engine import describe, execute, prepare
-    from sweeps.results import format_table
+    from sweeps.execution.engine import execute
+    from sweeps.execution.prepare import describe, prepare
+    from sweeps.execution.results import format_table
 
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
     if address is None:  # a cluster's nodes may have what this machine lacks
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome = execute(prepared, address=address, address_field=address_field, argv=argv_list)
     print(format_table(outcome, metric=spec.metric, mode=spec.mode))
     if spec.ablation is not None:
-        from sweeps.ablation import variant_summary
+        from sweeps.ablation.summary import variant_summary
 
         print(variant_summary(outcome.rows, metric=spec.metric, reference=spec.ablation.reference))
         print(f"paired comparison: python -m analysis compare --sweep-dir {prepared.folder}")

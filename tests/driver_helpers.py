@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.sweep_helpers import ROOT, cli_env
 
 MARK_VAR = "MERSWEEP_TEST_DRIVER"
-# The live status line of sweeps.callbacks.ProgressCallback.
+# The live status line of sweeps.execution.progress.ProgressCallback.
 PROGRESS = re.compile(r"trials (\d+)/(\d+) ended: .*; (\d+) running")
 
 

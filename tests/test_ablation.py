@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune.search import Searcher
 
 from mer_core.errors import ConfigError
-from sweeps.ablation import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan, ablation_overrides
-from sweeps.ablation_search import AblationSearcher
+from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan, ablation_overrides
+from sweeps.ablation.search import AblationSearcher
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from tests.sweep_helpers import ROOT, children_of, run_analysis, write_sweep

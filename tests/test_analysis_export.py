@@ -11,8 +11,6 @@ import torch
 
 from analysis.export_model import MASK_INPUT, VotedMRCCL, example_inputs
 from analysis.export_select import (
-    RESEED_PHASE,
-    SOURCE_TAG,
     choose_best,
     eligible,
     extra_seeds,
@@ -21,11 +19,12 @@ from analysis.export_select import (
     rank,
     seed_overrides,
 )
-from analysis.runs import PHASE_TAG, SweepRuns, TrialRun
+from analysis.runs import SweepRuns, TrialRun
 from mer_core import voting
 from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.models import build_model
+from sweeps.tracking.names import EXPORT_SOURCE_TAG, PHASE_TAG, RESEED_PHASE
 from tests.sweep_helpers import run_analysis
 
 METRIC = "val/weighted_f1"
@@ -67,7 +66,7 @@ def test_a_one_seed_search_needs_reseeding_and_reseeds_join_their_source():
     assert needs_reseed(groups)
     assert [g.label for g in rank(groups, mode="max")] == ["trial_b0", "trial_a0"]
     # A re-seeded run joins the run it re-ran even if its params are spelled differently.
-    reseed = _run("b1", 0.50, seed=1, lr="1.0e-2", tags={PHASE_TAG: RESEED_PHASE, SOURCE_TAG: "b0"})
+    reseed = _run("b1", 0.50, seed=1, lr="1.0e-2", tags={PHASE_TAG: RESEED_PHASE, EXPORT_SOURCE_TAG: "b0"})
     groups = {g.label: g for g in group_runs([*runs, reseed], metric=METRIC)}
     assert groups["trial_b0"].seeds == (0, 1)
     assert groups["trial_b0"].representative.run_id == "b0"  # the original run's config is exported
@@ -172,7 +171,7 @@ def test_export_best_reseeds_writes_yaml_and_registers_a_loadable_model(search_s
     assert "95% bootstrap CI" in text and "(seeds 0, 1)" in text
     chosen = re.search(r"config of run (\w+)", text).group(1)
     assert load_config(client.download_artifacts(chosen, "config.yaml", str(tmp_path))) == cfg
-    assert any(r.info.run_id in text and r.data.tags[SOURCE_TAG] == chosen for r in reseeds)
+    assert any(r.info.run_id in text and r.data.tags[EXPORT_SOURCE_TAG] == chosen for r in reseeds)
     assert client.list_artifacts(parent.info.run_id, "export")[0].path == "export/best.yaml"
 
     previous = mlflow.get_tracking_uri()

@@ -17,7 +17,7 @@ import pytest
 
 from analysis.report.boundary import boundary_hit, boundary_hits
 from analysis.report.importance import active_params, fanova_importance, rebuild_study
-from sweeps.space_params import Param
+from sweeps.space.params import Param
 from tests.sweep_helpers import cli_env
 
 CHROMIUM_FLAGS = [

@@ -18,7 +18,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.faults import (
+from sweeps.spec import load_sweep
+from sweeps.trainable.faults import (
     FAULTS_ENV,
     FaultInjector,
     FaultPlan,
@@ -28,7 +29,6 @@ from sweeps.faults import (
     read_log,
     trial_key,
 )
-from sweeps.spec import load_sweep
 from tests.ray_cluster import private_cluster
 from tests.sweep_helpers import SMALL_SET, children_of, run_cli, write_sweep
 
@@ -274,7 +274,7 @@ def test_a_trial_that_keeps_failing_is_failed_in_mlflow_with_its_reason(ray_head
         assert child.info.status == "FAILED"
         assert child.data.tags["mersweep.status"] == "error"
         reason = child.data.tags["mersweep.failure_reason"]
-        assert reason == "sweeps.faults.InjectedFault: injected fault at epoch 2 (attempt 0, MERSWEEP_FAULTS)"
+        assert reason == "sweeps.trainable.faults.InjectedFault: injected fault at epoch 2 (attempt 0, MERSWEEP_FAULTS)"
         # Epoch 1 was reported before the fault: the run keeps what the trial did.
         assert len(sweep.client.get_metric_history(child.info.run_id, "val/weighted_f1")) == 1
 

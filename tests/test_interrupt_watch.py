@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from sweeps.interrupt import watch_interrupt
+from sweeps.execution.interrupt import watch_interrupt
 
 
 def _ray_like_fit(interrupted: bool) -> None:

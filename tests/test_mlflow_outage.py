@@ -21,8 +21,8 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import SweepTracker
-from sweeps.tracking_retry import RetryPolicy, TrackingUnavailable
+from sweeps.tracking.retry import RetryPolicy, TrackingUnavailable
+from sweeps.tracking.tracker import SweepTracker
 from tests.pg_helpers import start_mlflow_server, stop_process_group
 from tests.sweep_helpers import ROOT, SMALL_SET, children_of, cli_env, driver_lines, write_sweep
 

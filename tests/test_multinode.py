@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.faults import FAULTS_ENV, read_log
+from sweeps.trainable.faults import FAULTS_ENV, read_log
 from tests.ray_cluster import private_cluster
 from tests.sweep_helpers import ROOT, SMALL_SET, children_of, cli_env, run_cli, write_sweep
 

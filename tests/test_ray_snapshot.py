@@ -1,11 +1,11 @@
-"""sweeps/ray_snapshot.py: Ray's staged state copied as one unit and put back on --resume."""
+"""sweeps/resume/snapshot.py: Ray's staged state copied as one unit and put back on --resume."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
 
-from sweeps.ray_snapshot import SNAPSHOT_DIR, StateSnapshot, current_snapshot, restore_snapshot, take_snapshot
+from sweeps.resume.snapshot import SNAPSHOT_DIR, StateSnapshot, current_snapshot, restore_snapshot, take_snapshot
 
 STATE = {
     "experiment_state-2026-01-01_00-00-00.json": b'{"trial_data": []}',

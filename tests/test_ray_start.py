@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.ray_start import check_address, check_local_resources, in_background, local_capacity, ray_address
+from sweeps.execution.ray_start import check_address, check_local_resources, in_background, local_capacity, ray_address
 
 
 def test_in_background_hands_back_the_result_and_the_error() -> None:
@@ -63,7 +63,7 @@ def test_local_capacity_is_what_ray_will_see_here() -> None:
 
 @pytest.mark.parametrize(("cpu", "gpu", "field"), [(3.0, 0.0, "resources.cpu"), (1.0, 0.5, "resources.gpu")])
 def test_asking_a_local_cluster_for_more_than_it_has_is_refused(monkeypatch, cpu, gpu, field) -> None:
-    import sweeps.ray_start as ray_start
+    import sweeps.execution.ray_start as ray_start
 
     monkeypatch.setattr(ray_start, "local_capacity", lambda: (2, 0))
     with pytest.raises(ConfigError, match=rf"^{field}: more than the cluster has .*allowed: <= [02] "):

@@ -17,7 +17,7 @@ from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.errors import ConfigError
 from mer_core.models.fusion import FUSIONS
 from sweeps.space import AskTellGridSampler, SearchSpace, load_space, make_sampler
-from sweeps.space_params import Param
+from sweeps.space.params import Param
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))

@@ -26,19 +26,14 @@ from mer_core.configs import ExperimentConfig, load_config, with_overrides
 from mer_core.data import load_data
 from mer_core.errors import ConfigError
 from mer_core.train import TrialResult, run
-from sweeps.population_rungs import RungSchedule, RungStopper
-from sweeps.population_search import (
-    MEMBERS_KEY,
-    NUMBERS_KEY,
-    RUNGS_KEY,
-    RUNGS_RESULT,
-    PopulationSearcher,
-    population_sizes,
-)
-from sweeps.population_trial import PopulationRelay, fused_groups
+from sweeps.fused.members import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, RUNGS_RESULT
+from sweeps.fused.rungs import RungSchedule, RungStopper
+from sweeps.fused.search import PopulationSearcher, population_sizes
+from sweeps.fused.trial import PopulationRelay, fused_groups
 from sweeps.space import load_space, make_sampler
 from sweeps.spec import load_sweep
-from sweeps.trainable import FINAL_KEY, TrialSettings
+from sweeps.trainable.report import FINAL_KEY
+from sweeps.trainable.trial import TrialSettings
 from tests.driver_helpers import Drivers, progress
 from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_cli, write_sweep
 

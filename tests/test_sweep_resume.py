@@ -23,9 +23,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mer_core.errors import UserInputError
-from sweeps.callbacks import last_attempt_results
+from sweeps.resume.state import SweepState, check_same_sweep
 from sweeps.spec import load_sweep
-from sweeps.state import SweepState, check_same_sweep
+from sweeps.tracking.callback import last_attempt_results
 from tests.driver_helpers import Driver, Drivers, progress
 from tests.resume_checks import TERMINAL, assert_complete, lose_the_outbox, optuna_history, tear_ray_state
 from tests.sweep_helpers import SMALL_SET, children_of, driver_lines, run_cli, write_sweep
@@ -165,7 +165,7 @@ KILL_POINTS: dict[str, tuple[Trigger, Trigger]] = {
     "best_config_written": (_best_config_written, _at_ended(N_TRIALS, N_TRIALS)),
 }
 # After Ray's final save a crash can also cost what the driver's MLflow outbox still held
-# (sweeps/tracking.py sends in the background); here the test takes that away on purpose.
+# (sweeps/tracking/tracker.py sends in the background); here the test takes that away on purpose.
 LOSES_OUTBOX = {"best_config_written"}
 # Ray copies its saved state into runs/<sweep>/ in place from a background thread: a kill during
 # that copy leaves torn files (seen: a 0-byte search_gen_state-*.json, then a failed restore).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweeps.results import SweepOutcome, TrialRow, format_table
+from sweeps.execution.results import SweepOutcome, TrialRow, format_table
 
 
 def _row(trial: str, outcome: str, value: float | None) -> TrialRow:

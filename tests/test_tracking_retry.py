@@ -15,7 +15,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 
-from sweeps.tracking_retry import (
+from sweeps.tracking.retry import (
     Op,
     Outbox,
     RetryingCaller,
@@ -225,7 +225,7 @@ def test_mlflow_retry_settings_hold_only_during_our_calls_and_a_users_own_win(mo
 def test_a_real_mlflow_client_facing_a_closed_port_fails_fast_and_transiently():
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import MLFLOW_HTTP_ENV
+    from sweeps.tracking.tracker import MLFLOW_HTTP_ENV
     from tests.sweep_helpers import free_port
 
     out = io.StringIO()
@@ -245,7 +245,7 @@ def test_a_real_mlflow_client_facing_a_closed_port_fails_fast_and_transiently():
 def test_keys_from_user_class_and_modality_names_are_valid_mlflow_keys(name):
     from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
-    from sweeps.tracking import mlflow_key
+    from sweeps.tracking.names import mlflow_key
 
     key = mlflow_key(name)
     _validate_metric_name(key)  # one refused key made MLflow drop the whole batch: every metric of a trial
@@ -254,7 +254,7 @@ def test_keys_from_user_class_and_modality_names_are_valid_mlflow_keys(name):
 
 
 def test_ordinary_keys_are_unchanged_and_colliding_keys_keep_the_first():
-    from sweeps.tracking import mlflow_items, mlflow_key
+    from sweeps.tracking.names import mlflow_items, mlflow_key
 
     for name in ("val/weighted_f1", "val/f1/sad face", "val/f1/惊讶", "data.features.modalities.au dio", "f1/x-y_z:1"):
         assert mlflow_key(name) == name

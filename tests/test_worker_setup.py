@@ -14,7 +14,7 @@ SCRIPT = """
 import sys, weakref
 sys.path.insert(0, {root!r})
 if {quiet}:
-    from sweeps.worker_setup import quiet_worker
+    from sweeps.trainable.worker_setup import quiet_worker
     quiet_worker()
 class Thing: pass
 def callback(ref):

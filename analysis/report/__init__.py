@@ -66,7 +66,7 @@ def build_report(sweep: SweepRuns, out: Path, *, top_k: int = 5, seed: int = 0) 
 
 def header_rows(data: ReportData) -> list[tuple[str, str]]:
     """Sweep identity, metric, trial counts by status and the best trial."""
-    from sweeps.tracking import redact
+    from sweeps.tracking.uri import redact
 
     sweep = data.sweep
     counts: dict[str, int] = {}

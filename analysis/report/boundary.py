@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from mer_core.errors import ConfigError
 from sweeps.space import SearchSpace
-from sweeps.space_params import Param, field_info
+from sweeps.space.params import Param, field_info
 
 DEFAULT_TOLERANCE = 0.05
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from analysis.runs import SweepRuns, TrialRun, metric_history, read_artifact_text, trial_summary
 from mer_core.errors import UserInputError
 from sweeps.space import SearchSpace, load_space
+from sweeps.tracking.names import EVAL_PHASE, SPACE_ARTIFACT
 
 if TYPE_CHECKING:
     from analysis.compare import AblationTable
 
 log = logging.getLogger("mersweep.analysis")
 
-SPACE_ARTIFACT = "search_space.yaml"
 PSEUDO_TRIALS = 3  # panels of pseudo-label counts: the best trials that logged any
 
 
@@ -75,7 +75,7 @@ def collect(sweep: SweepRuns, *, top_k: int, seed: int) -> ReportData:
 
     `seed` seeds the ablation table's bootstrap."""
     space, note = load_report_space(sweep)
-    searched = tuple(t for t in sweep.trials if t.phase != "eval")
+    searched = tuple(t for t in sweep.trials if t.phase != EVAL_PHASE)
     leaders = tuple(leading_trials(sweep, list(sweep.trials), max(top_k, 10)))
     histories = {t.run_id: metric_history(sweep, t.run_id, sweep.metric) for t in leaders[:top_k]}
     ablation, ablation_note = _ablation(sweep, seed)

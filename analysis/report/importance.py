@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.space import SearchSpace
-from sweeps.space_params import Param, same_value
+from sweeps.space.params import Param, same_value
 
 MIN_TRIALS = 5  # fANOVA's forest on fewer finished trials ranks noise
 

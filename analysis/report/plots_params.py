@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from analysis.report.boundary import BoundaryHit, position
 from analysis.report.figures import BEST_COLOR, CMAP, PRUNED_COLOR, WARN_COLOR, new_figure, short
 from analysis.report.importance import Importance
-from sweeps.space_params import Param, same_value
+from sweeps.space.params import Param, same_value
 
 
 @dataclass(frozen=True)

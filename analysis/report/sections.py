@@ -15,7 +15,7 @@ from analysis.report.importance import active_params, fanova_importance
 from analysis.report.plots_params import Point, importance_chart, parallel_coordinates, param_scatter
 from analysis.report.plots_runs import ablation_chart, learning_curves, pseudo_label_chart
 from analysis.runs import TrialRun
-from sweeps.space_params import Param
+from sweeps.space.params import Param
 
 
 @dataclass(frozen=True)

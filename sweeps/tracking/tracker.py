@@ -2,67 +2,36 @@
 
 Trials never talk to MLflow themselves; the driver logs in batches (a Ray Tune callback
 feeds `SweepTracker`), so a slow or absent tracking server costs trials nothing: what cannot be
-sent waits in order until the server is back (`sweeps.tracking_retry`).
+sent waits in order until the server is back (`sweeps.tracking.retry`).
 Child runs carry the Ray trial id as a tag, so a resumed sweep finds and reuses them
 instead of logging a trial twice.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from sweeps.tracking_retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
+from sweeps.tracking.names import (
+    FAILURE_TAG,
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    STATUS_TAG,
+    SWEEP_TAG,
+    TOKEN_TAG,
+    TRIAL_TAG,
+    mlflow_items,
+)
+from sweeps.tracking.retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
+from sweeps.tracking.uri import redact
 
-TRIAL_TAG = "mersweep.trial_id"
-SWEEP_TAG = "mersweep.sweep"
-PARENT_TAG = "mlflow.parentRunId"
-TOKEN_TAG = "mersweep.create_token"  # finds a run whose creation answer an outage swallowed
 # MLflow's HTTP client retries by itself (7 times, backoff up to 2 min, 120 s per request), so through
 # an outage one call would block for minutes, past our deadline, with urllib3 logging every retry.
 # One attempt per call with a bounded timeout, set only while our calls run; a user's own values win.
 MLFLOW_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-_CRED = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-_MLFLOW_REFUSED = re.compile(r"[^/\w.\- :]")  # MLflow keys: word characters, / . - space and colon
-
-
-def mlflow_key(name: str) -> str:
-    """`name` as a key MLflow accepts for a metric or param.
-
-    Per-class metrics carry the class names of the user's label file (`val/f1/very, happy`) and
-    params the modality names of their config; MLflow refuses a whole `log_batch` for one key with
-    another character, or with a path segment that normalises away (`val/f1/..`), which lost every
-    metric of every trial. Such characters become `_`, such segments underscores.
-    """
-    parts = [_MLFLOW_REFUSED.sub("_", part) for part in name.split("/")]
-    return "/".join(part if part.strip(".") else "_" * max(len(part), 1) for part in parts)
-
-
-def mlflow_items(values: Mapping[str, Any]) -> dict[str, Any]:
-    """`values` under `mlflow_key` names; of two names that become one key, the first is kept
-    (MLflow refuses a batch with a param key twice)."""
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        out.setdefault(mlflow_key(name), value)
-    return out
-
-
-def redact(uri: str) -> str:
-    """A tracking URI without credentials (`https://user:pw@host` -> `https://***@host`)."""
-    return _CRED.sub("***@", uri)
-
-
-def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
-    """--tracking-uri, else the sweep's tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    uri = cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 class SweepTracker:
@@ -188,7 +157,7 @@ class SweepTracker:
             self._outbox.put(reopen)
             return handle
         run = RunRef(token=uuid.uuid4().hex)
-        tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, "mlflow.runName": name}
+        tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, RUN_NAME_TAG: name}
         create = Op(f"create the run of trial {trial_id}", run, lambda _: self._create(run, name, tags), creates=True)
         what = f"log the params of trial {trial_id}"
         self._outbox.put(create, *self._batch_ops(run, what, params={k: _param(v) for k, v in params.items()}))
@@ -293,7 +262,7 @@ class SweepTracker:
 
 
 def _superseded(note: str) -> dict[str, str]:
-    return {"mersweep.status": "superseded", "mersweep.failure_reason": note}
+    return {STATUS_TAG: "superseded", FAILURE_TAG: note}
 
 
 def _param(value: Any) -> str:

@@ -21,12 +21,11 @@ from mer_core.configs import build_config, save_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
-from sweeps.ablation import ablation_overrides
-from sweeps.faults import injector_from_env
-from sweeps.worker_setup import quiet_worker
-
-FINAL_KEY = "final"  # set to 1 in the last result of a trial that finished training
-NODE_KEY = "node_id"  # the Ray node a result came from
+from sweeps.ablation.plan import ablation_overrides
+from sweeps.tracking.names import CONFIG_ARTIFACT, LOGITS_ARTIFACT, TRIAL_ARTIFACT, final_metric
+from sweeps.trainable.faults import injector_from_env
+from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.worker_setup import quiet_worker
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
 
 
 def _final_metrics(result: TrialResult, settings: TrialSettings) -> dict[str, Any]:
-    final: dict[str, Any] = {f"final/{k}": v for k, v in result.metrics.items()}
+    final: dict[str, Any] = {final_metric(k): v for k, v in result.metrics.items()}
     final.update(result.metrics)
     if result.status == "diverged" or settings.metric not in final:
         final[settings.metric] = settings.fail_value
@@ -107,10 +106,10 @@ def _final_metrics(result: TrialResult, settings: TrialSettings) -> dict[str, An
 def write_trial_artifacts(folder: Path, cfg, result: TrialResult) -> None:
     """config.yaml (reproduces the trial), val_logits.npz, trial.json (status, pseudo-labels)."""
     save_config(
-        cfg, folder / "config.yaml", header="Config of one mersweep trial: python -m mer_core.train config.yaml"
+        cfg, folder / CONFIG_ARTIFACT, header="Config of one mersweep trial: python -m mer_core.train config.yaml"
     )
     if result.folds:
-        np.savez(folder / "val_logits.npz", **result.logits_npz())
+        np.savez(folder / LOGITS_ARTIFACT, **result.logits_npz())
     summary = {
         "status": result.status,
         "failure_reason": result.failure_reason,
@@ -119,4 +118,4 @@ def write_trial_artifacts(folder: Path, cfg, result: TrialResult) -> None:
         "head_names": list(result.head_names),
         "class_names": list(result.class_names),
     }
-    (folder / "trial.json").write_text(json.dumps(summary, indent=2, default=float))
+    (folder / TRIAL_ARTIFACT).write_text(json.dumps(summary, indent=2, default=float))

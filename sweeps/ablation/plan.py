@@ -1,4 +1,4 @@
-"""Ablation sweeps (`kind: ablation`): named variants x paired seeds, as one Ray Tune run.
+"""The plan of an ablation sweep (`kind: ablation`): named variants x paired seeds, as one Ray Tune run.
 
 Every variant runs on the same seeds, and a seed fixes both the model's initialisation and the
 data folds (`seed` and `data.seed`), so variant A on seed 3 and variant B on seed 3 see the same
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
+from sweeps.spec.schema import SweepSpec
+from sweeps.tracking.names import ABLATION_SEED_PARAM, PHASE_PARAM, VARIANT_PARAM
 
 VARIANT_KEY, SEED_KEY, PHASE_KEY = "__variant", "__seed", "__phase"
 
@@ -56,9 +56,9 @@ def ablation_params(config: Mapping[str, Any]) -> dict[str, Any]:
     if VARIANT_KEY not in config:
         return {}
     return {
-        "ablation.variant": config[VARIANT_KEY],
-        "ablation.seed": int(config[SEED_KEY]),
-        "ablation.phase": config[PHASE_KEY],
+        VARIANT_PARAM: config[VARIANT_KEY],
+        ABLATION_SEED_PARAM: int(config[SEED_KEY]),
+        PHASE_PARAM: config[PHASE_KEY],
     }
 
 
@@ -75,40 +75,3 @@ def ablation_plan(spec: SweepSpec) -> AblationPlan | None:
         metric=spec.metric,
         mode=spec.mode,
     )
-
-
-SPLIT_KEYS = ("data.folds", "data.val_fraction")  # data fields a trial applies itself (the rest load once)
-
-
-def check_variant_keys(name: str, overrides: Mapping[str, Any]) -> None:
-    """Variants may not set the seed (the ablation pairs seeds) or change how data loads (once per sweep)."""
-    from mer_core.errors import ConfigError
-
-    for key in overrides:
-        if key in ("seed", "data.seed"):
-            raise ConfigError(
-                f"ablation.variants.{name}.{key}", "use ablation.seeds", overrides[key], "seeds are paired"
-            )
-        if key.startswith("data.") and key not in SPLIT_KEYS:
-            allowed = f"{', '.join(SPLIT_KEYS)} (the data loads once per sweep; set others in the sweep's data)"
-            raise ConfigError(f"ablation.variants.{name}.{key}", allowed, overrides[key], "not a per-variant field")
-
-
-def variant_summary(rows: list[Any], *, metric: str, reference: str) -> str:
-    """Mean ± sd of the metric per variant over its eval trials (the quick look; `analysis compare`
-    gives the confidence intervals and paired tests)."""
-    import numpy as np
-
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        config = row.params
-        if config.get(PHASE_KEY) != "eval" or row.outcome != "ok" or row.value is None:
-            continue
-        values.setdefault(str(config[VARIANT_KEY]), []).append(float(row.value))
-    lines = [f"{'variant':<24} {'n':>3} {metric + ' mean':>24} {'sd':>8}"]
-    for name in sorted(values, key=lambda v: (v != reference, v)):
-        vals = np.asarray(values[name])
-        sd = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
-        mark = " (reference)" if name == reference else ""
-        lines.append(f"{name + mark:<24} {len(vals):>3} {vals.mean():>24.4f} {sd:>8.4f}")
-    return "\n".join(lines)

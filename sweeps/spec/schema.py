@@ -16,29 +16,27 @@
     execution: {mode: trial, population: 8}
     ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
 
-`load_sweep` is the one boundary: it validates every field, resolves the files, builds the
-experiment config of the base and of every ablation variant, and compiles the search spaces, so
-a spec it returns is known to run (as far as configuration goes).
+The dataclasses here hold and check each field on its own; `sweeps.spec.load.load_sweep` is the one
+boundary that builds them: it validates every field, resolves the files, builds the experiment
+config of the base and of every ablation variant, and compiles the search spaces, so a spec it
+returns is known to run (as far as configuration goes).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from mer_core.configs.fields import FrozenDict, fld, from_dict, to_dict
-from mer_core.configs.loader import parse_override, read_yaml
+from mer_core.configs.fields import FrozenDict, fld, to_dict
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
-from sweeps import spec_checks
 from sweeps.space import SearchSpace, load_space
-from sweeps.tracking import redact
+from sweeps.spec.experiment import build_experiment, experiment_overrides
+from sweeps.tracking.uri import redact
 
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
@@ -161,7 +159,7 @@ class SweepSpec:
             if self.search_space is not None:
                 allowed = "null (use ablation.retune.search_space)"
                 raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
-        if self.execution.mode == "fused":  # populations stop members by ASHA's rule themselves (population_rungs)
+        if self.execution.mode == "fused":  # populations stop members by ASHA's rule themselves (sweeps.fused.rungs)
             if self.kind != "search":
                 allowed = "trial (fused needs kind: search)"
                 raise ConfigError("execution.mode", allowed, "fused", "not for kind=ablation")
@@ -171,15 +169,23 @@ class SweepSpec:
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:
         """Dotted overrides applied to the base YAML: `data`, then `set`, then the variant's."""
-        return spec_checks.experiment_overrides(self, variant)
+        overrides = None if variant is None else self.variant_overrides(variant)
+        return experiment_overrides(data=self.data, sets=self.set, variant=overrides)
 
     def base_config(self) -> ExperimentConfig:
         """The experiment config every trial starts from (base YAML + data + set), validated."""
-        return spec_checks.build_experiment(self)
+        return build_experiment(self.base, data=self.data, sets=self.set)
 
     def variant_config(self, name: str) -> ExperimentConfig:
         """The base config with ablation variant `name`'s overrides (ConfigError names the variant)."""
-        return spec_checks.build_experiment(self, name)
+        return build_experiment(self.base, data=self.data, sets=self.set, variant=(name, self.variant_overrides(name)))
+
+    def variant_overrides(self, name: str) -> Mapping[str, Any]:
+        """The dotted overrides of ablation variant `name` (ConfigError if there is no such variant)."""
+        if self.ablation is None or name not in self.ablation.variants:
+            known = ", ".join(self.ablation.variants) if self.ablation else "none (not an ablation sweep)"
+            raise ConfigError("ablation.variants", known, name, "unknown variant")
+        return self.ablation.variants[name]
 
     def experiment_name(self) -> str:
         """The MLflow experiment: `tracking.experiment`, else the sweep name."""
@@ -208,53 +214,3 @@ class SweepSpec:
     def to_yaml(self) -> str:
         """The resolved spec as YAML text."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
-
-
-def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int | None = None) -> SweepSpec:
-    """Read, override and validate a sweep YAML.
-
-    Relative paths in it resolve against the sweep file's directory, then the current
-    directory, then the project root (so shipped sweeps work from any directory).
-
-    Args:
-        path: The sweep YAML.
-        sets: `--set KEY=VALUE` strings. `sweep.`-prefixed keys (`sweep.search.num_samples=4`)
-            override the spec; all others are experiment overrides added to `set`.
-        num_samples: `--num-samples`: overrides `search.num_samples` (applied last).
-
-    Raises:
-        UserInputError: missing file or invalid YAML; ConfigError (a subclass) for any invalid
-            field, naming the dotted field, the allowed values and the given value.
-    """
-    path = Path(path)
-    raw = read_yaml(path, what="sweep")
-    parsed = [parse_override(s) for s in sets]
-    raw = spec_checks.apply_sweep_sets(raw, [(k[len("sweep.") :], v) for k, v in parsed if k.startswith("sweep.")])
-    experiment = {k: v for k, v in parsed if not k.startswith("sweep.")}
-    if experiment and isinstance(raw.get("set") or {}, dict):
-        raw["set"] = {**(raw.get("set") or {}), **experiment}
-    if num_samples is not None:
-        raw = spec_checks.apply_sweep_sets(raw, [("search.num_samples", num_samples)])
-    raw = spec_checks.normalise(raw)
-    if raw.get("ablation") is not None:
-        # Optional sections convert as a union, which would hide the inner field's message.
-        from_dict(AblationConfig, raw["ablation"], "ablation")
-    spec = from_dict(SweepSpec, raw)
-    spec = _resolve_paths(spec, path.parent)
-    spec_checks.check_resolved(spec)
-    return spec
-
-
-def _resolve_paths(spec: SweepSpec, here: Path) -> SweepSpec:
-    def resolve(value: str | None, field: str) -> str | None:
-        return None if value is None else spec_checks.resolve_path(value, sweep_dir=here, field=field)
-
-    changes: dict[str, Any] = {
-        "base": resolve(spec.base, "base"),
-        "search_space": resolve(spec.search_space, "search_space"),
-    }
-    if spec.ablation is not None:
-        retune = spec.ablation.retune
-        retune = dataclasses.replace(retune, search_space=resolve(retune.search_space, "ablation.retune.search_space"))
-        changes["ablation"] = dataclasses.replace(spec.ablation, retune=retune)
-    return dataclasses.replace(spec, **changes)

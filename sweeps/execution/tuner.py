@@ -10,19 +10,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from mer_core.configs import ExperimentConfig
-from sweeps.ablation import AblationPlan
-from sweeps.ablation_search import AblationSearcher
-from sweeps.population_rungs import RungSchedule
-from sweeps.population_search import PopulationSearcher
+from sweeps.ablation.plan import AblationPlan
+from sweeps.ablation.search import AblationSearcher
+from sweeps.fused.rungs import RungSchedule
+from sweeps.fused.search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.spec import SweepSpec
-
-TIME_ATTR = "training_iteration"  # one unit = one reported fine-tuning epoch
-
-
-def max_iterations(cfg: ExperimentConfig) -> int:
-    """Most results a trial can report: folds x epochs x (fine-tuning + self-training rounds) + final."""
-    return cfg.data.folds * cfg.optim.max_epochs * (1 + cfg.self_training.rounds) + 1
+from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
 def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:

@@ -1,20 +1,15 @@
-"""The sweep engine: Ray Tune schedules, Optuna proposes, MLflow records.
+"""Before anything runs: `prepare` validates the whole sweep against its data and tracking store.
 
-`prepare` validates everything (spec, base config, space, data, tracking URI, resume state)
-before anything is written, so bad input exits 2 with nothing half-written. `execute`
-starts Ray, runs the Tuner and writes `runs/<sweep>/best_config.yaml`.
+Spec, base config, search space, data, tracking URI and resume state are all checked before
+anything is written, so bad input exits 2 with nothing half-written; `describe` is what
+`--dry-run` prints of the result.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shlex
-import subprocess
-from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
@@ -22,23 +17,14 @@ from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
 from mer_core.train.fused.fields import check_fusable, refused_values
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
-from sweeps.ablation import AblationPlan, ablation_params, ablation_plan
-from sweeps.faults import plan_from_env
-from sweeps.interrupt import watch_interrupt
-from sweeps.ray_start import in_background, start_ray
-from sweeps.results import SweepOutcome, summarize
+from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
+from sweeps.errors import prefixed
+from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
-from sweeps.space_params import prefixed
 from sweeps.spec import SweepSpec
-from sweeps.state import SweepState, check_same_sweep, read_state, run_dir, write_state
-from sweeps.tracking import redact, resolve_tracking_uri
-from sweeps.tracking_check import check_reachable
-from sweeps.trainable import TrialSettings, trial_main, trial_overrides
-
-if TYPE_CHECKING:
-    from sweeps.tracking import SweepTracker
-
-log = logging.getLogger("mersweep.sweep")
+from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
+from sweeps.trainable.faults import plan_from_env
+from sweeps.trainable.trial import TrialSettings, trial_overrides
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,116 +187,3 @@ def _describe_plan(prepared: PreparedSweep) -> list[str]:
         text = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(the base config)"
         lines.append(f"  variant {name}: {text}")
     return lines
-
-
-def execute(
-    prepared: PreparedSweep, *, address: str | None, argv: list[str], address_field: str = "--address"
-) -> SweepOutcome:
-    """Run (or resume) the sweep; returns the outcome with the best trial."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # A failed attempt's traceback goes to its error.txt and its reason to MLflow; the terminal
-    # gets the one-line progress instead of a traceback per attempt.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    from ray import tune
-
-    from sweeps.build import build_tuner
-    from sweeps.callbacks import MlflowCallback, ProgressCallback
-    from sweeps.ray_snapshot import StateSnapshot, restore_snapshot
-
-    spec = prepared.spec
-    if address is None:
-        # MLflow's store set-up (for sqlite: creating the schema, ~3 s) and Ray's start (~4 s) are
-        # independent and mostly wait on other processes or the disk: run them side by side.
-        opening = in_background(_open_tracking, prepared, argv)
-        try:
-            start_ray(None)
-        except Exception:
-            wait([opening])  # Ray failed to start: let the parent run and state land whole before reporting it
-            raise
-        tracker = opening.result()
-    else:
-        start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
-        tracker = _open_tracking(prepared, argv)
-    logger = MlflowCallback(tracker, prepared.trial_params)
-    progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
-    callbacks = [logger, progress, StateSnapshot(prepared.folder)]
-    if prepared.resume:
-        restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
-    trainable = _trainable(prepared)
-    tuner = build_tuner(
-        spec,
-        prepared.space,
-        trainable,
-        folder=prepared.folder,
-        callbacks=callbacks,
-        # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
-        # the trials afresh under the same parent run.
-        resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
-        base=prepared.base,
-        plan=prepared.plan,
-    )
-    with watch_interrupt() as interrupt:
-        grid = tuner.fit()
-    outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted)
-    tracker.finish_parent(
-        status="FINISHED" if outcome.interrupted is False else "KILLED",
-        metrics={f"best/{spec.metric}": outcome.best_value} if outcome.best_value is not None else {},
-        tags={
-            "mersweep.best_trial": outcome.best_trial or "",
-            "mersweep.best_run_id": tracker.run_id_of(outcome.best_trial or "") or "",
-        },
-    )
-    return outcome
-
-
-def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
-    """The sweep's experiment and parent run (reopened on resume); a new sweep's state and spec are saved."""
-    from sweeps.tracking import SweepTracker
-
-    spec = prepared.spec
-    tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
-    parent = tracker.open_parent(
-        sweep=spec.name,
-        parent_id=prepared.state.parent_run_id if prepared.state else None,
-        tags={"mersweep.git_sha": _git_sha(), "mersweep.command": shlex.join(argv)},
-    )
-    if prepared.state is None:
-        write_state(
-            prepared.folder,
-            SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
-        )
-        tracker.log_parent_artifact_text(spec.to_yaml(), "sweep.yaml")
-        if prepared.space is not None:
-            tracker.log_parent_artifact_text(_space_yaml(prepared.space), "search_space.yaml")
-    return tracker
-
-
-def _trainable(prepared: PreparedSweep) -> Any:
-    """The Ray trainable with the data and settings every trial shares (object store, not per trial)."""
-    from ray import tune
-
-    if not prepared.fused:
-        return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
-    from sweeps.build import population_schedule
-    from sweeps.population_trial import population_main
-
-    schedule = population_schedule(prepared.spec, prepared.base)
-    return tune.with_parameters(population_main, data=prepared.data, settings=prepared.settings, schedule=schedule)
-
-
-def _space_yaml(space: SearchSpace) -> str:
-    import yaml
-
-    return yaml.safe_dump(space.to_dict(), sort_keys=False)
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

@@ -1,7 +1,7 @@
 """`PopulationSearcher`: one Optuna study, handed to Ray Tune K trials at a time (fused mode).
 
 In fused mode (`execution: {mode: fused, population: K}`) one Ray trial trains K members as one
-stacked model (`sweeps.population_trial`). Each member is still its own Optuna trial: the
+stacked model (`sweeps.fused.trial`). Each member is still its own Optuna trial: the
 searcher asks the study K times per Ray trial (ask/tell in batches) and tells each member's
 trial its own outcome. The Ray trial's config carries the members:
 
@@ -18,44 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.searcher_state import PickledStateMixin
+from sweeps.fused.members import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, RUNGS_RESULT, member_result
+from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace
+from sweeps.trainable.report import FINAL_KEY
 
 log = logging.getLogger("mersweep.sweep")
-
-MEMBERS_KEY = "__members"
-NUMBERS_KEY = "__member_numbers"
-RUNGS_KEY = "__rungs"
-RUNGS_RESULT = "population/rungs"  # final result: JSON list (per rung) of the scores this population recorded
-FINAL_KEY = "final"  # as sweeps.trainable.FINAL_KEY (not imported: that module pulls in the trainer)
-
-
-def members_of(config: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
-    """The members' sampled params of a fused Ray trial's config; None for a one-trial config."""
-    members = (config or {}).get(MEMBERS_KEY)
-    return None if members is None else [dict(m) for m in members]
-
-
-def member_prefix(index: int) -> str:
-    """Key prefix of member `index`'s values in a population's results."""
-    return f"m{index}/"
-
-
-def member_trial_id(trial_id: str, index: int) -> str:
-    """The id a member goes by in MLflow and the summary: `<ray trial id>-m<index>`."""
-    return f"{trial_id}-m{index}"
-
-
-def member_result(result: Mapping[str, Any] | None, index: int) -> dict[str, Any]:
-    """Member `index`'s values in a population result, without their prefix."""
-    prefix = member_prefix(index)
-    return {k[len(prefix) :]: v for k, v in (result or {}).items() if k.startswith(prefix)}
 
 
 def population_sizes(num_samples: int, population: int) -> list[int]:

@@ -3,7 +3,7 @@
 `population_main` builds each member's config (the sweep's base + its sampled values), splits
 the members into groups that can share one stacked model (same schedule, then
 `mer_core.train.fused.group_by_shape`), trains each group with `train_population`, and stops
-members early by ASHA's rule (`sweeps.population_rungs`) without stopping the others.
+members early by ASHA's rule (`sweeps.fused.rungs`) without stopping the others.
 
 What Tune sees: one result per shared epoch with every reporting member's values under `m<i>/`
 (`m3/val/weighted_f1`, `m3/iteration`: that member's own epoch count) and the sweep metric as
@@ -27,11 +27,13 @@ from mer_core.errors import UserInputError
 from mer_core.train import TrialResult
 from mer_core.train.fused import MemberReport, group_by_shape, train_population
 from mer_core.train.fused.fields import schedule_key
-from sweeps.faults import injector_from_env
-from sweeps.population_rungs import RungSchedule, RungStopper
-from sweeps.population_search import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
-from sweeps.trainable import FINAL_KEY, NODE_KEY, TrialSettings, trial_overrides, write_trial_artifacts
-from sweeps.worker_setup import quiet_worker
+from sweeps.fused.members import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
+from sweeps.fused.rungs import RungSchedule, RungStopper
+from sweeps.tracking.names import final_metric
+from sweeps.trainable.faults import injector_from_env
+from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.trial import TrialSettings, trial_overrides, write_trial_artifacts
+from sweeps.trainable.worker_setup import quiet_worker
 
 __all__ = ["PopulationRelay", "population_main", "train_groups"]
 
@@ -101,12 +103,12 @@ class PopulationRelay:
         return self.settings.mode
 
     def _member_final(self, member: int, result: TrialResult) -> dict[str, Any]:
-        """As `sweeps.trainable` reports a trial's end; a pruned member keeps its last epoch's value,
+        """As `sweeps.trainable.trial` reports a trial's end; a pruned member keeps its last epoch's value,
         as a trial that ASHA stopped keeps its last result."""
         metric, status = self.settings.metric, result.status
         values: dict[str, Any] = {"status": status, "failure_reason": result.failure_reason, "iteration": result.epochs}
         if status == "ok":
-            values.update({f"final/{k}": v for k, v in result.metrics.items()})
+            values.update({final_metric(k): v for k, v in result.metrics.items()})
             values.update(result.metrics)
         if status == "pruned" and member in self.last:
             values[metric] = self.last[member]

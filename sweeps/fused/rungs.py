@@ -1,4 +1,4 @@
-"""ASHA-style early stopping of the members of a fused population (see `sweeps.population_trial`).
+"""ASHA-style early stopping of the members of a fused population (see `sweeps.fused.trial`).
 
 Ray's ASHA stops whole Ray trials; in fused mode a Ray trial is a population of members that
 stop on their own, so the population applies the same rule to each member itself. It follows

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from mer_core.configs.fields import FrozenDict, check_bounds, convert, describe, field_type, from_dict
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
+from sweeps.errors import prefixed
 
 Kind = Literal["float", "int", "categorical", "fixed"]
 _SCALARS = (type(None), bool, int, float, str)  # what Optuna's CategoricalDistribution stores
@@ -166,13 +167,6 @@ def field_info(dotted: str, where: str) -> tuple[Any, Mapping[str, Any]]:
             args = get_args(current)
             tp = args[1] if args else Any
     return tp, meta
-
-
-def prefixed(err: ConfigError, prefix: str, *, problem: str | None = None, suffix: str = "") -> ConfigError:
-    """A copy of `err` whose field is `prefix.<field>` (and whose problem text may be replaced/extended)."""
-    old = err.problem
-    field = f"{prefix}.{err.field}" if prefix else err.field
-    return ConfigError(field, err.allowed, err.given, (problem or old) + suffix)
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -1,58 +1,26 @@
-"""Ray Tune callbacks on the driver: MLflow logging and the live progress line.
+"""`MlflowCallback`: the Ray Tune callback on the driver that feeds trials to the `SweepTracker`.
 
-A Ray trial is one run of the sweep, or in fused mode (`sweeps.population_trial`) a population
-of members: then each member is its own MLflow child run (trial id `<ray trial id>-m<i>`, its
-values under the `m<i>/` prefix of the trial's results) and counts as one trial in the progress.
+A Ray trial is one run of the sweep, or in fused mode (`sweeps.fused`) a population of members:
+then each member is its own MLflow child run (trial id `<ray trial id>-m<i>`, its values under
+the `m<i>/` prefix of the trial's results).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.population_search import member_prefix, member_result, member_trial_id, members_of
-from sweeps.tracking import PARENT_TAG, TRIAL_TAG, SweepTracker
-from sweeps.trainable import FINAL_KEY
+from sweeps.fused.members import member_outcome, member_result, members_of, run_units
+from sweeps.tracking.names import FAILURE_TAG, PARENT_TAG, STATUS_TAG, TRIAL_TAG
+from sweeps.tracking.tracker import SweepTracker
+from sweeps.trainable.report import ENDED, FINAL_KEY, trial_outcome
 
 MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "invalid": "FAILED", "error": "FAILED"}
-ENDED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that will not run again
 RESULT_FILE = "result.json"  # Ray's log of every result of a trial, one JSON object a line, in its folder
-
-
-def trial_outcome(last: Mapping[str, Any] | None, *, errored: bool = False) -> str:
-    """ok | pruned | diverged | invalid | error, from a trial's last result."""
-    if errored:
-        return "error"
-    if last and last.get(FINAL_KEY):
-        return str(last.get("status", "ok"))
-    return "pruned"  # stopped by the scheduler before its final report
-
-
-def member_outcome(last: Mapping[str, Any] | None, index: int, *, errored: bool = False) -> str:
-    """ok | pruned | diverged | invalid | error of member `index` of a fused trial, from its last result."""
-    if errored:
-        return "error"
-    if last and last.get(FINAL_KEY):
-        return str(member_result(last, index).get("status", "error"))
-    return "pruned"  # the population was stopped before its final report (as `trial_outcome`)
-
-
-def run_units(trial) -> list[tuple[str, str, Mapping[str, Any], str]]:
-    """(trial id, run name, params config, result prefix) of each MLflow run of a Ray trial:
-    the trial itself, or in fused mode each of its members."""
-    members = members_of(trial.config)
-    if members is None:
-        return [(trial.trial_id, str(trial), trial.config, "")]
-    return [
-        (member_trial_id(trial.trial_id, i), f"{trial}-m{i}", params, member_prefix(i))
-        for i, params in enumerate(members)
-    ]
 
 
 def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
@@ -189,7 +157,7 @@ class MlflowCallback(Callback):
             outcome = member_outcome(last, i, errored=errored) if fused else trial_outcome(last, errored=errored)
             reason = str(values.get("failure_reason", "")) if not errored else _error_line(trial)
             artifacts = checkpoint / prefix.rstrip("/") if checkpoint and fused else checkpoint
-            tags = {"mersweep.status": outcome, "mersweep.failure_reason": reason[:5000]}
+            tags = {STATUS_TAG: outcome, FAILURE_TAG: reason[:5000]}
             self.tracker.finish_child(run_id, status=MLFLOW_STATUS[outcome], tags=tags, artifacts=artifacts)
 
     def on_experiment_end(self, trials: list, **info) -> None:
@@ -198,7 +166,7 @@ class MlflowCallback(Callback):
         # Trials still open here were stopped by Ctrl-C (or the time budget): end their runs, so
         # nothing stays RUNNING; a resumed sweep replaces them when Ray reruns those trials.
         for trial_id, run_id in list(self.runs.items()):
-            tags = {"mersweep.status": "interrupted", "mersweep.failure_reason": "sweep stopped before it ended"}
+            tags = {STATUS_TAG: "interrupted", FAILURE_TAG: "sweep stopped before it ended"}
             self.tracker.finish_child(run_id, status="KILLED", tags=tags)
             self.interrupted.add(trial_id)
             del self.runs[trial_id]
@@ -235,63 +203,3 @@ def _error_line(trial) -> str:
         text = ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "trial raised an error"
-
-
-class ProgressCallback(Callback):
-    """One status line whenever the counts change: running / done / pruned / failed, best so far."""
-
-    def __init__(self, *, metric: str, mode: str, total: int, stream=sys.stderr) -> None:
-        self.metric, self.mode, self.total, self.stream = metric, mode, total, stream
-        self._last_line = ""
-        self._started = time.monotonic()
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "stream": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.stream = sys.stderr
-
-    def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        line = self.status_line(trials)
-        key = line.split("] ", 1)[-1]  # the elapsed time alone is no news
-        if key != self._last_line:
-            self._last_line = key
-            print(line, file=self.stream, flush=True)
-
-    def status_line(self, trials: list) -> str:
-        counts = {"running": 0, "done": 0, "pruned": 0, "failed": 0}
-        best: tuple[float, str] | None = None
-        for t in trials:
-            for outcome, value, label in _tallies(t, self.metric):
-                if outcome is None:
-                    counts["running"] += 1
-                    continue
-                counts[{"ok": "done", "pruned": "pruned"}.get(outcome, "failed")] += 1
-                if outcome == "ok" and isinstance(value, (int, float)):
-                    score = value if self.mode == "max" else -value
-                    if best is None or score > best[0]:
-                        best = (score, f"{value:.4f} ({label})")
-        elapsed = time.monotonic() - self._started
-        best_text = best[1] if best else "-"
-        return (
-            f"[{elapsed:6.0f}s] trials {counts['done'] + counts['pruned'] + counts['failed']}/{self.total} ended: "
-            f"{counts['done']} done, {counts['pruned']} pruned, {counts['failed']} failed; "
-            f"{counts['running']} running | best {self.metric} {best_text}"
-        )
-
-
-def _tallies(trial, metric: str) -> list[tuple[str | None, Any, str]]:
-    """(outcome, value of `metric`, trial id) of each sweep trial in a Ray trial (each member in
-    fused mode); outcome None while running, nothing while pending."""
-    if trial.status == "RUNNING":
-        return [(None, None, unit[0]) for unit in run_units(trial)]
-    if trial.status not in ENDED:
-        return []
-    last, errored = trial.last_result or {}, trial.status == "ERROR"
-    if members_of(trial.config) is None:
-        return [(trial_outcome(last, errored=errored), last.get(metric), trial.trial_id)]
-    return [
-        (member_outcome(last, i, errored=errored), member_result(last, i).get(metric), unit[0])
-        for i, unit in enumerate(run_units(trial))
-    ]

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.faults import fault_runtime_env
+from sweeps.trainable.faults import fault_runtime_env
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an unreachable GCS for minutes before giving up

@@ -1,13 +1,34 @@
-"""Is the tracking store usable? Asked once, at the end of `prepare`, so a bad URI exits 2 early."""
+"""The tracking store's URI: which one a sweep uses, how it is shown, and whether it is usable.
+
+`resolve_tracking_uri` picks it (flag, sweep, environment, local default); `redact` takes the
+credentials out wherever it is shown or stored; `check_reachable` is asked once, at the end of
+`prepare`, so a bad URI exits 2 before anything is written.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from mer_core.errors import ConfigError, UserInputError
-from sweeps.tracking import redact
+
+_CRED = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without credentials (`https://user:pw@host` -> `https://***@host`)."""
+    return _CRED.sub("***@", uri)
+
+
+def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
+    """--tracking-uri, else the sweep's tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    uri = cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
 
 # Stores MLflow can log to (a `+driver` suffix picks the database driver: postgresql+psycopg2://).
 TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")

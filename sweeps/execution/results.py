@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mer_core.configs import build_config, save_config
-from sweeps.callbacks import member_outcome, trial_outcome
-from sweeps.population_search import member_result, member_trial_id, members_of
-from sweeps.trainable import FINAL_KEY, trial_overrides
-
-if TYPE_CHECKING:
-    from sweeps.engine import PreparedSweep
+from sweeps.execution.prepare import PreparedSweep
+from sweeps.fused.members import member_outcome, member_result, member_trial_id, members_of
+from sweeps.trainable.report import FINAL_KEY, trial_outcome
+from sweeps.trainable.trial import trial_overrides
 
 
 @dataclass
@@ -42,7 +40,7 @@ class SweepOutcome:
 def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False, cut: Collection[str] = ()) -> SweepOutcome:
     """Rows for every trial, the best finished one, and its complete config written to disk.
 
-    `stopped`: Ctrl-C ended the run (`sweeps.interrupt`), whatever the trial counts say.
+    `stopped`: Ctrl-C ended the run (`sweeps.execution.interrupt`), whatever the trial counts say.
     `cut`: trials (fused: members) still running when the sweep stopped (Ctrl-C, time budget):
     "interrupted", not "pruned", although like pruned ones they never sent a final report.
     """

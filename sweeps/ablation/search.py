@@ -1,4 +1,4 @@
-"""`AblationSearcher`: the Ray Tune searcher that runs an ablation plan (see `sweeps.ablation`)."""
+"""`AblationSearcher`: the Ray Tune searcher that runs an ablation plan (see `sweeps.ablation.plan`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.ablation import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
-from sweeps.searcher_state import PickledStateMixin
+from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -83,7 +84,7 @@ class AblationSearcher(PickledStateMixin, Searcher):
         self._asked[trial_id] = (variant, trial)
         self._retune_issued[variant] += 1
         params = {**trial.params, **fixed}
-        return {VARIANT_KEY: variant, SEED_KEY: self.plan.seeds[0], PHASE_KEY: "retune", **params}
+        return {VARIANT_KEY: variant, SEED_KEY: self.plan.seeds[0], PHASE_KEY: RETUNE_PHASE, **params}
 
     def _best_params(self, variant: str) -> dict[str, Any]:
         assert self.space is not None
@@ -99,4 +100,4 @@ class AblationSearcher(PickledStateMixin, Searcher):
     def _release_eval(self, variant: str, params: Mapping[str, Any]) -> None:
         self._eval_released.add(variant)
         for seed in self.plan.seeds:
-            self._eval_queue.append({VARIANT_KEY: variant, SEED_KEY: seed, PHASE_KEY: "eval", **params})
+            self._eval_queue.append({VARIANT_KEY: variant, SEED_KEY: seed, PHASE_KEY: EVAL_PHASE, **params})

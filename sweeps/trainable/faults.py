@@ -8,10 +8,10 @@ from an experiment or sweep config, so no recorded run can carry one by accident
     MERSWEEP_FAULTS='{"hang_s": 30, "at_epoch": 1}' # every attempt sleeps 30 s at epoch 1, then goes on
     MERSWEEP_FAULTS='{"hang_s": "forever"}'         # every attempt hangs at epoch 1 until it is killed
 
-The driver validates the variable once (`plan_from_env` in `sweeps.engine.prepare`: a bad value
+The driver validates the variable once (`plan_from_env` in `sweeps.execution.prepare.prepare`: a bad value
 exits 2 before anything is written) and hands it to every Ray worker through the job's
 `runtime_env`, so workers on other nodes see it too. The hook sits in the trial's report path
-(`sweeps.trainable`): an epoch report calls `FaultInjector.on_epoch` before reporting.
+(`sweeps.trainable.trial`): an epoch report calls `FaultInjector.on_epoch` before reporting.
 
 Whether an attempt is hit depends only on (seed, trial key, attempt), so a test can recompute
 every decision: the key is the trial's sampled config (Ray's trial ids are random per run, a

@@ -1,0 +1,6 @@
+"""Ablation sweeps (`kind: ablation`): named variants x paired seeds, optionally re-tuned per variant.
+
+- `plan`: what an ablation runs (`AblationPlan`), and each trial's variant overrides and MLflow params.
+- `search`: `AblationSearcher`, the Ray Tune searcher that hands out re-tuning, then eval trials.
+- `summary`: the mean ± sd table per variant the CLI prints (`python -m analysis compare` tests it).
+"""

@@ -1,0 +1,153 @@
+"""Running a prepared sweep: Ray Tune schedules, Optuna proposes, MLflow records.
+
+`execute` opens the sweep's MLflow parent run (reopened on `--resume`), starts Ray, runs the
+Tuner (`sweeps.execution.tuner`) and summarises the trials (`sweeps.execution.results`), which
+writes `runs/<sweep>/best_config.yaml`. Validation happened before, in `sweeps.execution.prepare`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from concurrent.futures import wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweeps.execution.interrupt import watch_interrupt
+from sweeps.execution.prepare import PreparedSweep
+from sweeps.execution.ray_start import in_background, start_ray
+from sweeps.execution.results import SweepOutcome, summarize
+from sweeps.resume.state import SweepState, write_state
+from sweeps.space import SearchSpace
+from sweeps.tracking.names import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    COMMAND_TAG,
+    GIT_SHA_TAG,
+    SPACE_ARTIFACT,
+    SWEEP_ARTIFACT,
+    best_metric,
+)
+from sweeps.tracking.uri import redact
+from sweeps.trainable.trial import trial_main
+
+if TYPE_CHECKING:
+    from sweeps.tracking.tracker import SweepTracker
+
+log = logging.getLogger("mersweep.sweep")
+
+
+def execute(
+    prepared: PreparedSweep, *, address: str | None, argv: list[str], address_field: str = "--address"
+) -> SweepOutcome:
+    """Run (or resume) the sweep; returns the outcome with the best trial."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed attempt's traceback goes to its error.txt and its reason to MLflow; the terminal
+    # gets the one-line progress instead of a traceback per attempt.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    from ray import tune
+
+    from sweeps.execution.progress import ProgressCallback
+    from sweeps.execution.tuner import build_tuner
+    from sweeps.resume.snapshot import StateSnapshot, restore_snapshot
+    from sweeps.tracking.callback import MlflowCallback
+
+    spec = prepared.spec
+    if address is None:
+        # MLflow's store set-up (for sqlite: creating the schema, ~3 s) and Ray's start (~4 s) are
+        # independent and mostly wait on other processes or the disk: run them side by side.
+        opening = in_background(_open_tracking, prepared, argv)
+        try:
+            start_ray(None)
+        except Exception:
+            wait([opening])  # Ray failed to start: let the parent run and state land whole before reporting it
+            raise
+        tracker = opening.result()
+    else:
+        start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
+        tracker = _open_tracking(prepared, argv)
+    logger = MlflowCallback(tracker, prepared.trial_params)
+    progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
+    callbacks = [logger, progress, StateSnapshot(prepared.folder)]
+    if prepared.resume:
+        restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
+    trainable = _trainable(prepared)
+    tuner = build_tuner(
+        spec,
+        prepared.space,
+        trainable,
+        folder=prepared.folder,
+        callbacks=callbacks,
+        # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
+        # the trials afresh under the same parent run.
+        resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
+        base=prepared.base,
+        plan=prepared.plan,
+    )
+    with watch_interrupt() as interrupt:
+        grid = tuner.fit()
+    outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted)
+    tracker.finish_parent(
+        status="FINISHED" if outcome.interrupted is False else "KILLED",
+        metrics={best_metric(spec.metric): outcome.best_value} if outcome.best_value is not None else {},
+        tags={
+            BEST_TRIAL_TAG: outcome.best_trial or "",
+            BEST_RUN_TAG: tracker.run_id_of(outcome.best_trial or "") or "",
+        },
+    )
+    return outcome
+
+
+def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
+    """The sweep's experiment and parent run (reopened on resume); a new sweep's state and spec are saved."""
+    from sweeps.tracking.tracker import SweepTracker
+
+    spec = prepared.spec
+    tracker = SweepTracker(prepared.tracking_uri, spec.experiment_name())
+    parent = tracker.open_parent(
+        sweep=spec.name,
+        parent_id=prepared.state.parent_run_id if prepared.state else None,
+        tags={GIT_SHA_TAG: _git_sha(), COMMAND_TAG: shlex.join(argv)},
+    )
+    if prepared.state is None:
+        write_state(
+            prepared.folder,
+            SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
+        )
+        tracker.log_parent_artifact_text(spec.to_yaml(), SWEEP_ARTIFACT)
+        if prepared.space is not None:
+            tracker.log_parent_artifact_text(_space_yaml(prepared.space), SPACE_ARTIFACT)
+    return tracker
+
+
+def _trainable(prepared: PreparedSweep) -> Any:
+    """The Ray trainable with the data and settings every trial shares (object store, not per trial)."""
+    from ray import tune
+
+    if not prepared.fused:
+        return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+    from sweeps.execution.tuner import population_schedule
+    from sweeps.fused.trial import population_main
+
+    schedule = population_schedule(prepared.spec, prepared.base)
+    return tune.with_parameters(population_main, data=prepared.data, settings=prepared.settings, schedule=schedule)
+
+
+def _space_yaml(space: SearchSpace) -> str:
+    import yaml
+
+    return yaml.safe_dump(space.to_dict(), sort_keys=False)
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

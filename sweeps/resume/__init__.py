@@ -1,0 +1,6 @@
+"""`--resume`: what a sweep keeps so that a stopped or crashed sweep continues where it was.
+
+- `state`: `runs/<sweep>/mersweep_state.json` (the MLflow parent run, the spec it started with).
+- `searcher`: save/restore of our searchers' whole state with Ray's experiment checkpoint.
+- `snapshot`: a consistent copy of Ray's experiment state, put back before a resumed Tuner reads it.
+"""

@@ -1,0 +1,14 @@
+"""Search spaces: `search_spaces/*.yaml` compiled to Optuna define-by-run functions, and their samplers.
+
+- `params`: one parameter (range, categorical or fixed, optionally conditional), validated against
+  the ExperimentConfig field it names.
+- `search_space`: a space file (with `include`s) -> `SearchSpace`, parents before the params they
+  condition; `define_by_run` only calls `trial.suggest_*`.
+- `samplers`: `search.algorithm` -> a seeded Optuna sampler (tpe, qmc, random, cmaes, grid).
+"""
+
+from sweeps.space.params import Param
+from sweeps.space.samplers import ALGORITHMS, AskTellGridSampler, check_algorithm, make_sampler
+from sweeps.space.search_space import SearchSpace, load_space
+
+__all__ = ["ALGORITHMS", "AskTellGridSampler", "Param", "SearchSpace", "check_algorithm", "load_space", "make_sampler"]
