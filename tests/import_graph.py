@@ -1,9 +1,10 @@
 """The graph of module-level imports between a project's own modules, and the cycles in it.
 
-Only imports that run when a module is first imported count: statements at module level, in
-class bodies and in module-level `if`/`try`/`with` blocks. Imports inside functions run at call
-time, after every module has finished loading, and `if TYPE_CHECKING:` blocks never run, so
-neither can take part in an import cycle.
+Imports that couple two modules at load time count: statements at module level, in class bodies
+and in module-level `if`/`try`/`with` blocks, and type-only imports under `if TYPE_CHECKING:`
+(they never run, but they still make each module's meaning depend on the other's, which is the
+coupling a layering rule is about). Imports inside functions run at call time, after every module
+has finished loading; they are kept for heavy dependencies (Ray, MLflow), not to dodge a cycle.
 """
 
 from __future__ import annotations
@@ -36,22 +37,13 @@ def discover_modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
     return modules
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    """`TYPE_CHECKING` or `typing.TYPE_CHECKING` (any module attribute of that name)."""
-    if isinstance(test, ast.Name):
-        return test.id == "TYPE_CHECKING"
-    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-
-
 def _import_time_statements(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
-    """The import statements of `body` that run at import time (not in functions, not TYPE_CHECKING)."""
+    """The import statements of `body` that couple modules at load time (not those in functions)."""
     for node in body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue  # its body runs when called, after the import finished
-        elif isinstance(node, ast.If) and _is_type_checking(node.test):
-            yield from _import_time_statements(node.orelse)  # the `else:` of TYPE_CHECKING does run
         else:
             # Class bodies, if/try/with/for/while/match blocks at module level: all run on import.
             for field in ("body", "orelse", "finalbody", "handlers", "cases"):
