@@ -15,6 +15,7 @@ from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan,
 from sweeps.ablation.search import AblationSearcher
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
+from sweeps.trainable.report import FINAL_KEY
 from tests.sweep_helpers import ROOT, children_of, run_analysis, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
@@ -50,13 +51,13 @@ def test_retuning_runs_first_then_eval_trials_use_the_best_nuisance_values():
     assert searcher.suggest("wait") is None  # nothing to hand out until re-tuning ends
     scores = [0.5, 0.9, 0.7, 0.2, 0.3, 0.1]
     for i, value in enumerate(scores[:3]):
-        searcher.on_trial_complete(f"t{i}", {"val/weighted_f1": value, "status": "ok"})
+        searcher.on_trial_complete(f"t{i}", {"val/weighted_f1": value, "status": "ok", FINAL_KEY: 1})
     evals_a = _drain(searcher, "e")
     assert [(c[VARIANT_KEY], c[SEED_KEY]) for c in evals_a] == [("a", 0), ("a", 1)]
     assert all(c["optim.lr"] == first[1]["optim.lr"] for c in evals_a)  # the best (0.9) retune trial
-    searcher.on_trial_complete("t3", {"val/weighted_f1": 0.2, "status": "ok"})
+    searcher.on_trial_complete("t3", {"val/weighted_f1": 0.2, "status": "ok", FINAL_KEY: 1})
     searcher.on_trial_complete("t4", None, error=True)  # a failed re-tuning trial counts, as failed
-    searcher.on_trial_complete("t5", {"val/weighted_f1": 0.1, "status": "diverged"})
+    searcher.on_trial_complete("t5", {"val/weighted_f1": 0.1, "status": "diverged", FINAL_KEY: 1})
     evals_b = _drain(searcher, "f")
     assert all(c["optim.lr"] == first[3]["optim.lr"] for c in evals_b)
     assert searcher.suggest("end") == Searcher.FINISHED
@@ -66,11 +67,11 @@ def test_searcher_state_survives_save_and_restore(tmp_path):
     plan = AblationPlan(variants=("a", "b"), seeds=(0, 1), retune_trials=2)
     searcher = AblationSearcher(plan, space=load_space(SPACE), algorithm="tpe", seed=5)
     issued = _drain(searcher)
-    searcher.on_trial_complete("t0", {"val/weighted_f1": 0.4, "status": "ok"})
+    searcher.on_trial_complete("t0", {"val/weighted_f1": 0.4, "status": "ok", FINAL_KEY: 1})
     searcher.save(str(tmp_path / "s.pkl"))
     restored = AblationSearcher(plan, space=load_space(SPACE), algorithm="tpe", seed=5)
     restored.restore(str(tmp_path / "s.pkl"))
-    restored.on_trial_complete("t1", {"val/weighted_f1": 0.6, "status": "ok"})
+    restored.on_trial_complete("t1", {"val/weighted_f1": 0.6, "status": "ok", FINAL_KEY: 1})
     evals = _drain(restored, "e")
     assert [c[SEED_KEY] for c in evals] == [0, 1]
     assert evals[0]["optim.lr"] == issued[1]["optim.lr"]

@@ -13,7 +13,9 @@ from ray.tune.search import Searcher
 from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.tell import tell
 from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE
+from sweeps.trainable.report import trial_outcome
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -66,12 +68,7 @@ class AblationSearcher(PickledStateMixin, Searcher):
             return
         variant, trial = asked
         value = None if error or not result else result.get(self.plan.metric)
-        ok = isinstance(value, (int, float)) and result is not None and result.get("status", "ok") == "ok"
-        study = self._studies[variant]
-        if ok:
-            study.tell(trial, float(value))
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tell(self._studies[variant], trial, trial_outcome(result, errored=error), value)
         self._retune_done[variant] += 1
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))

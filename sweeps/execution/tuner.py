@@ -7,7 +7,6 @@ from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from mer_core.configs import ExperimentConfig
 from sweeps.ablation.plan import AblationPlan
@@ -15,6 +14,7 @@ from sweeps.ablation.search import AblationSearcher
 from sweeps.fused.rungs import RungSchedule
 from sweeps.fused.search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.tell import TellingOptunaSearch
 from sweeps.spec import SweepSpec
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
@@ -38,11 +38,11 @@ def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: Abl
     return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
 
 
-def make_searcher(spec: SweepSpec, space: SearchSpace) -> OptunaSearch:
+def make_searcher(spec: SweepSpec, space: SearchSpace) -> TellingOptunaSearch:
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
     )
-    return OptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
+    return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
 
 
 def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationSearcher:

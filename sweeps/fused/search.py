@@ -23,9 +23,10 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.fused.members import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, RUNGS_RESULT, member_result
+from sweeps.fused.members import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, RUNGS_RESULT, member_outcome, member_result
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace
+from sweeps.space.tell import tell
 from sweeps.trainable.report import FINAL_KEY
 
 log = logging.getLogger("mersweep.sweep")
@@ -103,23 +104,15 @@ class PopulationSearcher(PickledStateMixin, Searcher):
         for i, trial in enumerate(trials):
             last_step = self._steps.pop((trial_id, i), 0)
             values = member_result(final, i)
-            status = str(values.get("status", "error"))
-            self._tell(trial, status, values.get(self.metric), step=values.get("iteration"), last_step=last_step)
+            outcome = member_outcome(result, i, errored=error)
+            step, value = values.get("iteration"), values.get(self.metric)
+            if outcome == "pruned" and _number(value) and math.isfinite(value) and _number(step) and step > last_step:
+                trial.report(float(value), step=int(step))  # its last epoch had not reached on_trial_result
+            tell(self.study, trial, outcome, value)
         if final is not None:
             self._add_rungs(final.get(RUNGS_RESULT))
 
     # -- internals -------------------------------------------------------------------------------
-    def _tell(self, trial: optuna.Trial, status: str, value: Any, *, step: Any, last_step: int) -> None:
-        finite = _number(value) and math.isfinite(value)
-        if status == "ok" and finite:
-            self.study.tell(trial, float(value))
-        elif status == "pruned":
-            if finite and _number(step) and step > last_step:  # its last epoch had not reached on_trial_result
-                trial.report(float(value), step=int(step))
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-
     def _add_rungs(self, text: Any) -> None:
         try:
             rungs = json.loads(text) if isinstance(text, str) else []

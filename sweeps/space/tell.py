@@ -1,0 +1,64 @@
+"""The tell rule: what Optuna is told when a sweep trial ends, the same in every mode.
+
+Optuna's samplers learn from trial states. TPE (`_split_trials`) ranks COMPLETE trials by their
+value and PRUNED trials separately, by how far they got and their last intermediate value;
+FAIL trials are ignored. Ray's `OptunaSearch` tells COMPLETE whenever the last result holds the
+metric, so a trial that ASHA stopped at epoch 3 would enter TPE as finished with its epoch-3
+score. Here the outcome decides instead:
+
+- `ok` (trained to its end) with a finite value -> COMPLETE with that value;
+- `pruned` (stopped by the scheduler, or by the trainer's report) -> PRUNED; its intermediate
+  values (one per reported epoch) were reported as the epochs came in;
+- `diverged`, `invalid`, `error`, or `ok` without a finite value -> FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from sweeps.trainable.report import trial_outcome
+
+__all__ = ["TellingOptunaSearch", "state_of", "tell"]
+
+log = logging.getLogger("mersweep.search")
+
+
+def state_of(outcome: str, value: Any) -> TrialState:
+    """The Optuna state of a trial with this outcome (see the module docstring)."""
+    if outcome == "ok":
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return TrialState.COMPLETE if finite else TrialState.FAIL
+    if outcome == "pruned":
+        return TrialState.PRUNED
+    return TrialState.FAIL
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value: Any) -> TrialState:
+    """Tell `study` how `trial` ended; returns the state told."""
+    state = state_of(outcome, value)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, float(value))
+    else:
+        study.tell(trial, state=state)
+    return state
+
+
+class TellingOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch with the tell rule: scheduler-stopped trials are PRUNED, not COMPLETE."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        outcome = trial_outcome(result, errored=error)
+        value = (result or {}).get(self.metric)
+        try:
+            tell(self._ot_study, self._ot_trials[trial_id], outcome, value)
+        except Exception as exc:  # Optuna refuses e.g. a second tell; never fail the sweep for it
+            log.warning("optuna: could not record trial %s (%s): %s", trial_id, outcome, exc)
+        self._completed_trials.add(trial_id)
