@@ -1,4 +1,4 @@
-"""A tiny name -> object registry for swappable parts (fusion operators, heads, encoders, losses).
+"""A tiny name -> object registry for swappable parts (fusion operators, classifier heads, imputers).
 
 Registries replace if-chains (house rule 4): adding an option is one class plus a
 decorator, and an unknown name fails with a ConfigError that lists the valid names.
