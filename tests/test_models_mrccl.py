@@ -9,7 +9,7 @@ import torch
 
 from mer_core.configs import ModelConfig
 from mer_core.errors import ConfigError
-from mer_core.models import FUSION_HEAD, FUSIONS, HEADS, MRCCL, ModelOutput, build_model
+from mer_core.models import FUSION_HEAD, FUSIONS, HEADS, MRCCL, ModelOutput, build_model, to_reference_state_dict
 
 B, C = 5, 4
 DIM_SETS = [{"a": 12, "b": 20, "c": 8}, {"left": 10, "right": 6}, {"w": 4, "x": 9, "y": 16, "z": 5}]
@@ -65,15 +65,10 @@ def test_end_to_end_shapes_gradients_no_nan(fusion: str, fusion_input: str, dims
 
 
 def _assert_gradients_everywhere(model: MRCCL) -> None:
-    """Every parameter gets a finite gradient; weights a nonzero one, except the documented Q/K rows."""
+    """Every parameter gets a finite gradient, every weight a nonzero one (no dead Q/K rows are held)."""
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if name.endswith(("in_proj_weight", "in_proj_bias")):
-            d = p.shape[0] // 3
-            # Length-1 sequences: Q/K cannot change the output (softmax over one key is 1).
-            assert torch.count_nonzero(p.grad[: 2 * d]) == 0, name
-            assert torch.count_nonzero(p.grad[2 * d :]) > 0, name
-        elif p.dim() >= 2:
+        if p.dim() >= 2:
             assert torch.count_nonzero(p.grad) > 0, name
 
 
@@ -130,20 +125,91 @@ def test_no_mask_equals_all_present_mask() -> None:
     assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
 
 
-def test_frame_level_inputs() -> None:
+def test_frame_level_inputs_need_the_real_attention() -> None:
     dims = DIM_SETS[1]
-    model = _model(dims, layers=2)
+    model = _model(dims, layers=2, attention_shortcut=False)
     out = model(_inputs(dims, frames=3), _mask(dims))
     assert all(t.shape == (B, C) for t in out.logits.values())
+    with pytest.raises(ValueError, match="attention_shortcut=false"):
+        _model(dims, layers=2)(_inputs(dims, frames=3), _mask(dims))  # the length-1 layers hold no Q/K
+
+
+def _reference_model(dims: dict[str, int], seed: int, layers: int = 2) -> MRCCL:
+    """A model in the reference (nn.TransformerEncoderLayer) format: the state-dict keys, shapes and
+    seeded values every shortcut model had before its layers dropped the Q/K rows."""
+    return _model(dims, seed=seed, layers=layers, attention_shortcut=False)
 
 
 def test_shortcut_and_plain_attention_agree_for_same_seed() -> None:
     dims = DIM_SETS[0]
     fast = _model(dims, seed=2, layers=2).eval()
-    plain = _model(dims, seed=2, layers=2, attention_shortcut=False).eval()
-    assert list(fast.state_dict()) == list(plain.state_dict())
+    plain = _reference_model(dims, seed=2).eval()
+    assert list(to_reference_state_dict(fast.state_dict())) == list(plain.state_dict())
     x = _inputs(dims)
     for got, want in zip(_all_tensors(fast(x)), _all_tensors(plain(x)), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_same_seed_gives_the_previous_models_values_and_rng_state(layers: int) -> None:
+    """Seeded results stay reproducible: each held tensor is the old one (V rows of in_proj), and the
+    random stream after building the model is the one the old model left."""
+    dims = DIM_SETS[2]
+    fast = _model(dims, seed=4, layers=layers)
+    after_fast = torch.rand(8)
+    old = _reference_model(dims, seed=4, layers=layers)
+    after_old = torch.rand(8)
+    assert torch.equal(after_fast, after_old)
+    old_sd = old.state_dict()
+    for name, value in fast.state_dict().items():
+        if name.endswith(("v_proj_weight", "v_proj_bias")):
+            full = old_sd[name.replace("v_proj", "in_proj")]  # (3D, D) or (3D,)
+            assert torch.equal(value, full[2 * value.shape[0] :]), name
+        else:
+            assert torch.equal(value, old_sd[name]), name
+
+
+def test_parameter_count_drops_by_exactly_the_qk_rows() -> None:
+    dims = DIM_SETS[0]  # widths 12, 20, 8
+    n_fast = sum(p.numel() for p in _model(dims, layers=2).parameters())
+    n_old = sum(p.numel() for p in _reference_model(dims, seed=0).parameters())
+    qk = 2 * sum(2 * d * d + 2 * d for d in dims.values())  # 2 layers x (Q, K rows of weight and bias)
+    assert qk == 2592
+    assert n_old - n_fast == qk
+
+
+def test_old_format_checkpoint_loads_and_predicts_identically() -> None:
+    """A full-model state dict of the old format (model.pt, TrialResult.model_state) loads strictly."""
+    dims = DIM_SETS[0]
+    old = _reference_model(dims, seed=6).eval()
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # trained-looking weights, Q/K rows included
+    state = old.state_dict()
+    fast = _model(dims, seed=99, layers=2).eval()
+    fast.load_state_dict(state, strict=True)
+    x, mask = _inputs(dims), _mask(dims)
+    for got, want in zip(_all_tensors(fast(x, mask)), _all_tensors(old(x, mask)), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # And written back, the reference model computes the same: the Q/K rows it gets are zeros.
+    again = _reference_model(dims, seed=98).eval()
+    again.load_state_dict(to_reference_state_dict(fast.state_dict()), strict=True)
+    for got, want in zip(_all_tensors(again(x, mask)), _all_tensors(old(x, mask)), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_old_format_checkpoint_loads_through_a_compile_wrapper() -> None:
+    """runtime.compile=true trains an OptimizedModule, whose keys carry `_orig_mod.`: both ways work."""
+    dims = DIM_SETS[1]
+    old = _reference_model(dims, seed=3).eval()
+    fast = _model(dims, seed=5, layers=2).eval()
+    compiled = torch.compile(fast)  # wrapping compiles nothing until the first call
+    compiled.load_state_dict({f"_orig_mod.{k}": v for k, v in old.state_dict().items()}, strict=True)
+    back = to_reference_state_dict(compiled.state_dict())
+    assert all(k.startswith("_orig_mod.") for k in back)
+    old.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in back.items()}, strict=True)
+    x = _inputs(dims)
+    for got, want in zip(_all_tensors(fast(x)), _all_tensors(old(x)), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -107,7 +107,7 @@ class ModelConfig:
     nhead: int = fld(8, ge=1, doc="attention heads (largest divisor of D_m not above it is used)")
     ff_dim: int = fld(2048, ge=1)
     dropout: float = fld(0.0, ge=0.0, lt=1.0)
-    attention_shortcut: bool = fld(True, doc="length-1 sequences: attention == out_proj(v_proj(x))")
+    attention_shortcut: bool = fld(True, doc="length-1 sequences: attention == out_proj(v_proj(x)), no Q/K held")
     invariant_slope: float = fld(0.01, ge=0.0, doc="LeakyReLU slope of the invariant MLP")
     fusion: str = fld("concat", doc="fusion operator (registry name)")
     fusion_rank: int = fld(4, ge=1, doc="rank of low-rank tensor fusion")

@@ -1,6 +1,13 @@
 """The MR-CCL model: encoders, fusion operators and heads (both registries), and `build_model`."""
 
-from mer_core.models.encoders import FastEncoderLayer, InvariantEncoder, SpecificEncoder, largest_divisor
+from mer_core.models.encoders import (
+    FastEncoderLayer,
+    InvariantEncoder,
+    SpecificEncoder,
+    ValueAttention,
+    largest_divisor,
+    to_reference_state_dict,
+)
 from mer_core.models.fusion import FUSIONS, FusionOp
 from mer_core.models.heads import HEADS
 from mer_core.models.label_fusion import LabelGuidedFusion
@@ -17,6 +24,8 @@ __all__ = [
     "LabelGuidedFusion",
     "ModelOutput",
     "SpecificEncoder",
+    "ValueAttention",
     "build_model",
     "largest_divisor",
+    "to_reference_state_dict",
 ]
