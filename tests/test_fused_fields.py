@@ -73,3 +73,10 @@ def test_shape_fields_split_populations_and_member_fields_do_not(tiny_data_cfg):
         with_overrides(base, {"model.fusion": "label_guided"}),  # another module
     ]
     assert group_by_shape(cfgs) == [[0, 1], [2], [3], [4]]
+
+
+def test_a_refused_field_sampled_by_a_search_space_is_refused():
+    with pytest.raises(ConfigError) as err:
+        check_fusable(ExperimentConfig(), sampled=["optim.lr", "missing.impute"])
+    assert err.value.field == "missing.impute" and "sampled by the search space" in str(err.value)
+    check_fusable(ExperimentConfig(), sampled=["optim.lr", "nee.enabled"])

@@ -8,7 +8,7 @@ the fused executor that shares the recipe's every decision.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +30,9 @@ __all__ = ["SingleExecutor", "make_optimizer", "optimizer_step", "predict"]
 
 def make_optimizer(net: TrainNet, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Adam/AdamW/SGD over `net`; temperatures get no weight decay (decaying log-temperatures has no meaning)."""
-    return _optimizer(net.model.parameters(), net.temps.parameters(), cfg)
-
-
-def _optimizer(params: Iterable[torch.nn.Parameter], temps: Iterable[torch.nn.Parameter], cfg: OptimConfig):
     groups = [
-        {"params": [p for p in params if p.requires_grad], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in temps if p.requires_grad], "weight_decay": 0.0},
+        {"params": [p for p in net.model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in net.temps.parameters() if p.requires_grad], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     # fused: one kernel for the whole update (CPU and CUDA). At MER2024 dims the update of the

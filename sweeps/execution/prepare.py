@@ -15,7 +15,7 @@ from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
-from mer_core.train.fused.fields import check_fusable, refused_values
+from mer_core.train.fused.fields import check_fusable
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
 from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
@@ -84,7 +84,7 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
     if spec.execution.mode == "fused":
-        _check_fusable(base, space)
+        check_fusable(base, sampled=space.names if space is not None else ())
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
     if state is not None:
@@ -134,21 +134,6 @@ def describe(prepared: PreparedSweep) -> str:
         lines += ["search space:" if spec.kind == "search" else "re-tuning space:"]
         lines += [f"  {line}" for line in prepared.space.describe()]
     return "\n".join(lines)
-
-
-def _check_fusable(base: ExperimentConfig, space: SearchSpace | None) -> None:
-    """Fused mode refuses a field it cannot honour, set in the base config or sampled by the space."""
-    check_fusable(base)
-    sampled = set(space.names) if space is not None else set()
-    for name, rule in refused_values().items():
-        if name in sampled:
-            allowed = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in rule.allowed)
-            raise ConfigError(
-                name,
-                f"{allowed} ({rule.why})",
-                "sampled by the search space",
-                "not available with execution.mode: fused",
-            )
 
 
 def _space_of(spec: SweepSpec) -> SearchSpace | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -168,14 +168,16 @@ def refused_values() -> dict[str, Rule]:
     return {name: rule for name, rule in FIELDS.items() if rule.kind == "refused"}
 
 
-def check_fusable(cfg: ExperimentConfig) -> None:
-    """ConfigError (exit 2) naming the first field set to a value fused mode cannot honour."""
-    flat = flatten(cfg)
+def check_fusable(cfg: ExperimentConfig, *, sampled: Iterable[str] = ()) -> None:
+    """ConfigError (exit 2) naming the first refused field that `cfg` sets to a value fused mode cannot
+    honour, or that a search space samples (`sampled`: its dotted field names)."""
+    flat, sampled = flatten(cfg), set(sampled)
     for name, rule in refused_values().items():
         value = flat.get(name)
-        if value not in rule.allowed:
+        if name in sampled or value not in rule.allowed:
             allowed = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in rule.allowed)
-            raise ConfigError(name, f"{allowed} ({rule.why})", value, "not available with execution.mode: fused")
+            given = "sampled by the search space" if name in sampled else value
+            raise ConfigError(name, f"{allowed} ({rule.why})", given, "not available with execution.mode: fused")
 
 
 def _hashable(value: Any) -> Any:
