@@ -1,4 +1,4 @@
-"""Training: the MR-CCL recipe (`recipe`, `plan`, `objective`) and its two executors.
+"""Training: the MR-CCL recipe (`recipe`, `plan`, `objective`, `scores`) and its two executors.
 
 - `run(cfg, data)`: one config, the single executor (`single`); what the CLI, a sweep's trial
   and the tests call.

@@ -18,9 +18,10 @@ from mer_core.configs import with_overrides
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError
-from mer_core.train.recipe import GRID_METRICS, fold_data, metric_name
+from mer_core.train.recipe import fold_data
 from mer_core.train.result import TrialResult
 from mer_core.train.run import run
+from mer_core.train.scores import GRID_METRICS, metric_name
 
 __all__ = [
     "DEFAULT_RATES",

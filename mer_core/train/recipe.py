@@ -27,9 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mer_core import metrics, nee, pseudo, voting
+from mer_core import nee, pseudo, voting
 from mer_core.configs.schema import ExperimentConfig, MissingConfig, VotingConfig
 from mer_core.data.featureset import FeatureSet, Split
 from mer_core.data.splits import make_splits
@@ -37,30 +36,21 @@ from mer_core.missing.protocol import fold_mask, val_mask_at_rate
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.plan import FoldSeeds, LossKind, noise_seed, round_stage
 from mer_core.train.result import FoldResult, Status, TrialResult
+from mer_core.train.scores import GRID_METRICS, aggregate, metric_name, score_logits
 
 __all__ = [
-    "GRID_METRICS",
     "Executor",
     "Fold",
     "Member",
     "MemberReport",
     "Part",
-    "aggregate",
     "fold_data",
-    "metric_name",
     "pseudo_labelled_set",
-    "score_logits",
     "train_members",
     "voting_setup",
 ]
 
 MemberReport = Callable[[int, Mapping[str, Any]], "bool | None"]
-GRID_METRICS = ("weighted_f1", "accuracy", "f1_fusion")  # per test-time missing rate; the first two voted
-
-
-def metric_name(rate: float, metric: str = "weighted_f1") -> str:
-    """`val/<metric>_missing_<rate>` (MLflow refuses `@` and `=` in metric names)."""
-    return f"val/{metric}_missing_{rate:g}"
 
 
 @dataclass(eq=False)
@@ -387,22 +377,6 @@ def _evaluate(ex: Executor, members: Sequence[Member], val: tuple[np.ndarray, np
     ]
 
 
-def score_logits(
-    logits: dict[str, np.ndarray], y: np.ndarray, weights: dict[str, float], *, space: str, class_names: tuple[str, ...]
-) -> dict[str, float]:
-    """Validation metrics of the voted ensemble and of each head, from head -> (n, C) logits."""
-    scores = voting.soft_vote(logits, weights, space=space)  # (n, C)
-    report = metrics.classification_report(y, scores.argmax(1), class_names)
-    out = {f"val/{k}": float(v) for k, v in report.items()}
-    target = torch.as_tensor(y, dtype=torch.long)
-    head_ce = [F.cross_entropy(torch.as_tensor(v), target).item() for v in logits.values()]
-    out["val/loss"] = float(np.mean(head_ce))
-    n_classes = len(class_names)
-    for head, v in logits.items():
-        out[f"val/f1_{head}"] = metrics.weighted_f1(y, v.argmax(1), n_classes)
-    return out
-
-
 def _score_missing_rates(ex: Executor, m: Member, fold: Fold) -> dict[str, float]:
     """`metric_name(r, g)` for each `missing.eval_rates` r and g in GRID_METRICS: the member's final
     model re-scored on the validation rows with one more modality rate dropped (fixed draws)."""
@@ -459,26 +433,6 @@ def voting_setup(cfg: VotingConfig, head_names: tuple[str, ...], *, cls_heads: s
         return {h: 1.0 if h == "fusion" else 0.0 for h in head_names}
     weights, _unmatched = voting.resolve_weights(cfg, head_names)
     return weights
-
-
-def aggregate(folds: list[FoldResult]) -> dict[str, float]:
-    """Fold means (and `<name>_std`) of every numeric metric, plus pseudo-label totals."""
-    if not folds:
-        return {}
-    keys = [k for k, v in folds[0].metrics.items() if isinstance(v, (int, float))]
-    out: dict[str, float] = {}
-    for key in keys:
-        values = np.array([f.metrics[key] for f in folds if key in f.metrics], dtype=float)
-        out[key] = float(values.mean())
-        if len(folds) > 1:
-            out[f"{key}_std"] = float(values.std(ddof=1))
-    last_rounds = [f.pseudo[-1] for f in folds if f.pseudo]
-    if last_rounds:
-        out["pseudo/count"] = float(np.mean([r["n"] for r in last_rounds]))
-        accs = [r["accuracy"] for r in last_rounds if np.isfinite(r.get("accuracy", float("nan")))]
-        if accs:
-            out["pseudo/accuracy"] = float(np.mean(accs))
-    return out
 
 
 def _result(m: Member, head_names: tuple[str, ...], class_names: tuple[str, ...], seconds: float) -> TrialResult:
