@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from analysis.report.collect import PseudoCounts
 from analysis.report.figures import BEST_COLOR, PRUNED_COLOR, new_figure
 
-VERDICT_COLORS = {"better than reference": "#2ca02c", "worse than reference": "#d62728", "reference": "#555555"}
+VERDICT_COLORS = {"different: better": "#2ca02c", "different: worse": "#d62728", "reference": "#555555"}
 NEUTRAL_COLOR = "#1f77b4"
 # tab10 without its red, which marks the best trial
 OTHER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -81,9 +81,9 @@ def ablation_chart(rows: Sequence[object], *, metric: str, reference: str | None
         if name != reference:
             _bar(right, i, r.diff_mean, r.diff_ci_low, r.diff_ci_high, color)  # type: ignore[attr-defined]
     left.set_yticks(y, names)
-    left.set_xlabel(f"{metric}: mean and 95% CI over seeds")
+    left.set_xlabel(f"{metric}: mean and 95% t-interval over seeds")
     right.axvline(0.0, color=PRUNED_COLOR, linewidth=1.2)
-    right.set_xlabel(f"difference to {reference} (paired by seed), 95% CI")
+    right.set_xlabel(f"difference to {reference} (paired by seed), corrected CI")
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
     return fig

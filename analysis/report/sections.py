@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.compare import footer, row_cells, table_header
 from analysis.report.boundary import BoundaryHit, boundary_hits
 from analysis.report.collect import ReportData, leading_trials
 from analysis.report.figures import file_stem, save_png
@@ -52,30 +53,10 @@ def ablation_section(data: ReportData, out: Path) -> Section:
         return Section(title, "ablation", notes=(data.ablation_note or "No ablation table: no variant finished.",))
     fig = ablation_chart(table.rows, metric=table.metric, reference=table.reference)
     png = save_png(fig, out / "ablation.png")
-    level = f"{table.confidence:.0%}"
-    header = ("variant", "seeds", "mean", f"{level} CI", "diff vs ref", f"{level} CI of diff", "p", "p (Holm)")
-    rows = [(*header, "verdict", "failed")]
-    for r in table.rows:
-        ref = r.variant == table.reference
-        rows.append(
-            (
-                r.variant + (" (ref)" if ref else ""),
-                str(r.n_seeds),
-                _f(r.mean),
-                f"[{_f(r.ci_low)}, {_f(r.ci_high)}]",
-                "" if ref else _f(r.diff_mean, signed=True),
-                "" if ref else f"[{_f(r.diff_ci_low, signed=True)}, {_f(r.diff_ci_high, signed=True)}]",
-                "" if ref else _f(r.p_value, digits=3),
-                "" if ref else _f(r.p_adj, digits=3),
-                r.verdict,
-                str(table.failed.get(r.variant, 0)),
-            )
-        )
-    note = (
-        f"Paired by seed against {table.reference}; CIs: percentile bootstrap over seeds; p: paired {table.test}-test, "
-        f"Holm-corrected across variants; a verdict needs the CI of the difference to exclude 0; "
-        "failed: eval trials that did not finish (left out)."
-    )
+    rows = [tuple(table_header(table)), *(tuple(row_cells(table, r)) for r in table.rows)]
+    note = footer(table)
+    if table.variance is not None:
+        note += " " + " ".join(table.variance.to_text(table.metric).split())
     return Section(title, "ablation", notes=(note,), table=tuple(rows), images=((png, "ablation bar chart"),))
 
 

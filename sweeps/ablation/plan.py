@@ -2,7 +2,15 @@
 
 Every variant runs on the same seeds, and a seed fixes both the model's initialisation and the
 data folds (`seed` and `data.seed`), so variant A on seed 3 and variant B on seed 3 see the same
-splits: their difference is a paired measurement (`python -m analysis compare`).
+splits: their difference is a paired measurement (`python -m analysis compare`). With
+`ablation.vary` a seed varies only one of the two (the other stays at the base config's value),
+and `ablation.variance_seeds: k` adds k init seeds x k split seeds, crossed, for the reference,
+whose spread `analysis.variance` splits into init, split and residual parts.
+
+Seeds are a fixed list (one look at the end) or adaptive (`seeds: {initial, max, step}`): after
+`initial` seeds the verdicts are taken (`sweeps.ablation.verdicts`), and the reference and every
+undecided variant get `step` more, until every variant is decided or `max` is reached; the looks'
+levels come from `sweeps.ablation.sequential`.
 
 Optional re-tuning (`ablation.retune`) follows the tuning playbook's rule that arms are compared
 each at its best nuisance setting: for every variant, `retune.num_samples` trials on the first
@@ -19,25 +27,64 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sweeps.spec.schema import SweepSpec
+from sweeps.ablation.sequential import SequentialDesign
+from sweeps.spec.schema import AblationConfig, SweepSpec
 from sweeps.tracking.names import ABLATION_SEED_PARAM, PHASE_PARAM, VARIANT_PARAM
 
 VARIANT_KEY, SEED_KEY, PHASE_KEY = "__variant", "__seed", "__phase"
+INIT_KEY, SPLIT_KEY = "__init_seed", "__split_seed"  # the model and data seeds, when not the paired seed
 
 
 @dataclass(frozen=True)
 class AblationPlan:
-    """What an ablation runs: variants in order, seeds, and re-tuning trials per variant."""
+    """What an ablation runs: variants in order, seeds, looks, and re-tuning trials per variant.
+
+    `seeds` lists every seed a variant may run; `looks` the seed counts at which verdicts are
+    taken (one look at `len(seeds)` for a fixed list). `init_seed` / `split_seed`, when set, hold
+    that source fixed instead of following the paired seed (`ablation.vary`).
+    """
 
     variants: tuple[str, ...]
     seeds: tuple[int, ...]
     retune_trials: int = 0
     metric: str = "val/weighted_f1"
     mode: str = "max"
+    reference: str = ""
+    looks: tuple[int, ...] = ()
+    alpha: float = 0.05
+    min_effect: float | None = None
+    init_seed: int | None = None
+    split_seed: int | None = None
+    variance_seeds: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.reference:
+            object.__setattr__(self, "reference", self.variants[0])
+        if not self.looks:
+            object.__setattr__(self, "looks", (len(self.seeds),))
 
     @property
     def total_trials(self) -> int:
-        return len(self.variants) * (self.retune_trials + len(self.seeds))
+        """The most trials the plan can run (an adaptive ablation usually stops before)."""
+        return len(self.variants) * (self.retune_trials + self.looks[-1]) + self.variance_seeds**2
+
+    @property
+    def design(self) -> SequentialDesign:
+        """Looks, alpha and the number of comparisons with the reference."""
+        return SequentialDesign(looks=self.looks, alpha=self.alpha, comparisons=max(1, len(self.variants) - 1))
+
+    @property
+    def adaptive(self) -> bool:
+        return len(self.looks) > 1
+
+    def seed_config(self, seed: int) -> dict[str, int]:
+        """The trial-config keys of paired seed `seed` (the fixed init/split seeds, when fixed)."""
+        out = {SEED_KEY: seed}
+        if self.init_seed is not None:
+            out[INIT_KEY] = self.init_seed
+        if self.split_seed is not None:
+            out[SPLIT_KEY] = self.split_seed
+        return out
 
 
 def ablation_overrides(config: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -48,7 +95,8 @@ def ablation_overrides(config: Mapping[str, Any], variants: Mapping[str, Mapping
     if VARIANT_KEY not in config:
         return {}
     seed = int(config[SEED_KEY])
-    return {**variants[config[VARIANT_KEY]], "seed": seed, "data.seed": seed}
+    init, split = int(config.get(INIT_KEY, seed)), int(config.get(SPLIT_KEY, seed))
+    return {**variants[config[VARIANT_KEY]], "seed": init, "data.seed": split}
 
 
 def ablation_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,10 +116,25 @@ def ablation_plan(spec: SweepSpec) -> AblationPlan | None:
         return None
     ablation = spec.ablation
     retune = ablation.retune.num_samples if ablation.retune.search_space else 0
+    base = spec.base_config()
     return AblationPlan(
         variants=tuple(ablation.variants),
-        seeds=tuple(ablation.seeds),
+        seeds=ablation.seed_values(),
         retune_trials=retune,
         metric=spec.metric,
         mode=spec.mode,
+        reference=ablation.reference,
+        looks=ablation.looks(),
+        alpha=ablation.alpha,
+        min_effect=ablation.min_effect,
+        init_seed=None if ablation.vary.init else base.seed,
+        split_seed=None if ablation.vary.split else base.data.seed,
+        variance_seeds=ablation.variance_seeds,
+    )
+
+
+def design_of(ablation: AblationConfig) -> SequentialDesign:
+    """The sequential design of an ablation section (what `analysis compare` judges with)."""
+    return SequentialDesign(
+        looks=ablation.looks(), alpha=ablation.alpha, comparisons=max(1, len(ablation.variants) - 1)
     )

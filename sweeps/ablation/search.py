@@ -10,11 +10,12 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.ablation.plan import INIT_KEY, PHASE_KEY, SEED_KEY, SPLIT_KEY, VARIANT_KEY, AblationPlan
+from sweeps.ablation.verdicts import UNDECIDED, Verdict, judge_all
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.space.tell import tell
-from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE
+from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE, VARIANCE_PHASE
 from sweeps.trainable.report import trial_outcome
 
 log = logging.getLogger("mersweep.sweep")
@@ -23,8 +24,14 @@ log = logging.getLogger("mersweep.sweep")
 class AblationSearcher(PickledStateMixin, Searcher):
     """Hands Ray Tune the ablation's trials: re-tuning trials first, then the paired eval trials.
 
-    Saved and restored with the Tuner (`--resume`): the Optuna studies and the queue travel in
-    the searcher checkpoint, so a resumed ablation neither repeats nor loses a trial.
+    Eval trials go out one look at a time: every released variant gets the seeds of the current
+    look; once all of them have ended (and every variant is released), the verdicts are taken and
+    the reference plus every undecided variant get the next look's seeds. Returning None makes
+    Tune wait for running trials; `Searcher.FINISHED` ends the sweep once nothing is left to add.
+
+    Saved and restored with the Tuner (`--resume`): the Optuna studies, the queue, the scores and
+    the trials in flight travel in the searcher checkpoint, so a resumed ablation neither repeats
+    nor loses a trial, and its looks continue where they were.
     """
 
     def __init__(self, plan: AblationPlan, *, space: SearchSpace | None, algorithm: str, seed: int) -> None:
@@ -38,7 +45,15 @@ class AblationSearcher(PickledStateMixin, Searcher):
         self._retune_issued = {v: 0 for v in plan.variants}
         self._retune_done = {v: 0 for v in plan.variants}
         self._eval_queue: list[dict[str, Any]] = []
-        self._eval_released: set[str] = set()
+        self._extra_queue: list[dict[str, Any]] = []  # variance trials: run when a worker would idle
+        self._best: dict[str, dict[str, Any]] = {}  # variant -> nuisance params of its eval trials (released)
+        self._issued = {v: 0 for v in plan.variants}  # eval seeds handed out per variant
+        self._pending: dict[str, tuple[str, int]] = {}  # trial_id -> (variant, seed) of eval trials in flight
+        self._scores: dict[str, dict[int, float]] = {v: {} for v in plan.variants}
+        self._look = 0  # index into plan.looks of the seeds being run
+        self._open = {v for v in plan.variants if v != plan.reference}  # variants still undecided
+        self._verdicts: dict[str, Verdict] = {}
+        self._done = False  # no more eval seeds will be added
         if plan.retune_trials:
             for i, variant in enumerate(plan.variants):
                 with warnings.catch_warnings():
@@ -54,15 +69,29 @@ class AblationSearcher(PickledStateMixin, Searcher):
     # -- Ray Tune's Searcher interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._eval_queue:
-            return self._eval_queue.pop(0)
+            config = self._eval_queue.pop(0)
+            self._pending[trial_id] = (config[VARIANT_KEY], config[SEED_KEY])
+            return config
         for variant in self.plan.variants:
             if self._retune_issued[variant] < self.plan.retune_trials:
                 return self._ask_retune(trial_id, variant)
-        if len(self._eval_released) == len(self.plan.variants):
+        if self._extra_queue:
+            return self._extra_queue.pop(0)
+        if self._finished():
             return Searcher.FINISHED
-        return None  # waiting for re-tuning trials to end before the eval trials can start
+        return None  # waiting for re-tuning trials or the current look's seeds to end
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        evaluated = self._pending.pop(trial_id, None)
+        if evaluated is not None:
+            variant, seed = evaluated
+            value = None if error or not result else result.get(self.plan.metric)
+            if trial_outcome(result, errored=error) == "ok" and isinstance(value, (int, float)):
+                self._scores[variant][seed] = float(value)
+            else:  # a failed seed leaves a hole in this variant's pairing; the others keep theirs
+                log.warning("ablation: eval trial %s (variant %s, seed %s) did not finish", trial_id, variant, seed)
+            self._advance()
+            return
         asked = self._asked.pop(trial_id, None)
         if asked is None:
             return
@@ -73,7 +102,46 @@ class AblationSearcher(PickledStateMixin, Searcher):
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))
 
+    # -- what the progress line and the summary show ----------------------------------------------
+    @property
+    def verdicts(self) -> dict[str, Verdict]:
+        """The verdicts of the last look taken (empty before the first)."""
+        return dict(self._verdicts)
+
+    @property
+    def finished(self) -> bool:
+        """Every trial the ablation needs has been handed out (the sweep was not cut short)."""
+        return (
+            self._finished()
+            and not self._extra_queue
+            and not any(self._retune_issued[v] < self.plan.retune_trials for v in self.plan.variants)
+        )
+
+    def status(self) -> str:
+        """One phrase for the progress line: the look, and the verdicts so far."""
+        plan = self.plan
+        if len(self._best) < len(plan.variants):
+            return f"ablation: re-tuning {len(plan.variants) - len(self._best)} variants"
+        seeds = plan.looks[self._look]
+        where = f"{seeds}/{plan.looks[-1]} seeds"
+        if plan.adaptive:
+            where += f" (look {self._look + 1}/{len(plan.looks)})"
+        if not self._verdicts:
+            return f"ablation: {where}, verdicts after the first look"
+        counts: dict[str, int] = {}
+        for v in self._verdicts.values():
+            counts[v.decision] = counts.get(v.decision, 0) + 1
+        text = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+        return f"ablation: {where}: {text}" + ("" if not self._done else " (final)")
+
     # -- internals -------------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        """Nothing left to hand out: the verdicts are final, or the last look's seeds are all out."""
+        if self._done:
+            return True
+        released = len(self._best) == len(self.plan.variants)
+        return released and self._look == len(self.plan.looks) - 1 and not self._eval_queue
+
     def _ask_retune(self, trial_id: str, variant: str) -> dict[str, Any]:
         assert self.space is not None
         trial = self._studies[variant].ask()
@@ -81,7 +149,8 @@ class AblationSearcher(PickledStateMixin, Searcher):
         self._asked[trial_id] = (variant, trial)
         self._retune_issued[variant] += 1
         params = {**trial.params, **fixed}
-        return {VARIANT_KEY: variant, SEED_KEY: self.plan.seeds[0], PHASE_KEY: RETUNE_PHASE, **params}
+        seed = self.plan.seed_config(self.plan.seeds[0])
+        return {VARIANT_KEY: variant, **seed, PHASE_KEY: RETUNE_PHASE, **params}
 
     def _best_params(self, variant: str) -> dict[str, Any]:
         assert self.space is not None
@@ -95,6 +164,43 @@ class AblationSearcher(PickledStateMixin, Searcher):
         return self.space.sample_config_overrides(best.params)
 
     def _release_eval(self, variant: str, params: Mapping[str, Any]) -> None:
-        self._eval_released.add(variant)
-        for seed in self.plan.seeds:
-            self._eval_queue.append({VARIANT_KEY: variant, SEED_KEY: seed, PHASE_KEY: EVAL_PHASE, **params})
+        self._best[variant] = dict(params)
+        if variant == self.plan.reference or variant in self._open:
+            self._issue(variant, self.plan.looks[self._look])
+        if variant == self.plan.reference and self.plan.variance_seeds:
+            self._queue_variance(params)
+        self._advance()
+
+    def _issue(self, variant: str, upto: int) -> None:
+        """Queue `variant`'s eval trials for seeds up to count `upto` (those not handed out yet)."""
+        for seed in self.plan.seeds[self._issued[variant] : upto]:
+            config = {VARIANT_KEY: variant, **self.plan.seed_config(seed), PHASE_KEY: EVAL_PHASE}
+            self._eval_queue.append({**config, **self._best[variant]})
+        self._issued[variant] = max(self._issued[variant], upto)
+
+    def _queue_variance(self, params: Mapping[str, Any]) -> None:
+        """The reference's crossed design: k init seeds x k split seeds (the first k paired seeds)."""
+        ks = self.plan.seeds[: self.plan.variance_seeds]
+        for init in ks:
+            for split in ks:
+                config = {VARIANT_KEY: self.plan.reference, SEED_KEY: init, INIT_KEY: init, SPLIT_KEY: split}
+                self._extra_queue.append({**config, PHASE_KEY: VARIANCE_PHASE, **params})
+
+    def _advance(self) -> None:
+        """Take the look once its seeds have all ended, then add the next look's seeds or finish."""
+        if self._done or self._pending or self._eval_queue or len(self._best) < len(self.plan.variants):
+            return
+        plan = self.plan
+        ref = self._scores[plan.reference]
+        self._verdicts = judge_all(
+            self._scores, reference=plan.reference, design=plan.design, min_effect=plan.min_effect
+        )
+        # A variant no seed could be paired for (every trial failed) stays open: more seeds may pair.
+        self._open = {v for v in self._open if v not in self._verdicts or self._verdicts[v].decision == UNDECIDED}
+        log.info("ablation: look %d/%d at %d seeds: %s", self._look + 1, len(plan.looks), len(ref), self.status())
+        if not self._open or self._look + 1 >= len(plan.looks):
+            self._done = True
+            return
+        self._look += 1
+        for variant in (plan.reference, *(v for v in plan.variants if v in self._open)):
+            self._issue(variant, plan.looks[self._look])

@@ -93,13 +93,15 @@ def nominal_levels(looks: tuple[int, ...], alpha: float) -> tuple[float, ...]:
     for k in range(1, len(looks)):
         step_sd = math.sqrt(looks[k] - looks[k - 1])
 
-        def crossing(b: float, grid: np.ndarray = grid, density: np.ndarray = density, sd: float = step_sd) -> float:
-            outside = sps.norm.cdf((-b - grid) / sd) + sps.norm.sf((b - grid) / sd)  # (G,)
-            return float(np.trapezoid(density * outside, grid))
-
         target = float(increments[k])
+
+        def excess(b: float, grid: np.ndarray = grid, density: np.ndarray = density, sd: float = step_sd) -> float:
+            """P(not stopped before, outside +-b now) minus the error to spend at this look."""
+            outside = sps.norm.cdf((-b - grid) / sd) + sps.norm.sf((b - grid) / sd)  # (G,)
+            return float(np.trapezoid(density * outside, grid)) - target  # noqa: B023 (called in this iteration)
+
         top = 40.0 * math.sqrt(looks[k])
-        bound = top if crossing(top) >= target else optimize.brentq(lambda b: crossing(b) - target, 1e-9, top, xtol=1e-10)
+        bound = top if excess(top) >= 0.0 else optimize.brentq(excess, 1e-9, top, xtol=1e-10)
         z = bound / math.sqrt(looks[k])
         levels.append(float(2.0 * sps.norm.sf(z)))
         new_grid = np.linspace(-bound, bound, _GRID)  # (G',)

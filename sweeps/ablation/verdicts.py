@@ -77,9 +77,7 @@ class Verdict:
         return "undecided" if more is None else f"undecided: about {more} more seeds needed"
 
 
-def t_interval(
-    mean: np.ndarray | float, sd: np.ndarray | float, n: int, level: float
-) -> tuple[np.ndarray, np.ndarray]:
+def t_interval(mean: np.ndarray | float, sd: np.ndarray | float, n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of the t-interval of a mean of n paired differences at two-sided `level` (vectorised)."""
     half = float(sps.t.isf(level / 2.0, n - 1)) * np.asarray(sd) / math.sqrt(n)
     return np.asarray(mean) - half, np.asarray(mean) + half

@@ -52,7 +52,7 @@ def execute(
     from ray import tune
 
     from sweeps.execution.progress import ProgressCallback
-    from sweeps.execution.tuner import build_tuner
+    from sweeps.execution.tuner import ablation_searcher, build_tuner
     from sweeps.resume.snapshot import StateSnapshot, restore_snapshot
     from sweeps.tracking.callback import MlflowCallback
 
@@ -88,9 +88,12 @@ def execute(
         base=prepared.base,
         plan=prepared.plan,
     )
+    searcher = ablation_searcher(tuner)
+    progress.status = searcher.status if searcher is not None else None
     with watch_interrupt() as interrupt:
         grid = tuner.fit()
-    outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted)
+    complete = searcher.finished if searcher is not None else True
+    outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted, complete=complete)
     tracker.finish_parent(
         status="FINISHED" if outcome.interrupted is False else "KILLED",
         metrics={best_metric(spec.metric): outcome.best_value} if outcome.best_value is not None else {},

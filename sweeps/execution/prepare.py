@@ -163,11 +163,18 @@ def _describe_plan(prepared: PreparedSweep) -> list[str]:
         ]
     assert spec.ablation is not None
     retune = f" (+{plan.retune_trials} re-tuning trials each, {spec.search.algorithm})" if plan.retune_trials else ""
+    seeds = f"{plan.looks[0]}..{plan.looks[-1]} adaptive" if plan.adaptive else f"{len(plan.seeds)}"
     lines = [
-        f"sweep {spec.name} (ablation): {len(plan.variants)} variants x {len(plan.seeds)} paired seeds{retune} = "
-        f"{plan.total_trials} trials, no early stopping, metric {spec.metric} ({spec.mode})",
+        f"sweep {spec.name} (ablation): {len(plan.variants)} variants x {seeds} paired seeds{retune} = "
+        f"{'at most ' if plan.adaptive else ''}{plan.total_trials} trials, no early stopping, "
+        f"metric {spec.metric} ({spec.mode})",
         f"reference variant: {spec.ablation.reference}; seeds {list(plan.seeds)}",
+        f"verdicts: looks at {list(plan.looks)} paired seeds, family-wise alpha {plan.alpha} (Bonferroni across "
+        f"variants, O'Brien-Fleming-type spending across looks), min_effect {plan.min_effect}",
     ]
+    if plan.variance_seeds:
+        k = plan.variance_seeds
+        lines.append(f"variance sources: the reference also runs {k} init x {k} split seeds, crossed ({k * k} trials)")
     for name, overrides in spec.ablation.variants.items():
         text = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(the base config)"
         lines.append(f"  variant {name}: {text}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune import Callback
@@ -22,9 +23,12 @@ class ProgressCallback(Callback):
         self.metric, self.mode, self.total, self.stream = metric, mode, total, stream
         self._last_line = ""
         self._started = time.monotonic()
+        # A phrase appended to the line (an ablation's looks and verdicts: AblationSearcher.status);
+        # set by the engine, not pickled (it belongs to the live searcher).
+        self.status: Callable[[], str] | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "status": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -52,10 +56,11 @@ class ProgressCallback(Callback):
                         best = (score, f"{value:.4f} ({label})")
         elapsed = time.monotonic() - self._started
         best_text = best[1] if best else "-"
+        extra = f" | {self.status()}" if self.status is not None else ""
         return (
             f"[{elapsed:6.0f}s] trials {counts['done'] + counts['pruned'] + counts['failed']}/{self.total} ended: "
             f"{counts['done']} done, {counts['pruned']} pruned, {counts['failed']} failed; "
-            f"{counts['running']} running | best {self.metric} {best_text}"
+            f"{counts['running']} running | best {self.metric} {best_text}{extra}"
         )
 
 

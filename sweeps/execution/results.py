@@ -37,12 +37,16 @@ class SweepOutcome:
         return sum(r.outcome == outcome for r in self.rows)
 
 
-def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False, cut: Collection[str] = ()) -> SweepOutcome:
+def summarize(
+    grid, prepared: PreparedSweep, *, stopped: bool = False, cut: Collection[str] = (), complete: bool = True
+) -> SweepOutcome:
     """Rows for every trial, the best finished one, and its complete config written to disk.
 
     `stopped`: Ctrl-C ended the run (`sweeps.execution.interrupt`), whatever the trial counts say.
     `cut`: trials (fused: members) still running when the sweep stopped (Ctrl-C, time budget):
     "interrupted", not "pruned", although like pruned ones they never sent a final report.
+    `complete`: the searcher had nothing left to hand out; an adaptive ablation that stops adding
+    seeds early ran fewer trials than its maximum without being interrupted.
     """
     spec = prepared.spec
     rows = [row for result in grid for row in _rows(result, spec.metric)]
@@ -52,7 +56,9 @@ def summarize(grid, prepared: PreparedSweep, *, stopped: bool = False, cut: Coll
     done = [r for r in rows if r.outcome == "ok" and r.value is not None]
     # Stopped early: fewer trials than asked for, or some never ended (Ctrl-C during the last ones).
     unfinished = len(grid) - grid.num_terminated - grid.num_errors + _cut_populations(grid)
-    out = SweepOutcome(rows=rows, interrupted=stopped or len(rows) < prepared.total_trials or unfinished > 0)
+    adaptive = prepared.plan is not None and prepared.plan.adaptive
+    short = not complete if adaptive else len(rows) < prepared.total_trials
+    out = SweepOutcome(rows=rows, interrupted=stopped or short or unfinished > 0)
     if done:
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
         cfg = build_config(prepared.settings.base, trial_overrides(best.params, prepared.settings))

@@ -38,6 +38,12 @@ def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: Abl
     return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
 
 
+def ablation_searcher(tuner: tune.Tuner) -> AblationSearcher | None:
+    """The ablation searcher a Tuner runs (the restored one on `--resume`), for its status; else None."""
+    alg = tuner._local_tuner._tune_config.search_alg  # Ray keeps no public handle on it
+    return alg if isinstance(alg, AblationSearcher) else None
+
+
 def make_searcher(spec: SweepSpec, space: SearchSpace) -> TellingOptunaSearch:
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials

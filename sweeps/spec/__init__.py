@@ -17,8 +17,10 @@ from sweeps.spec.schema import (
     RetuneConfig,
     SchedulerConfig,
     SearchConfig,
+    SeedSchedule,
     SweepSpec,
     TrackingConfig,
+    VaryConfig,
 )
 
 __all__ = [
@@ -29,7 +31,9 @@ __all__ = [
     "RetuneConfig",
     "SchedulerConfig",
     "SearchConfig",
+    "SeedSchedule",
     "SweepSpec",
     "TrackingConfig",
+    "VaryConfig",
     "load_sweep",
 ]

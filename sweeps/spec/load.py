@@ -19,7 +19,7 @@ from mer_core.configs.loader import parse_override, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.spec.checks import check_resolved
-from sweeps.spec.schema import AblationConfig, SweepSpec
+from sweeps.spec.schema import AblationConfig, SeedSchedule, SweepSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,8 @@ def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int |
     raw = normalise(raw)
     if raw.get("ablation") is not None:
         # Optional sections convert as a union, which would hide the inner field's message.
+        if isinstance(raw["ablation"], Mapping) and isinstance(raw["ablation"].get("seeds"), Mapping):
+            from_dict(SeedSchedule, raw["ablation"]["seeds"], "ablation.seeds")
         from_dict(AblationConfig, raw["ablation"], "ablation")
     spec = from_dict(SweepSpec, raw)
     spec = _resolve_paths(spec, path.parent)

@@ -15,6 +15,7 @@
     time_budget_s: null
     execution: {mode: trial, population: 8}
     ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
+    #   adaptive: seeds: {initial: 3, max: 10}, min_effect: 0.01, alpha: 0.05, vary: {init: true, split: true}
 
 The dataclasses here hold and check each field on its own; `sweeps.spec.load.load_sweep` is the one
 boundary that builds them: it validates every field, resolves the files, builds the experiment
@@ -100,10 +101,48 @@ class RetuneConfig:
 
 
 @dataclass(frozen=True)
+class SeedSchedule:
+    """Adaptive paired seeds: `initial` first, then `step` more per look while a variant is undecided."""
+
+    initial: int = fld(3, ge=2, doc="paired seeds every variant runs before the first look")
+    max: int = fld(10, ge=2, doc="most paired seeds a variant runs")
+    step: int = fld(1, ge=1, doc="paired seeds added per look")
+    start: int = fld(0, ge=0, doc="the first seed value; seeds are start, start+1, ...")
+
+    def check(self, prefix: str) -> None:
+        if self.max < self.initial:
+            raise ConfigError(_join(prefix, "max"), f">= initial ({self.initial})", self.max, "out of range")
+
+    def looks(self) -> tuple[int, ...]:
+        """Seed counts at which verdicts are taken: initial, initial+step, ..., max."""
+        return (*range(self.initial, self.max, self.step), self.max)
+
+
+@dataclass(frozen=True)
+class VaryConfig:
+    """Which sources of randomness a paired seed varies (the others stay at the base config's seeds)."""
+
+    init: bool = fld(True, doc="model initialisation, batch order and noise (`seed`)")
+    split: bool = fld(True, doc="the cross-validation folds / validation split (`data.seed`)")
+
+    def check(self, prefix: str) -> None:
+        if not (self.init or self.split):
+            raise ConfigError(prefix or "vary", "init and/or split true", to_dict(self), "a seed must vary something")
+
+
+@dataclass(frozen=True)
 class AblationConfig:
     reference: str = fld("full", doc="the variant the others are compared with")
     variants: FrozenDict[str, FrozenDict[str, Any]] = field(default_factory=FrozenDict)  # name -> dotted overrides
-    seeds: tuple[int, ...] = fld((0, 1, 2, 3, 4), ge=0)
+    # A list: a fixed design (every variant runs every seed, one look); a mapping (SeedSchedule):
+    # adaptive paired seeds, added while a variant is undecided (`sweeps.ablation.sequential`).
+    seeds: tuple[int, ...] | SeedSchedule = (0, 1, 2, 3, 4)
+    # The smallest difference that matters, in metric units: enables "equivalent within ±min_effect"
+    # and the seeds-needed estimate; null: verdicts are only "different" or "undecided".
+    min_effect: float | None = fld(None, gt=0.0, doc="smallest difference that matters (metric units)")
+    alpha: float = fld(0.05, gt=0.0, lt=1.0, doc="family-wise error over all variants and looks")
+    vary: VaryConfig = field(default_factory=VaryConfig)
+    variance_seeds: int = fld(0, ge=0, doc="k >= 2: the reference also runs k init x k split seeds, crossed")
     retune: RetuneConfig = field(default_factory=RetuneConfig)
 
     def check(self, prefix: str) -> None:
@@ -115,10 +154,28 @@ class AblationConfig:
                 raise ConfigError(f"{where}.{name}", f"names of {NAME_RULE}", name, "bad variant name")
         if self.reference not in self.variants:
             raise ConfigError(_join(prefix, "reference"), ", ".join(self.variants), self.reference, "not a variant")
-        if not self.seeds:
-            raise ConfigError(_join(prefix, "seeds"), "at least one seed", [], "empty")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(_join(prefix, "seeds"), "distinct seeds", list(self.seeds), "duplicate seed")
+        if isinstance(self.seeds, tuple):
+            if not self.seeds:
+                raise ConfigError(_join(prefix, "seeds"), "at least one seed", [], "empty")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(_join(prefix, "seeds"), "distinct seeds", list(self.seeds), "duplicate seed")
+            if min(self.seeds) < 0:
+                raise ConfigError(_join(prefix, "seeds"), "seeds >= 0", list(self.seeds), "out of range")
+        if self.variance_seeds == 1:
+            raise ConfigError(_join(prefix, "variance_seeds"), "0 (off) or >= 2", 1, "one seed has no spread")
+        if self.variance_seeds > len(self.seed_values()):
+            allowed = f"<= the paired seeds ({len(self.seed_values())})"
+            raise ConfigError(_join(prefix, "variance_seeds"), allowed, self.variance_seeds, "out of range")
+
+    def seed_values(self) -> tuple[int, ...]:
+        """Every seed a variant may run, in the order they are handed out."""
+        if isinstance(self.seeds, SeedSchedule):
+            return tuple(range(self.seeds.start, self.seeds.start + self.seeds.max))
+        return self.seeds
+
+    def looks(self) -> tuple[int, ...]:
+        """Seed counts at which verdicts are taken (one look, all seeds, for a list)."""
+        return self.seeds.looks() if isinstance(self.seeds, SeedSchedule) else (len(self.seeds),)
 
 
 @dataclass(frozen=True)

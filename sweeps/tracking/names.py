@@ -53,6 +53,7 @@ _FINAL_PREFIX = "final/"
 SEARCH_PHASE = "search"  # a search sweep's trials (they carry no phase)
 RETUNE_PHASE = "retune"  # an ablation's nuisance re-tuning trials
 EVAL_PHASE = "eval"  # an ablation's measured trials, paired over seeds
+VARIANCE_PHASE = "variance"  # an ablation's crossed init x split seeds of the reference (variance sources)
 RESEED_PHASE = "export-reseed"  # `export-best`'s re-runs of a configuration under other seeds
 
 # -- `fit-voting` on a trial's run ------------------------------------------------------------
