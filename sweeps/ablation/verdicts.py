@@ -113,7 +113,10 @@ def power(effect: float, sd: float, n: int, level: float) -> float:
     df = n - 1
     crit = sps.t.isf(level / 2.0, df)
     nc = abs(effect) * math.sqrt(n) / sd
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    # The lower tail as the upper tail of the mirrored statistic: scipy's nct.cdf far in the left
+    # tail returns NaN where nct.sf of the mirror returns its (tiny) value.
+    upper, lower = sps.nct.sf(crit, df, nc), sps.nct.sf(crit, df, -nc)
+    return float(np.nan_to_num(upper, nan=1.0) + np.nan_to_num(lower, nan=0.0))
 
 
 def min_detectable(sd: float, n: int, level: float, *, target: float = POWER) -> float:
