@@ -11,8 +11,19 @@ from mlflow.tracking import MlflowClient
 from ray.tune.search import Searcher
 
 from mer_core.errors import ConfigError
-from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan, ablation_overrides
+from sweeps.ablation.plan import (
+    INIT_KEY,
+    PHASE_KEY,
+    SEED_KEY,
+    SPLIT_KEY,
+    VARIANT_KEY,
+    AblationPlan,
+    ablation_overrides,
+    ablation_plan,
+)
 from sweeps.ablation.search import AblationSearcher
+from sweeps.ablation.summary import variant_summary
+from sweeps.execution.results import TrialRow
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
@@ -84,6 +95,178 @@ def test_a_seed_sets_the_model_seed_and_the_folds():
     assert ablation_overrides({"optim.lr": 0.1}, variants) == {}
 
 
+def _truth(variant: str, seed: int) -> float:
+    """Scores of a planted study: `big` is 0.05 better, `same` within 0.001 of the reference, `noisy`
+    scatters by 0.03 around it; a shared per-seed effect cancels in the pairing."""
+    shared = 0.02 * ((seed * 7919) % 13 - 6) / 6
+    jitter = ((seed * 104729 + len(variant) * 31) % 17 - 8) / 8  # in [-1, 1], deterministic
+    return (
+        0.7 + shared + {"full": 0.0, "big": 0.05 + 0.002 * jitter, "same": 0.0005 * jitter}.get(variant, 0.03 * jitter)
+    )
+
+
+def _run_adaptive(searcher: AblationSearcher, *, restore_at: int | None = None, tmp_path=None) -> list[dict]:
+    """Drive the searcher as Tune would with max_concurrent=2: suggest, complete the oldest, repeat."""
+    issued, running, i = [], [], 0
+    while True:
+        while len(running) < 2:
+            config = searcher.suggest(f"t{i}")
+            if config is None or config == Searcher.FINISHED:
+                break
+            issued.append(config)
+            running.append((f"t{i}", config))
+            i += 1
+        if config == Searcher.FINISHED and not running:
+            return issued
+        if not running:
+            raise AssertionError("the searcher waits with nothing running")
+        trial_id, config = running.pop(0)
+        value = _truth(config[VARIANT_KEY], config[SEED_KEY])
+        searcher.on_trial_complete(trial_id, {"val/weighted_f1": value, "status": "ok", FINAL_KEY: 1})
+        if restore_at is not None and len(issued) == restore_at:
+            searcher.save(str(tmp_path / "s.pkl"))
+            fresh = AblationSearcher(searcher.plan, space=None, algorithm="tpe", seed=0)
+            fresh.restore(str(tmp_path / "s.pkl"))
+            searcher = fresh
+            restore_at = None
+
+
+def _adaptive_plan(**extra) -> AblationPlan:
+    return AblationPlan(
+        variants=("full", "big", "same", "noisy"),
+        seeds=tuple(range(8)),
+        looks=(3, 4, 5, 6, 7, 8),
+        min_effect=0.01,
+        **extra,
+    )
+
+
+def test_adaptive_seeds_stop_each_variant_once_decided_and_the_reference_runs_while_any_is_open():
+    plan = _adaptive_plan()
+    searcher = AblationSearcher(plan, space=None, algorithm="tpe", seed=0)
+    assert "verdicts after the first look" in searcher.status()
+    issued = _run_adaptive(searcher)
+    seeds = {v: sorted(c[SEED_KEY] for c in issued if c[VARIANT_KEY] == v) for v in plan.variants}
+    assert seeds["full"] == seeds["noisy"] == list(range(8))  # noisy stays undecided to the maximum
+    assert len(seeds["big"]) < 8 and len(seeds["same"]) < 8  # decided early: no more seeds spent on them
+    assert seeds["big"] == list(range(len(seeds["big"])))  # seeds stay paired: always the first ones
+    verdicts = searcher.verdicts
+    assert verdicts["big"].decision == "different" and verdicts["same"].decision == "equivalent"
+    assert verdicts["noisy"].decision == "undecided" and verdicts["noisy"].n == 8
+    assert searcher.finished and searcher.suggest("late") == Searcher.FINISHED
+    assert "(final)" in searcher.status() and "1 different" in searcher.status()
+    assert len(issued) < plan.total_trials == 32
+
+
+def test_an_adaptive_ablation_resumes_mid_look_with_the_same_trials(tmp_path):
+    plan = _adaptive_plan()
+    straight = _run_adaptive(AblationSearcher(plan, space=None, algorithm="tpe", seed=0))
+    resumed = _run_adaptive(
+        AblationSearcher(plan, space=None, algorithm="tpe", seed=0), restore_at=13, tmp_path=tmp_path
+    )
+    assert resumed == straight
+
+
+def test_adaptive_seeds_after_retuning_start_once_every_variant_is_tuned():
+    plan = AblationPlan(variants=("full", "big"), seeds=tuple(range(6)), looks=(3, 6), retune_trials=2, min_effect=0.01)
+    searcher = AblationSearcher(plan, space=load_space(SPACE), algorithm="random", seed=0)
+    first = _drain(searcher)
+    assert [c[PHASE_KEY] for c in first] == ["retune"] * 4 and "re-tuning 2 variants" in searcher.status()
+    for i in range(2):
+        searcher.on_trial_complete(f"t{i}", {"val/weighted_f1": 0.5 + i / 10, "status": "ok", FINAL_KEY: 1})
+    evals = _drain(searcher, "e")
+    assert [(c[VARIANT_KEY], c[SEED_KEY]) for c in evals] == [("full", 0), ("full", 1), ("full", 2)]
+    assert all(c["optim.lr"] == first[1]["optim.lr"] for c in evals)
+    for i in range(2, 4):
+        searcher.on_trial_complete(f"t{i}", {"val/weighted_f1": 0.5, "status": "ok", FINAL_KEY: 1})
+    more = _drain(searcher, "f")
+    assert [(c[VARIANT_KEY], c[SEED_KEY]) for c in more] == [("big", 0), ("big", 1), ("big", 2)]
+    assert searcher.suggest("wait") is None  # the first look needs every eval trial ended
+
+
+def test_vary_holds_one_source_fixed_and_the_variance_design_crosses_init_and_split(tmp_path):
+    plan = AblationPlan(variants=("full", "x"), seeds=(0, 1, 2), init_seed=11, variance_seeds=2)
+    configs = _drain(AblationSearcher(plan, space=None, algorithm="tpe", seed=0))
+    evals = [c for c in configs if c[PHASE_KEY] == "eval"]
+    assert {c[INIT_KEY] for c in evals} == {11} and SPLIT_KEY not in evals[0]
+    out = ablation_overrides(evals[0], {"full": {}, "x": {}})
+    assert out == {"seed": 11, "data.seed": evals[0][SEED_KEY]}
+    crossed = [(c[INIT_KEY], c[SPLIT_KEY]) for c in configs if c[PHASE_KEY] == "variance"]
+    assert sorted(crossed) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert {c[VARIANT_KEY] for c in configs if c[PHASE_KEY] == "variance"} == {"full"}
+    assert plan.total_trials == 2 * 3 + 4
+    path = write_sweep(
+        tmp_path, "abl", kind="ablation", search_space=None,
+        ablation={"variants": {"full": {}, "x": {}}, "seeds": [0, 1], "vary": {"init": False}},
+    )  # fmt: skip
+    spec = load_sweep(path)
+    spec_plan = ablation_plan(spec)
+    assert spec_plan is not None and spec_plan.init_seed == spec.base_config().seed and spec_plan.split_seed is None
+
+
+def test_the_end_of_sweep_summary_gives_verdicts_and_why_it_stopped():
+    plan = _adaptive_plan()
+    searcher = AblationSearcher(plan, space=None, algorithm="tpe", seed=0)
+    issued = _run_adaptive(searcher)
+    rows = [TrialRow(f"t{i}", "ok", _truth(c[VARIANT_KEY], c[SEED_KEY]), c, 1) for i, c in enumerate(issued)]
+    text = variant_summary(rows, plan=plan)
+    assert "different: better" in text and "equivalent within ±0.01" in text
+    assert "stopped at the seed maximum (8): 1 different, 1 equivalent, 1 undecided" in text
+    assert "more paired seeds" in text
+
+
+@pytest.mark.parametrize(
+    ("seeds", "field"),
+    [
+        ({"initial": 5, "max": 3}, "ablation.seeds.max"),
+        ({"initial": 1, "max": 3}, "ablation.seeds.initial"),
+        ({"initial": 3, "maximum": 9}, "ablation.seeds.maximum"),
+        ([0, 0, 1], "ablation.seeds"),
+        ([0, -1], "ablation.seeds"),
+        ("three", "ablation.seeds"),
+    ],
+)
+def test_bad_seed_schedules_are_refused_with_the_field_named(tmp_path, seeds, field):
+    path = write_sweep(
+        tmp_path,
+        "abl",
+        kind="ablation",
+        search_space=None,
+        ablation={"variants": {"full": {}, "x": {}}, "seeds": seeds},
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("min_effect", 0.0, "ablation.min_effect"),
+        ("alpha", 1.5, "ablation.alpha"),
+        ("vary", {"init": False, "split": False}, "ablation.vary"),
+        ("variance_seeds", 1, "ablation.variance_seeds"),
+        ("variance_seeds", 9, "ablation.variance_seeds"),
+    ],
+)
+def test_bad_verdict_and_variance_options_are_refused(tmp_path, key, value, field):
+    ablation = {"variants": {"full": {}, "x": {}}, "seeds": {"initial": 3, "max": 6}, key: value}
+    path = write_sweep(tmp_path, "abl", kind="ablation", search_space=None, ablation=ablation)
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert err.value.field == field
+
+
+def test_a_seed_schedule_loads_into_looks_and_seed_values(tmp_path):
+    ablation = {"variants": {"full": {}, "x": {}}, "seeds": {"initial": 3, "max": 8, "step": 2, "start": 10}}
+    spec = load_sweep(write_sweep(tmp_path, "abl", kind="ablation", search_space=None, ablation=ablation))
+    assert spec.ablation.looks() == (3, 5, 7, 8)
+    assert spec.ablation.seed_values() == tuple(range(10, 18))
+    again = tmp_path / "again.yaml"
+    again.write_text(spec.to_yaml())
+    assert load_sweep(again).ablation == spec.ablation  # what runs/<sweep>/ stores reads back the same
+
+
 @pytest.mark.parametrize(
     ("variant", "field"),
     [
@@ -140,8 +323,7 @@ def test_compare_writes_the_table_with_cis_tests_and_verdicts(ablation_sweep, tm
         assert float(row["diff_ci_low"]) <= float(row["diff_mean"]) <= float(row["diff_ci_high"])
         assert 0.0 <= float(row["p_value"]) <= float(row["p_adj"]) <= 1.0
         covers_zero = float(row["diff_ci_low"]) <= 0.0 <= float(row["diff_ci_high"])
-        if covers_zero:
-            assert row["verdict"] == "no detectable difference"
+        assert covers_zero == (row["decision"] != "different") == (float(row["p_adj"]) >= 0.05)
     markdown = (tmp_path / "compare.md").read_text()
     assert markdown.count("\n| ") == 4  # header + 3 variants
 

@@ -206,17 +206,18 @@ def test_an_ablation_section_draws_the_table_and_chart(tmp_path):
     from analysis.compare import AblationTable
     from analysis.report.sections import ablation_section
     from analysis.stats import compare_variants
+    from sweeps.ablation.sequential import SequentialDesign
 
     rng = np.random.default_rng(0)
     scores = {
         v: {s: 0.6 + shift + 0.01 * rng.normal() for s in range(5)} for v, shift in [("full", 0), ("no_nee", -0.05)]
     }
-    rows = tuple(compare_variants(scores, reference="full", test="t", n_boot=500))
-    table = AblationTable("syn", "m", "full", "t", 0.95, rows, {"no_nee": 1})
+    rows = tuple(compare_variants(scores, reference="full", n_boot=500))
+    table = AblationTable("syn", "m", "full", SequentialDesign(looks=(5,)), None, rows, {"no_nee": 1})
     section = ablation_section(_synthetic_report_data(tmp_path, kind="ablation", ablation=table), tmp_path)
     assert (tmp_path / "ablation.png").is_file() and section.images
     assert [r[0] for r in section.table[1:]] == ["full (ref)", "no_nee"]
-    assert section.table[2][-2:] == ("worse than reference", "1")
+    assert section.table[2][-2:] == ("different: worse", "1")
 
 
 def test_pseudo_label_counts_sum_the_folds_per_round_and_leaders_put_finished_trials_first(tmp_path):
