@@ -186,7 +186,8 @@ def row_cells(table: AblationTable, row: Comparison) -> list[str]:
     tail = [row.verdict, str(table.failed.get(row.variant, 0))]
     if ref:
         return [*own, *blank, *tail]
-    needed = "-" if row.seeds_needed is None else str(row.seeds_needed)
+    # Seeds to detect min_effect: news for an undecided variant only (the CSV keeps every number).
+    needed = str(row.seeds_needed) if row.decision == "undecided" and row.seeds_needed is not None else "-"
     return [
         *own,
         _signed(row.diff_mean),

@@ -27,7 +27,7 @@ from sweeps.execution.results import TrialRow
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
-from tests.sweep_helpers import ROOT, children_of, run_analysis, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 
@@ -338,3 +338,35 @@ def test_compare_refuses_a_search_sweep_and_unknown_selectors(search_sweep, tmp_
     proc = run_analysis(["compare", "--experiment", "nope", "--tracking-uri", uri], cwd=work)
     assert proc.returncode == 2 and "no such MLflow experiment" in proc.stderr and experiment in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_change_that_does_nothing(tmp_path):
+    """Audio carries all the class signal of the synthetic data: dropping it (train and test) must end
+    *different*; a voting-weight nudge that flips no prediction must end *equivalent*, both within the
+    seed maximum, and the decided variants stop getting seeds."""
+    data = {**SMALL_DATA, "synthetic": {**SMALL_DATA["synthetic"], "signal": {"audio": 1.5, "text": 0.0, "video": 0.0}}}
+    drop_audio = {"missing.train_rates": {"audio": 1.0}, "missing.test_rates": {"audio": 1.0}}
+    ablation = {
+        "reference": "full",
+        "variants": {"full": {}, "no_audio": drop_audio, "text_weight": {"voting.weights.text": 0.32}},
+        "seeds": {"initial": 3, "max": 6},
+        "min_effect": 0.05,
+    }
+    spec = write_sweep(
+        tmp_path, "adaptive", kind="ablation", search_space=None, data=data, ablation=ablation,
+        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+        set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},
+    )  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "every variant decided (1 different, 1 equivalent, 0 undecided)" in proc.stdout
+    assert "(look 1/4)" in proc.stderr  # the progress line shows the looks
+    out = tmp_path / "report"
+    proc = run_analysis(["compare", "--sweep-dir", str(tmp_path / "runs/adaptive"), "--out", str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["variant"]: r for r in csv.DictReader(io.StringIO((out / "compare.csv").read_text()))}
+    assert rows["no_audio"]["decision"] == "different" and float(rows["no_audio"]["diff_ci_high"]) < 0
+    assert rows["text_weight"]["decision"] == "equivalent"
+    assert int(rows["full"]["n_seeds"]) <= 6 and int(rows["text_weight"]["n_seeds"]) < int(rows["full"]["n_seeds"])

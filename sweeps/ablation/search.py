@@ -197,7 +197,7 @@ class AblationSearcher(PickledStateMixin, Searcher):
         )
         # A variant no seed could be paired for (every trial failed) stays open: more seeds may pair.
         self._open = {v for v in self._open if v not in self._verdicts or self._verdicts[v].decision == UNDECIDED}
-        log.info("ablation: look %d/%d at %d seeds: %s", self._look + 1, len(plan.looks), len(ref), self.status())
+        log.info("look %d/%d taken at %d reference seeds: %s", self._look + 1, len(plan.looks), len(ref), self.status())
         if not self._open or self._look + 1 >= len(plan.looks):
             self._done = True
             return
