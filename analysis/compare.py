@@ -31,7 +31,7 @@ from mer_core.errors import ConfigError, UserInputError
 from sweeps.ablation.plan import design_of
 from sweeps.ablation.sequential import SequentialDesign
 from sweeps.spec.schema import AblationConfig
-from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, VARIANCE_PHASE
+from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, VARIANCE_PHASE, final_metric
 
 COLUMNS = ("variant", "n_seeds", "mean", "ci_low", "ci_high", "n", "diff_mean", "diff_ci_low", "diff_ci_high",
            "level", "p_value", "p_adj", "p_improve", "p_improve_low", "p_improve_high", "mde", "seeds_needed",
@@ -146,7 +146,7 @@ def ablation_table(
     ablation = sweep.spec.get("ablation") or {}
     reference = reference or str(ablation.get("reference", ""))
     if not any(scores.values()) and any(t.metrics for t in sweep.trials):
-        known = sorted({k for t in sweep.trials for k in t.metrics if "/" in k and not k.startswith("final/")})
+        known = sorted({k for t in sweep.trials for k in t.metrics if "/" in k and not k.startswith(final_metric(""))})
         raise ConfigError("--metric", ", ".join(known), metric, "no finished eval trial reports it")
     if reference not in scores:
         raise ConfigError("--reference", ", ".join(scores) or "no variant has eval runs", reference, "not a variant")

@@ -222,7 +222,7 @@ def test_the_end_of_sweep_summary_gives_verdicts_and_why_it_stopped():
         ({"initial": 1, "max": 3}, "ablation.seeds.initial"),
         ({"initial": 3, "maximum": 9}, "ablation.seeds.maximum"),
         ([0, 0, 1], "ablation.seeds"),
-        ([0, -1], "ablation.seeds"),
+        ([0, -1], "ablation.seeds[1]"),
         ("three", "ablation.seeds"),
     ],
 )

@@ -159,8 +159,9 @@ class AblationConfig:
                 raise ConfigError(_join(prefix, "seeds"), "at least one seed", [], "empty")
             if len(set(self.seeds)) != len(self.seeds):
                 raise ConfigError(_join(prefix, "seeds"), "distinct seeds", list(self.seeds), "duplicate seed")
-            if min(self.seeds) < 0:
-                raise ConfigError(_join(prefix, "seeds"), "seeds >= 0", list(self.seeds), "out of range")
+            for i, seed in enumerate(self.seeds):
+                if seed < 0:
+                    raise ConfigError(f"{_join(prefix, 'seeds')}[{i}]", ">= 0", seed, "out of range")
         if self.variance_seeds == 1:
             raise ConfigError(_join(prefix, "variance_seeds"), "0 (off) or >= 2", 1, "one seed has no spread")
         if self.variance_seeds > len(self.seed_values()):
