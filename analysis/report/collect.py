@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from analysis.runs import SweepRuns, TrialRun, metric_history, read_artifact_text, trial_summary
 from mer_core.errors import UserInputError
 from sweeps.space import SearchSpace, load_space
-from sweeps.tracking.names import EVAL_PHASE, SPACE_ARTIFACT
+from sweeps.tracking.names import EVAL_PHASE, SPACE_ARTIFACT, VARIANCE_PHASE
 
 if TYPE_CHECKING:
     from analysis.compare import AblationTable
@@ -75,7 +75,7 @@ def collect(sweep: SweepRuns, *, top_k: int, seed: int) -> ReportData:
 
     `seed` seeds the ablation table's bootstrap."""
     space, note = load_report_space(sweep)
-    searched = tuple(t for t in sweep.trials if t.phase != EVAL_PHASE)
+    searched = tuple(t for t in sweep.trials if t.phase not in (EVAL_PHASE, VARIANCE_PHASE))  # only re-tuning
     leaders = tuple(leading_trials(sweep, list(sweep.trials), max(top_k, 10)))
     histories = {t.run_id: metric_history(sweep, t.run_id, sweep.metric) for t in leaders[:top_k]}
     ablation, ablation_note = _ablation(sweep, seed)
