@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -27,7 +29,8 @@ from sweeps.execution.results import TrialRow
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
-from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
+from tests.driver_helpers import Drivers
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 
@@ -344,7 +347,8 @@ def test_compare_refuses_a_search_sweep_and_unknown_selectors(search_sweep, tmp_
 def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_change_that_does_nothing(tmp_path):
     """Audio carries all the class signal of the synthetic data: dropping it (train and test) must end
     *different*; a voting-weight nudge that flips no prediction must end *equivalent*, both within the
-    seed maximum, and the decided variants stop getting seeds."""
+    seed maximum, and the decided variants stop getting seeds. The study is stopped with Ctrl-C
+    after its first look and resumed: the looks continue where they were."""
     data = {**SMALL_DATA, "synthetic": {**SMALL_DATA["synthetic"], "signal": {"audio": 1.5, "text": 0.0, "video": 0.0}}}
     drop_audio = {"missing.train_rates": {"audio": 1.0}, "missing.test_rates": {"audio": 1.0}}
     ablation = {
@@ -358,11 +362,21 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
         set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},
     )  # fmt: skip
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "every variant decided (1 different, 1 equivalent, 0 undecided)" in proc.stdout
-    assert "(look 1/4)" in proc.stderr  # the progress line shows the looks
+    args = [str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    drivers = Drivers()
+    try:
+        first = drivers.start(args, tmp_path)
+        deadline = time.monotonic() + 600
+        while "(look 2/4)" not in first.stderr():  # the progress line shows the looks
+            assert first.proc.poll() is None and time.monotonic() < deadline, first.stderr()[-3000:]
+            time.sleep(0.2)
+        first.signal_group(signal.SIGINT)
+        assert first.proc.wait(120) == 130, first.stderr()[-3000:]
+        resumed = drivers.start([*args, "--resume"], tmp_path)
+        assert resumed.proc.wait(900) == 0, resumed.stderr()[-3000:]
+    finally:
+        drivers.cleanup()
+    assert "every variant decided (1 different, 1 equivalent, 0 undecided)" in resumed.stdout()
     out = tmp_path / "report"
     proc = run_analysis(["compare", "--sweep-dir", str(tmp_path / "runs/adaptive"), "--out", str(out)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -370,3 +384,8 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
     assert rows["no_audio"]["decision"] == "different" and float(rows["no_audio"]["diff_ci_high"]) < 0
     assert rows["text_weight"]["decision"] == "equivalent"
     assert int(rows["full"]["n_seeds"]) <= 6 and int(rows["text_weight"]["n_seeds"]) < int(rows["full"]["n_seeds"])
+    # Every (variant, seed) ran once across the stop and the resume: no trial repeated or lost.
+    _, children = children_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "adaptive")
+    done = [(c.data.params["ablation.variant"], c.data.params["ablation.seed"]) for c in children
+            if c.data.tags.get("mersweep.status") == "ok"]  # fmt: skip
+    assert len(done) == len(set(done)) == sum(int(r["n_seeds"]) for r in rows.values())
