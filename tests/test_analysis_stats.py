@@ -326,3 +326,45 @@ def test_variance_components_drop_incomplete_rows_and_clip_negative_estimates() 
     vc = variance_components(cells)
     assert vc is not None and vc.init_seeds == (0, 1) and vc.init == 0.0 and vc.split > 0
     assert variance_components({(0, 0): 0.5, (0, 1): 0.6}) is None
+
+
+# --- the table read back from a sweep's runs --------------------------------------------------------
+
+
+def _run(i: int, variant: str, phase: str, seed: int, split: int, value: float):
+    from analysis.runs import TrialRun
+
+    params = {"ablation.variant": variant, "ablation.seed": str(seed), "ablation.phase": phase}
+    params.update({"seed": str(seed), "data.seed": str(split)})
+    return TrialRun(f"r{i}", f"t{i}", f"t{i}", "ok", params, {"val/weighted_f1": value}, {})
+
+
+def test_the_table_judges_with_the_logged_design_and_reports_the_variance_sources() -> None:
+    from analysis.compare import ablation_table, to_markdown, to_text
+    from analysis.runs import SweepRuns
+
+    ablation = {
+        "reference": "full",
+        "variants": {"full": {}, "worse": {"nee.enabled": False}},
+        "seeds": {"initial": 3, "max": 5},
+        "min_effect": 0.01,
+        "variance_seeds": 2,
+    }
+    spec = {"kind": "ablation", "metric": "val/weighted_f1", "mode": "max", "ablation": ablation}
+    runs = [_run(s, "full", "eval", s, s, 0.7 + 0.01 * s) for s in range(5)]
+    runs += [_run(10 + s, "worse", "eval", s, s, 0.6 + 0.01 * s + 0.001 * (s % 2)) for s in range(5)]
+    cells = {(0, 0): 0.70, (0, 1): 0.72, (1, 0): 0.75, (1, 1): 0.771}
+    runs += [_run(20 + k, "full", "variance", i, j, v) for k, ((i, j), v) in enumerate(cells.items())]
+    sweep = SweepRuns("uri", "exp", "0", "parent", "abl", spec, tuple(runs))
+    table = ablation_table(sweep, n_boot=200)
+    assert table.design.looks == (3, 4, 5) and table.min_effect == 0.01
+    ref, worse = table.rows
+    assert (
+        ref.n_seeds == 5
+        and worse.decision == "different"
+        and worse.level == pytest.approx(nominal_levels((3, 4, 5), 0.05)[-1])
+    )
+    assert table.variance is not None and table.variance.init_seeds == (0, 1)
+    assert table.variance.init > table.variance.split  # init moved the score by 0.05, the split by 0.02
+    assert "variance sources" in table.variance.to_text(table.metric)
+    assert "different: worse" in to_text(table) and "| worse |" in to_markdown(table)
