@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric",
         action="append",
         default=None,
-        help="metric to compare (default: the sweep's); repeat for one table per metric",
+        help="metric to compare (default: the sweep's report_metric, test/<metric> with a held-out test split); "
+        "repeat for one table per metric",
     )
     parser.add_argument("--reference", default=None, help="reference variant (default: the sweep's)")
     parser.add_argument("--test", default="t", choices=["t", "wilcoxon"], help="paired test (default: t)")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     print(sweep.describe(), file=sys.stderr)
     options = {"reference": args.reference, "test": args.test, "confidence": args.confidence}
     options.update(n_boot=args.n_boot, seed=args.seed)
-    tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.metric])]
+    tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.report_metric])]
     out = out_folder(args.out, Path("reports") / sweep.sweep)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(to_markdown(t) for t in tables))
@@ -106,12 +107,12 @@ def ablation_table(
         raise UserInputError(
             f"kind: compare needs an ablation sweep (kind: ablation); given: sweep {sweep.sweep} of kind {sweep.kind}"
         )
-    metric = metric or sweep.metric
+    metric = metric or sweep.report_metric
     scores, failed = ablation_scores(sweep, metric)
     ablation = sweep.spec.get("ablation") or {}
     reference = reference or str(ablation.get("reference", ""))
     if not any(scores.values()) and any(t.metrics for t in sweep.trials):
-        known = sorted({k for t in sweep.trials for k in t.metrics if k.startswith("val/")})
+        known = sorted({k for t in sweep.trials for k in t.metrics if k.startswith(("val/", "test/"))})
         raise ConfigError("--metric", ", ".join(known), metric, "no finished eval trial reports it")
     if reference not in scores:
         raise ConfigError("--reference", ", ".join(scores) or "no variant has eval runs", reference, "not a variant")

@@ -13,15 +13,17 @@ from sweeps.tracking.names import EVAL_PHASE
 
 def variant_summary(rows: list[Any], *, metric: str, reference: str) -> str:
     """Mean ± sd of the metric per variant over its eval trials (the quick look; `analysis compare`
-    gives the confidence intervals and paired tests)."""
+    gives the confidence intervals and paired tests). `metric` is the sweep's report_metric, which
+    each row carries as `reported` (the held-out test score with a test split)."""
     import numpy as np
 
     values: dict[str, list[float]] = {}
     for row in rows:
         config = row.params
-        if config.get(PHASE_KEY) != EVAL_PHASE or row.outcome != "ok" or row.value is None:
+        value = row.reported if row.reported is not None else row.value
+        if config.get(PHASE_KEY) != EVAL_PHASE or row.outcome != "ok" or value is None:
             continue
-        values.setdefault(str(config[VARIANT_KEY]), []).append(float(row.value))
+        values.setdefault(str(config[VARIANT_KEY]), []).append(float(value))
     lines = [f"{'variant':<24} {'n':>3} {metric + ' mean':>24} {'sd':>8}"]
     for name in sorted(values, key=lambda v: (v != reference, v)):
         vals = np.asarray(values[name])
