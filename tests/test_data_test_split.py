@@ -252,3 +252,33 @@ def test_fused_members_report_the_test_scores_of_their_single_runs(tiny_data_cfg
         assert not any(k.startswith("test/") for m in single_seen for k in m)  # never reported per epoch
         assert_same_run(single, single_seen, fused[i], seen[i])
         np.testing.assert_allclose(fused[i].test_logits()["fusion"], single.test_logits()["fusion"], atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["trial", "fused"])
+def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Path, mode: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.sweep_helpers import SMALL_DATA, SMALL_SET, children_of, run_cli, write_sweep
+
+    spec = write_sweep(
+        tmp_path,
+        "held-out",
+        data={**SMALL_DATA, "test_fraction": 0.2},
+        set={**SMALL_SET, "optim.max_epochs": 2, "self_training.rounds": 0},
+        search={"algorithm": "random", "num_samples": 2, "seed": 0},
+        scheduler={"kind": "none"},
+        execution={"mode": mode, "population": 2},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = proc.stdout.splitlines()[1]
+    assert "val/weighted_f1" in header and "test/weighted_f1" in header  # the summary shows the held-out score
+    _, children = children_of(MlflowClient(uri), "held-out")
+    assert len(children) == 2
+    for child in children:
+        metrics = child.data.metrics
+        assert {"test/weighted_f1", "test/accuracy", "test/loss", "final/test/weighted_f1"} <= set(metrics)
+        # Reported once, at the end: one value in the history, never per epoch.
+        assert len(MlflowClient(uri).get_metric_history(child.info.run_id, "test/weighted_f1")) == 1

@@ -123,7 +123,8 @@ def describe(prepared: PreparedSweep) -> str:
     spec, data = prepared.spec, prepared.data
     lines = [
         *_describe_plan(prepared),
-        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), modalities {data.dims}",
+        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled) + {data.n_test} held-out "
+        f"test samples, modalities {data.dims}",
         *_describe_execution(prepared),
         f"resources per trial: cpu {spec.resources.cpu}, gpu {spec.resources.gpu}; "
         f"max concurrent {spec.resources.max_concurrent}",
@@ -165,7 +166,8 @@ def _describe_plan(prepared: PreparedSweep) -> list[str]:
     retune = f" (+{plan.retune_trials} re-tuning trials each, {spec.search.algorithm})" if plan.retune_trials else ""
     lines = [
         f"sweep {spec.name} (ablation): {len(plan.variants)} variants x {len(plan.seeds)} paired seeds{retune} = "
-        f"{plan.total_trials} trials, no early stopping, metric {spec.metric} ({spec.mode})",
+        f"{plan.total_trials} trials, no early stopping, metric {spec.metric} ({spec.mode}), "
+        f"verdicts on {spec.report_metric}",
         f"reference variant: {spec.ablation.reference}; seeds {list(plan.seeds)}",
     ]
     for name, overrides in spec.ablation.variants.items():
