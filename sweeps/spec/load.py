@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from sweeps.spec.checks import check_resolved
 from sweeps.spec.schema import METRICS, AblationConfig, SweepSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-log = logging.getLogger(__name__)
 
 
 def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int | None = None) -> SweepSpec:
@@ -63,7 +61,7 @@ def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int |
 
 def resolve_report_metric(spec: SweepSpec) -> SweepSpec:
     """`spec` with `report_metric` set: given, else the test counterpart of `metric` when the data
-    holds out a test split, else `metric` itself (with a note: those scores were selected on).
+    holds out a test split, else `metric` itself (`describe` prints a note: those scores were selected on).
 
     Raises:
         ConfigError: `report_metric` names a test metric and the data has no test split.
@@ -76,12 +74,6 @@ def resolve_report_metric(spec: SweepSpec) -> SweepSpec:
         return spec
     if has_test:
         return dataclasses.replace(spec, report_metric=f"test/{spec.metric.partition('/')[2]}")
-    log.warning(
-        "%s: no held-out test split (data.test_fraction is 0): verdicts and export-best report %s, the "
-        "validation rows that also select epochs and configs; set data.test_fraction (e.g. 0.2) for held-out scores",
-        spec.name,
-        spec.metric,
-    )
     return dataclasses.replace(spec, report_metric=spec.metric)
 
 
