@@ -31,7 +31,7 @@ from mer_core.errors import ConfigError, UserInputError
 from sweeps.ablation.plan import design_of
 from sweeps.ablation.sequential import SequentialDesign
 from sweeps.spec.schema import AblationConfig
-from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, VARIANCE_PHASE, final_metric
+from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, VARIANCE_PHASE
 
 COLUMNS = ("variant", "n_seeds", "mean", "ci_low", "ci_high", "n", "diff_mean", "diff_ci_low", "diff_ci_high",
            "level", "p_value", "p_adj", "p_improve", "p_improve_low", "p_improve_high", "mde", "seeds_needed",
@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric",
         action="append",
         default=None,
-        help="metric to compare (default: the sweep's); repeat for one table per metric",
+        help="metric to compare (default: the sweep's report_metric, test/<metric> with a held-out test split); "
+        "repeat for one table per metric",
     )
     parser.add_argument("--reference", default=None, help="reference variant (default: the sweep's)")
     parser.add_argument(
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     sweep = sweep_from_args(args)
     print(sweep.describe(), file=sys.stderr)
     options = {"reference": args.reference, "min_effect": args.min_effect, "n_boot": args.n_boot, "seed": args.seed}
-    tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.metric])]
+    tables = [ablation_table(sweep, metric=m, **options) for m in (args.metric or [sweep.report_metric])]
     out = out_folder(args.out, Path("reports") / sweep.sweep)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(to_markdown(t) for t in tables))
@@ -141,12 +142,12 @@ def ablation_table(
         )
     if min_effect is not None and not min_effect > 0:
         raise ConfigError("--min-effect", "a number > 0", min_effect)
-    metric = metric or sweep.metric
+    metric = metric or sweep.report_metric
     scores, failed = ablation_scores(sweep, metric)
     ablation = sweep.spec.get("ablation") or {}
     reference = reference or str(ablation.get("reference", ""))
     if not any(scores.values()) and any(t.metrics for t in sweep.trials):
-        known = sorted({k for t in sweep.trials for k in t.metrics if "/" in k and not k.startswith(final_metric(""))})
+        known = sorted({k for t in sweep.trials for k in t.metrics if k.startswith(("val/", "test/"))})
         raise ConfigError("--metric", ", ".join(known), metric, "no finished eval trial reports it")
     if reference not in scores:
         raise ConfigError("--reference", ", ".join(scores) or "no variant has eval runs", reference, "not a variant")

@@ -1,10 +1,11 @@
 """`python -m analysis export-best`: ship the best configuration (YAML) and its model (MLflow registry).
 
 Steps: group the finished trials into configurations over seeds (`analysis.export_select`); when the
-sweep measured every configuration on one seed, re-run the top `--top` over `--seeds` and log those
-runs (`analysis.export_reseed`); choose the best mean; write a complete config YAML whose header says
-where it came from; train it once more and register the model with a signature
-(`analysis.export_model`); log the YAML on the sweep's parent run.
+sweep measured every configuration on one seed, re-run the top `--top` by the sweep's (validation)
+`metric` over `--seeds` and log those runs (`analysis.export_reseed`); choose the best mean of the
+sweep's `report_metric` (the held-out test score when the data has a test split); write a complete
+config YAML whose header says where it came from; train it once more and register the model with a
+signature (`analysis.export_model`); log the YAML on the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def select(sweep: SweepRuns, args: argparse.Namespace, data: DataCache) -> tuple
         raise UserInputError(
             f"--experiment/--parent-run/--sweep-dir: the sweep has no finished trial; {sweep.describe()}"
         )
-    if needs_reseed(groups):
+    if needs_reseed(groups):  # candidates by the selection metric: the test scores pick nothing here
         top = rank(groups, mode=sweep.mode)[: args.top]
         _note(f"one seed per configuration: re-running the top {len(top)} over more seeds")
         for group in top:
@@ -101,8 +102,11 @@ def select(sweep: SweepRuns, args: argparse.Namespace, data: DataCache) -> tuple
             source = group.representative
             reseed(sweep, source, trial_config(sweep, source), seeds, data, progress=_note)
         sweep = load_sweep_runs(sweep.tracking_uri, parent_run_id=sweep.parent_run_id)
-        groups = group_runs(eligible(sweep), metric=sweep.metric, by_variant=by_variant)
-    return sweep, choose_best(groups, mode=sweep.mode)
+    reported = group_runs(eligible(sweep), metric=sweep.report_metric, by_variant=by_variant)
+    if not reported:  # runs logged before the test split existed: they carry only the selection metric
+        _note(f"no finished run reports {sweep.report_metric}; choosing by {sweep.metric}")
+        reported = group_runs(eligible(sweep), metric=sweep.metric, by_variant=by_variant)
+    return sweep, choose_best(reported, mode=sweep.mode)
 
 
 def header(sweep: SweepRuns, group: SeedGroup, out: Path) -> str:
@@ -116,7 +120,7 @@ def header(sweep: SweepRuns, group: SeedGroup, out: Path) -> str:
             f"Best configuration of sweep '{sweep.sweep}' ({sweep.kind}), exported by python -m analysis export-best",
             f"MLflow experiment: {sweep.experiment}; parent run: {sweep.parent_run_id}",
             f"Chosen: {group.label}, config of run {group.representative.run_id}",
-            f"{sweep.metric} ({sweep.mode}): mean {group.mean:.4f} over {len(group.runs)} runs "
+            f"{group.metric} ({sweep.mode}): mean {group.mean:.4f} over {len(group.runs)} runs "
             f"(seeds {', '.join(map(str, group.seeds))}), {CONFIDENCE:.0%} bootstrap CI [{low:.4f}, {high:.4f}]",
             f"Runs: {runs}",
             f"Reproduce: python -m mer_core.train {out}",
@@ -149,8 +153,10 @@ def train_and_register(sweep: SweepRuns, cfg: ExperimentConfig, data: DataCache,
     model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in result.model_state.items()})
     weights, _ = voting.resolve_weights(cfg.voting, model.head_names)
     served = VotedMRCCL(model, weights, cfg.voting.space).eval()
-    value = result.metrics.get(sweep.metric, float("nan"))
-    _note(f"trained the exported config: {sweep.metric} {value:.4f} ({result.seconds:.1f} s)")
+    scores = ", ".join(
+        f"{m} {result.metrics.get(m, float('nan')):.4f}" for m in dict.fromkeys([sweep.metric, sweep.report_metric])
+    )
+    _note(f"trained the exported config: {scores} ({result.seconds:.1f} s)")
     return register_model(served, features, tracking_uri=sweep.tracking_uri, run_id=sweep.parent_run_id, name=name)
 
 

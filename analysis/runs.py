@@ -102,6 +102,12 @@ class SweepRuns:
         return str(self.spec.get("metric", "val/weighted_f1"))
 
     @property
+    def report_metric(self) -> str:
+        """What verdicts, `compare` and `export-best` use: the spec's resolved `report_metric`
+        (`test/<metric>` when the data held out a test split); a sweep recorded before it existed: `metric`."""
+        return str(self.spec.get("report_metric") or self.metric)
+
+    @property
     def mode(self) -> str:
         return str(self.spec.get("mode", "max"))
 

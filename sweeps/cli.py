@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Stored as the parent run's `mersweep.command` tag: never with a --tracking-uri password.
     argv_list = ["run_sweep.py", *(redact(a) for a in (argv if argv is not None else sys.argv[1:]))]
     outcome = execute(prepared, address=address, address_field=address_field, argv=argv_list)
-    print(format_table(outcome, metric=spec.metric, mode=spec.mode))
+    print(format_table(outcome, metric=spec.metric, mode=spec.mode, report_metric=spec.report_metric))
     if prepared.plan is not None:
         from sweeps.ablation.summary import variant_summary
 

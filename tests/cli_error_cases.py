@@ -131,6 +131,10 @@ CASES = {
     ),
     # Names outside a closed list
     "unknown-metric": Case(["bad.yaml"], ("metric", "'val/auc'"), sweep={"metric": "val/auc"}),
+    "select-on-test": Case(["bad.yaml"], ("metric", "'test/weighted_f1'"), sweep={"metric": "test/weighted_f1"}),
+    "test-fraction-out-of-range": Case(
+        ["bad.yaml"], ("data.test_fraction", "0.9"), sweep={"data": {**SMALL_DATA, "test_fraction": 0.9}}
+    ),
     "unknown-algorithm": Case(["bad.yaml"], ("search.algorithm", "'bayes'"), sweep={"search": {"algorithm": "bayes"}}),
     "unknown-data-source": Case(["bad.yaml"], ("data.source", "'imagenet'"), sweep={"data": {"source": "imagenet"}}),
     # Search space

@@ -20,7 +20,8 @@ ATOL = 1e-4  # losses reported per epoch and at the end
 # Final validation logits, relative to a head's logit scale: a few epochs of Adam amplify 1-ulp
 # differences most in large unimodal logits (AdamW, lr 3e-2: 0.011 on logits of magnitude 4).
 LOGIT_RTOL = 5e-3
-CONTINUOUS = ("val/loss", "train/loss")
+EPOCH_CONTINUOUS = ("val/loss", "train/loss")  # reported every epoch
+CONTINUOUS = (*EPOCH_CONTINUOUS, "test/loss")  # in the final metrics (test/: with a held-out test split)
 
 
 def _continuous(key: str) -> bool:
@@ -60,11 +61,13 @@ def assert_same_run(
     ]
     for got, want in zip(member_seen, single_seen, strict=True):
         assert set(got) == set(want)
-        for key in CONTINUOUS:
+        for key in EPOCH_CONTINUOUS:
             assert got[key] == pytest.approx(want[key], abs=atol), (key, got["stage"], got["epoch"])
     assert set(member.metrics) == set(single.metrics)
     flips = flipped_rows(single.val_logits(), member.val_logits()) if single.folds else {}
-    exact = not any(rows.size for rows in flips.values())
+    # The held-out test predictions too: a near tie there may flip a test/ metric alone.
+    test_flips = flipped_rows(single.test_logits(), member.test_logits())
+    exact = not any(rows.size for rows in [*flips.values(), *test_flips.values()])
     for key, value in single.metrics.items():
         if _continuous(key) or exact:
             assert member.metrics[key] == pytest.approx(value, abs=atol), key

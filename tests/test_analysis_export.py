@@ -209,3 +209,35 @@ def test_out_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
     assert out_folder(None, tmp_path / "reports" / "x") == tmp_path / "reports" / "x"
     check_out_file(str(tmp_path / "d" / "best.yaml"))
     check_out_file(None)
+
+
+def test_export_and_compare_use_the_held_out_report_metric_by_default():
+    """Validation prefers `full`, the held-out test split prefers `no_nee`: the report metric decides."""
+    from argparse import Namespace
+
+    from analysis.compare import ablation_table
+    from analysis.export import select
+
+    def run(run_id, variant, seed, val, test):
+        params = {"ablation.variant": variant, "ablation.seed": str(seed), "ablation.phase": "eval"}
+        trial = _run(run_id, val, seed=seed, params=params)
+        return TrialRun(**{**trial.__dict__, "metrics": {METRIC: val, "test/weighted_f1": test}})
+
+    trials = [run("f0", "full", 0, 0.80, 0.60), run("f1", "full", 1, 0.82, 0.62)]
+    trials += [run("n0", "no_nee", 0, 0.70, 0.70), run("n1", "no_nee", 1, 0.72, 0.71)]
+    spec = {"kind": "ablation", "metric": METRIC, "report_metric": "test/weighted_f1", "mode": "max"}
+    spec["ablation"] = {"reference": "full", "variants": {"full": {}, "no_nee": {}}}
+    sweep = SweepRuns("sqlite:///x.db", "exp", "1", "parent", "exp", spec, tuple(trials))
+    assert sweep.report_metric == "test/weighted_f1"
+    _, best = select(sweep, Namespace(top=3, seeds=None), data=None)
+    assert best.label == "no_nee" and best.metric == "test/weighted_f1"
+    table = ablation_table(sweep, n_boot=200)
+    assert table.metric == "test/weighted_f1"
+    assert {r.variant: r.mean for r in table.rows}["no_nee"] == pytest.approx(0.705)
+    assert ablation_table(sweep, metric=METRIC, n_boot=200).metric == METRIC  # configurable per call
+    # Chosen in the spec: the validation metric everywhere.
+    by_val = SweepRuns("sqlite:///x.db", "exp", "1", "parent", "exp", {**spec, "report_metric": METRIC}, sweep.trials)
+    assert select(by_val, Namespace(top=3, seeds=None), data=None)[1].label == "full"
+    # A sweep recorded before report_metric existed reports its metric.
+    legacy = {k: v for k, v in spec.items() if k != "report_metric"}
+    assert SweepRuns("u", "e", "1", "p", "e", legacy, ()).report_metric == METRIC

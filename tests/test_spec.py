@@ -136,6 +136,10 @@ BAD = {
     "reduction factor": (_search("scheduler: {reduction_factor: 1}\n"), "scheduler.reduction_factor"),
     "metric no split": (_search("metric: weighted_f1\n"), "metric: expected <split>/<name>"),
     "unknown metric": (_search("metric: val/f2\n"), "metric: unknown metric"),
+    "select on test": (_search("metric: test/weighted_f1\n"), "metric: the held-out test split is never selected on"),
+    "unknown report metric": (_search("report_metric: test/f2\n"), "report_metric: unknown metric"),
+    "report test without split": (_search("report_metric: test/accuracy\n"), "report_metric: the data has no test"),
+    "test fraction too big": (_search("data: {test_fraction: 0.6}\n"), "data.test_fraction: out of range"),
     "bad mode": (_search("mode: maximize\n"), "mode:"),
     "negative cpu": (_search("resources: {cpu: -1}\n"), "resources.cpu"),
     "gpu not number": (_search("resources: {gpu: one}\n"), "resources.gpu"),
@@ -180,6 +184,27 @@ BAD = {
     "variant only dots": (ABLATION.replace("no_nee:", "'..':"), "ablation.variants..."),
     "retune needs space": (ABLATION + "  retune: {num_samples: 3}\n", "ablation.retune.search_space: required"),
 }
+
+
+def test_report_metric_defaults_to_the_held_out_counterpart(tmp_path: Path) -> None:
+    held_out = load_sweep(
+        _write(tmp_path, _search("data: {source: uci-mfeat, test_fraction: 0.2}\nmetric: val/accuracy\n"))
+    )
+    assert held_out.metric == "val/accuracy" and held_out.report_metric == "test/accuracy"
+    chosen = _search("data: {source: uci-mfeat, test_fraction: 0.2}\nreport_metric: val/weighted_f1\n")
+    assert load_sweep(_write(tmp_path, chosen)).report_metric == "val/weighted_f1"  # configurable
+    assert load_sweep(_write(tmp_path, _search())).report_metric == "val/weighted_f1"  # no test split
+    assert load_sweep(_write(tmp_path, held_out.to_yaml(), "again.yaml")).report_metric == "test/accuracy"
+
+
+@pytest.mark.parametrize("name", ["ablation_quick", "ablation_mrccl", "ablation_robustness", "quickstart"])
+def test_shipped_studies_score_on_at_least_400_held_out_digits(name: str) -> None:
+    from mer_core.data import load_data
+
+    spec = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
+    assert spec.report_metric == "test/weighted_f1"
+    data = load_data(spec.base_config().data)
+    assert data.n_test >= 400 and data.test is not None and (data.test.labels >= 0).all()
 
 
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))

@@ -63,6 +63,10 @@ class FeaturesConfig:
     )
     labels: str = fld("train-label.csv", doc="label CSV (name,label) or MERTools label-6way.npz")
     label_split: str = fld("train_corpus", doc="which corpus of a label .npz to read")
+    test_labels: str | None = fld(
+        None, doc="held-out test label file (CSV or .npz, like `labels`); its samples become the test split"
+    )
+    test_label_split: str | None = fld(None, doc="which corpus of a test label .npz to read; null = label_split")
     classes: tuple[str, ...] = fld((), doc="class list; empty = sorted labels found (numerically if all are numbers)")
     trust_pickle: bool = fld(False, doc="allow reading pickled .npz labels (can run code)")
     missing: Literal["mask", "drop", "error"] = "mask"
@@ -83,7 +87,10 @@ class UciConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["synthetic-mer", "features", "uci-mfeat"] = "synthetic-mer"
-    seed: int = fld(0, ge=0, doc="seed of generation, semi-supervised split and folds")
+    seed: int = fld(0, ge=0, doc="seed of generation, test split, semi-supervised split and folds")
+    test_fraction: float = fld(
+        0.0, ge=0.0, le=0.5, doc="held-out test share of the labelled samples (stratified); 0 = no test split"
+    )
     folds: int = fld(5, ge=1, le=20, doc="k-fold CV on the labelled set; 1 = fixed split")
     val_fraction: float = fld(0.2, gt=0.0, lt=1.0, doc="validation share when folds == 1")
     labelled_fraction: float = fld(1.0, gt=0.0, le=1.0, doc="keep this share labelled, rest -> pool")
@@ -98,6 +105,19 @@ class DataConfig:
             raise ConfigError(
                 f"{prefix}.features.root", "a feature directory path", None, "required for source=features"
             )
+        if self.source == "features" and self.features.test_labels and self.test_fraction > 0:
+            # Two test sets at once would leave one of them unused or mixed into training.
+            raise ConfigError(
+                f"{prefix}.test_fraction",
+                f"0 when {prefix}.features.test_labels names the test set",
+                self.test_fraction,
+                "two test splits",
+            )
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether `load_data` holds out test rows (a share of the labels, or a test label file)."""
+        return self.test_fraction > 0 or (self.source == "features" and bool(self.features.test_labels))
 
 
 @dataclass(frozen=True)

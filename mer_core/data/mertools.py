@@ -10,10 +10,16 @@ Decisions (every problem is reported, never silent):
 - a labelled sample with no feature file in any modality is dropped with a warning (a label
   without features cannot be trained on), or stops with `missing=error`; if *no* labelled
   sample has features the names do not match at all, which is always an error.
+
+A separate test label file (`data.features.test_labels`; MER2024 ships its test labels apart
+from train) names the held-out test split: `hold_out_test_labels` moves those samples out of
+the rows every other step sees (out of the unlabelled pool too, where an unlabelled challenge test
+set would otherwise sit and be pseudo-labelled).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +35,7 @@ from mer_core.data import cache
 from mer_core.data.featureset import FeatureSet
 from mer_core.data.labels import check_label_trust, read_labels, resolve_label_path
 from mer_core.data.npyio import pack_folder
+from mer_core.data.splits import with_test_rows
 from mer_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -214,3 +221,53 @@ def _apply_missing_policy(
         return [n for n, k in zip(names, keep, strict=True) if k], present[keep]
     notes.append(f"features: samples missing a modality, masked with zero rows: {counts} (e.g. {example!r})")
     return names, present
+
+
+def hold_out_test_labels(fs: FeatureSet, cfg: FeaturesConfig) -> FeatureSet:
+    """Moves the samples of `cfg.test_labels` into `fs.test`, labelled from that file.
+
+    Args:
+        fs: The feature directory's FeatureSet (`load_features_dir`).
+        cfg: The `features` section.
+
+    Returns:
+        The other rows, with the named samples as the test split (`fs` itself without a test file).
+
+    Raises:
+        DataError: Missing or unreadable file, no labelled row, a name without features, a label
+            outside the class list, or a sample labelled in both label files.
+    """
+    if not cfg.test_labels:
+        return fs
+    path = resolve_label_path(Path(cfg.root or ".").expanduser(), cfg.test_labels)
+    if not path.is_file():
+        raise DataError(f"test label file not found: {path} (data.features.test_labels)")
+    split = cfg.test_label_split or cfg.label_split
+    labelled = {n: lab for n, lab in read_labels(path, label_split=split, trust_pickle=cfg.trust_pickle).items() if lab}
+    if not labelled:
+        raise DataError(f"test label file {path} has no labelled sample (data.features.test_labels)")
+    row_of = {name: i for i, name in enumerate(fs.sample_ids)}
+    absent = [n for n in labelled if n not in row_of]
+    if absent:
+        raise DataError(
+            f"test label file {path}: {len(absent)} of {len(labelled)} samples have no feature file "
+            f"(e.g. {absent[0]!r}; dropped ones include samples data.features.missing=drop removed); "
+            "test names must exist in the feature folders"
+        )
+    index = {c: i for i, c in enumerate(fs.class_names)}
+    for name, label in labelled.items():
+        if label not in index:
+            raise DataError(
+                f"test label file {path}: label {label!r} (sample {name!r}) is not one of the classes "
+                f"{', '.join(fs.class_names)} (data.features.classes, else the training labels)"
+            )
+    rows = np.array([row_of[n] for n in labelled], dtype=np.int64)  # (T,)
+    both = rows[fs.labels[rows] >= 0]
+    if both.size:
+        raise DataError(
+            f"test label file {path}: {both.size} samples are also labelled for training "
+            f"(e.g. {fs.sample_ids[both[0]]!r}); a test sample must not be a training sample"
+        )
+    labels = fs.labels.copy()  # (N,)
+    labels[rows] = [index[label] for label in labelled.values()]
+    return with_test_rows(dataclasses.replace(fs, labels=labels), np.sort(rows))

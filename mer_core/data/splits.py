@@ -1,5 +1,7 @@
-"""Deterministic stratified train/validation splits of the labelled samples.
+"""Deterministic stratified splits: the held-out test split, then train/validation folds.
 
+`hold_out_test` runs first, inside `load_data` and before any label is hidden: it moves a
+stratified share of the labelled samples into `FeatureSet.test`, so the folds below never see them.
 MERTools evaluates MER2024 with 5-fold CV on the train set, so `folds > 1` is the default;
 `folds == 1` is one stratified hold-out. Unlabelled samples never enter a split: they are
 the self-training pool. Plain numpy (no scikit-learn): this module is imported by every trial
@@ -8,6 +10,7 @@ worker and CLI, and scikit-learn's import alone cost about a second of CPU in ea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -16,6 +19,48 @@ from mer_core.data.featureset import FeatureSet, Split
 from mer_core.errors import DataError
 
 log = logging.getLogger(__name__)
+
+_TEST_STREAM = 0x7E57  # the test draw's own stream of `data.seed`, apart from the folds' draws
+
+
+def hold_out_test(fs: FeatureSet, fraction: float, *, seed: int) -> FeatureSet:
+    """Moves a stratified `fraction` of the labelled samples into `fs.test`.
+
+    Args:
+        fs: The source's FeatureSet (before label hiding, so every labelled sample can be drawn).
+        fraction: Share of the labelled samples held out, in (0, 1).
+        seed: `data.seed`; the same seed holds out the same samples.
+
+    Returns:
+        The remaining rows (same order) with the held-out rows (same order) as `test`.
+
+    Raises:
+        DataError: The test split, or what is left, would be too small to hold every class.
+    """
+    idx = fs.labelled_idx  # (L,)
+    n_test = int(np.ceil(fraction * idx.size - 1e-9))  # 0.2 of 2000 is 400, not 401 from rounding error
+    n_classes = int(np.unique(fs.labels[idx]).size)
+    if n_test < n_classes or idx.size - n_test < n_classes:
+        # A stratified test split that cannot hold every class would score some classes never.
+        raise DataError(
+            f"data.test_fraction={fraction}: {n_test} test and {idx.size - n_test} other labelled samples cannot "
+            f"both hold all {n_classes} classes of the {idx.size} labelled samples of {fs.name}; "
+            "change data.test_fraction"
+        )
+    stream = int(np.random.SeedSequence([seed, _TEST_STREAM]).generate_state(1)[0])
+    _, test_pos = stratified_holdout(fs.labels[idx], n_test, seed=stream)
+    return with_test_rows(fs, np.sort(idx[test_pos]))
+
+
+def with_test_rows(fs: FeatureSet, test_idx: np.ndarray) -> FeatureSet:
+    """`fs` without the rows `test_idx` (labelled), which become its `test` split."""
+    keep = np.ones(fs.n_samples, dtype=bool)
+    keep[test_idx] = False
+    main, test = fs.take(keep), fs.take(test_idx)
+    missing = [c for c, n in zip(fs.class_names, test.class_counts().tolist(), strict=True) if n == 0]
+    if missing:
+        log.warning("%s: classes %s have no test sample; the test scores never see them", fs.name, missing)
+    return dataclasses.replace(main, test=dataclasses.replace(test, true_labels=None, test=None))
 
 
 def make_splits(fs: FeatureSet, *, folds: int, val_fraction: float, seed: int) -> list[Split]:

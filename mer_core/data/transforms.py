@@ -3,7 +3,8 @@
 1. `hide_labels`: keep a stratified share of the labelled samples labelled; the rest join
    the unlabelled pool (their truth is kept in `true_labels` for pseudo-label accuracy).
 2. `cap_unlabelled`: a seeded subsample of the pool (the rest is dropped).
-3. `standardize`: z-score each modality over its present samples.
+3. `standardize`: z-score each modality over its present samples (the test split, held out
+   before step 1 by `mer_core.data.splits.hold_out_test`, is scaled with the same statistics).
 
 Every random choice takes an explicit numpy Generator; nothing touches the global RNG.
 """
@@ -72,28 +73,38 @@ def standardize(fs: FeatureSet) -> FeatureSet:
     """Z-scores each modality with the mean and std of its present rows; absent rows stay 0.
 
     No labels are used, so using the unlabelled pool and validation rows leaks nothing
-    about the targets. Arrays are updated in place when writable (the loaders return
-    fresh arrays, and a full-size MER2024 text modality is ~2.5 GB, so a copy would hurt).
+    about the targets. The held-out test split (`fs.test`) is scaled with the main rows'
+    statistics and never contributes to them: a model meets test rows as it would new data.
+    Arrays are updated in place when writable (the loaders return fresh arrays, and a
+    full-size MER2024 text modality is ~2.5 GB, so a copy would hurt).
 
     Args:
         fs: A FeatureSet whose arrays load_data owns.
 
     Returns:
-        A FeatureSet with standardized float32 features.
+        A FeatureSet with standardized float32 features (its test split too).
     """
-    features = {}
+    features, test_features = {}, {}
     for j, (m, x) in enumerate(fs.features.items()):
         present = fs.mask[:, j]  # (N,)
-        out = x if x.flags.writeable else x.copy()  # (N, D_m)
-        mean, std = _masked_mean_std(out, present)
+        mean, std = _masked_mean_std(x, present)
         inv_std = (1.0 / std).astype(np.float32)  # (D_m,): a multiply is cheaper than a divide per element
-        for start in range(0, out.shape[0], _ROWS_PER_CHUNK):
-            block = out[start : start + _ROWS_PER_CHUNK]  # (B, D_m) view
-            block -= mean
-            block *= inv_std
-            block[~present[start : start + _ROWS_PER_CHUNK]] = 0.0
-        features[m] = out
-    return dataclasses.replace(fs, features=features)
+        features[m] = _scale(x, present, mean, inv_std)
+        if fs.test is not None:
+            test_features[m] = _scale(fs.test.features[m], fs.test.mask[:, j], mean, inv_std)
+    test = None if fs.test is None else dataclasses.replace(fs.test, features=test_features)
+    return dataclasses.replace(fs, features=features, test=test)
+
+
+def _scale(x: np.ndarray, present: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
+    """(N, D) `(x - mean) * inv_std` on present rows, zeros on absent ones; in place when writable."""
+    out = x if x.flags.writeable else x.copy()  # (N, D)
+    for start in range(0, out.shape[0], _ROWS_PER_CHUNK):
+        block = out[start : start + _ROWS_PER_CHUNK]  # (B, D) view
+        block -= mean
+        block *= inv_std
+        block[~present[start : start + _ROWS_PER_CHUNK]] = 0.0
+    return out
 
 
 def _masked_mean_std(x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

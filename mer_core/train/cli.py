@@ -24,6 +24,8 @@ from mer_core.train.result import TrialResult
 from mer_core.train.run import run
 
 SUMMARY_KEYS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
+# The held-out scores (with data.test_fraction or data.features.test_labels): selected on by nothing.
+TEST_KEYS = ("test/weighted_f1", "test/accuracy", "test/macro_f1", "test/loss")
 
 
 def _parser() -> ArgumentParser:
@@ -57,7 +59,7 @@ def progress_printer(stream=sys.stderr):
 def format_summary(result: TrialResult) -> str:
     """The final metrics table: ensemble metrics (mean ± std over folds) and each head's F1."""
     lines = [f"status: {result.status}" + (f" ({result.failure_reason})" if result.failure_reason else "")]
-    keys = [*SUMMARY_KEYS, *(f"val/f1_{h}" for h in result.head_names), "pseudo/count", "pseudo/accuracy"]
+    keys = [*SUMMARY_KEYS, *(f"val/f1_{h}" for h in result.head_names), *TEST_KEYS, "pseudo/count", "pseudo/accuracy"]
     for key in keys:
         if key in result.metrics:
             std = result.metrics.get(f"{key}_std")
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_modality_keys(dict(parse_override(s) for s in args.sets), data)
     print(
         f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), "
-        f"modalities {data.dims}, classes {list(data.class_names)}",
+        f"{data.n_test} held-out test samples, modalities {data.dims}, classes {list(data.class_names)}",
         file=sys.stderr,
     )
     result = run(cfg, data, report=None if args.quiet else progress_printer(), keep_model=bool(args.save))

@@ -4,7 +4,18 @@
 `TrialResult` per config. Everything the recipe decides lives here: folds, each fold's data
 (the missing-modality protocol's mask), the stages of `plan` in order, the epoch loops, batch
 order, early stopping on validation weighted F1, reporting (which may prune a member), divergence,
-pseudo-labelling and oversampling, re-initialisation, the missing-rate evaluation and the results.
+pseudo-labelling and oversampling, re-initialisation, the missing-rate evaluation, the held-out
+test scores and the results.
+
+The held-out test split (`FeatureSet.test`) is not part of the rows the folds, the pool and early
+stopping index, so none of them can touch it. Once a fold has finished (after early stopping,
+self-training and with the member's voting weights: the fold's final prediction), each surviving
+member's model predicts every test row once; its `test/*` scores join the fold's metrics. A
+run's `test/<name>` is then the mean over folds, like `val/<name>`, not the score of a fold
+ensemble: it estimates what one trained model scores (export-best ships one fold's model), and
+keeps `val/` and `test/` on the same footing, so their gap is the optimism of selecting on
+validation rows. Both executors run this same code, so fused members report the same test scores
+as their single runs.
 
 What an executor decides is only how members' weights are held and how one step runs:
 
@@ -32,7 +43,7 @@ from mer_core import nee, pseudo, voting
 from mer_core.configs.schema import ExperimentConfig, MissingConfig, VotingConfig
 from mer_core.data.featureset import FeatureSet, Split
 from mer_core.data.splits import make_splits
-from mer_core.missing.protocol import fold_mask, val_mask_at_rate
+from mer_core.missing.protocol import drop_pairs, fold_mask, rate_vector, val_mask_at_rate
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.plan import FoldSeeds, LossKind, noise_seed, round_stage
 from mer_core.train.result import FoldResult, Status, TrialResult
@@ -41,6 +52,7 @@ from mer_core.train.scores import GRID_METRICS, aggregate, metric_name, score_lo
 __all__ = [
     "Executor",
     "Fold",
+    "HeldOut",
     "Member",
     "MemberReport",
     "Part",
@@ -165,6 +177,7 @@ def train_members(
     if base.runtime.threads is not None:
         torch.set_num_threads(base.runtime.threads)
     dev = DeviceData.from_featureset(data, device)
+    test = HeldOut.of(data, base.missing, device)
     splits = make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=base.data.seed)
     members = [Member(index=i, cfg=c) for i, c in enumerate(cfgs)]
     # Model init and dropout use the global generator: seed it per fold, leave the caller's alone.
@@ -175,6 +188,8 @@ def train_members(
                 break
             fold = Fold(k, split, data, fold_data(dev, data, split, base.missing))
             _train_fold(executor, alive, fold, report=report, keep_model=keep_model)
+            if test is not None:
+                _score_test(executor, [m for m in alive if m.alive], test, data.class_names)
     seconds = time.perf_counter() - started
     head_names = (*data.modalities, "fusion")
     return [_result(m, head_names, data.class_names, seconds) for m in members]
@@ -394,6 +409,60 @@ def _score_missing_rates(ex: Executor, m: Member, fold: Fold) -> dict[str, float
         found = score_logits(logits, y, m.voting_weights, space=m.cfg.voting.space, class_names=data.class_names)
         out.update({metric_name(rate, g): found[f"val/{g}"] for g in GRID_METRICS})
     return out
+
+
+_TEST_DRAWS = 0x7E57  # the test rows' missing-protocol draws: their own stream of `missing.seed`
+
+
+@dataclass(frozen=True, eq=False)
+class HeldOut:
+    """The held-out test split on the device, with the missing protocol's test-time drops.
+
+    Test rows are dropped like validation rows (`missing.test_rate(s)`), from uniform draws of
+    their own, so `test/*` measures the condition `val/*` measures, on samples nothing selected on.
+    """
+
+    labels: np.ndarray  # (T,) int64, all labelled
+    data_mask: np.ndarray  # (T, M) presence in the data
+    draws: np.ndarray  # (T, M) uniform draws of the protocol
+    dev: DeviceData  # features and the test-time mask
+
+    @classmethod
+    def of(cls, data: FeatureSet, cfg: MissingConfig, device: torch.device) -> HeldOut | None:
+        """The test split of `data`, or None when it has none."""
+        if data.test is None or data.test.n_samples == 0:
+            return None
+        test = data.test
+        draws = np.random.default_rng([cfg.seed, _TEST_DRAWS]).random(test.mask.shape)  # (T, M)
+        rates = rate_vector(cfg.test_rate, cfg.test_rates, test.modalities)  # (M,)
+        mask = drop_pairs(test.mask, rates, draws) if rates.any() else test.mask  # (T, M)
+        dev = DeviceData.from_featureset(dataclasses.replace(test, mask=mask), device)
+        return cls(labels=test.labels, data_mask=test.mask, draws=draws, dev=dev)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(self.labels.shape[0])  # (T,)
+
+    def at_rate(self, rate: float) -> DeviceData:
+        """The test rows with every modality dropped at `rate` (the draws `val_mask_at_rate` nests)."""
+        mask = drop_pairs(self.data_mask, np.full(self.data_mask.shape[1], rate), self.draws)  # (T, M)
+        return dataclasses.replace(self.dev, mask=torch.as_tensor(mask, device=self.dev.mask.device))
+
+
+def _score_test(ex: Executor, members: Sequence[Member], test: HeldOut, class_names: tuple[str, ...]) -> None:
+    """Each member's final model of the fold just trained scores the test split once: `test/*` (and,
+    for `missing.eval_rates`, `test/<g>_missing_<r>`) join its last FoldResult's metrics."""
+    if not members:
+        return
+    for m, logits in zip(members, ex.predict(members, test.rows, dev=test.dev), strict=True):
+        space = m.cfg.voting.space
+        found = score_logits(logits, test.labels, m.voting_weights, space=space, class_names=class_names, split="test")
+        for rate in m.cfg.missing.eval_rates:
+            at_rate = ex.predict([m], test.rows, dev=test.at_rate(rate))[0]
+            scores = score_logits(at_rate, test.labels, m.voting_weights, space=space, class_names=class_names)
+            found.update({metric_name(rate, g, split="test"): scores[f"val/{g}"] for g in GRID_METRICS})
+        m.folds[-1].metrics.update(found)
+        m.folds[-1].test_logits = logits
 
 
 def pseudo_labelled_set(

@@ -1,4 +1,4 @@
-"""What one training run returns: metrics, per-fold details and the saved validation logits."""
+"""What one training run returns: metrics, per-fold details and the saved validation (and test) logits."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ class FoldResult:
     val_logits: dict[str, np.ndarray]  # head -> (n_val, C), from the best checkpoint
     pseudo: list[dict[str, Any]] = field(default_factory=list)  # one report per self-training round
     epochs: int = 0
+    # head -> (n_test, C): the fold's final model on the held-out test split (empty without one)
+    test_logits: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class TrialResult:
     """The result of `mer_core.train.run`: what sweeps log and analysis reads back.
 
-    `metrics` holds fold means (`val/weighted_f1`) and stds (`val/weighted_f1_std`).
+    `metrics` holds fold means (`val/weighted_f1`) and stds (`val/weighted_f1_std`); with a
+    held-out test split also `test/<name>` for each `val/<name>`: each fold's final model scored
+    once on every test row, averaged over folds the same way.
     `val_logits` concatenates every fold's validation logits per head so voting weights can
     be re-fit post hoc without retraining.
     """
@@ -49,6 +53,11 @@ class TrialResult:
     def val_logits(self) -> dict[str, np.ndarray]:
         """head -> (n_val_total, C) validation logits over all folds."""
         return {h: np.concatenate([f.val_logits[h] for f in self.folds]) for h in self.head_names} if self.folds else {}
+
+    def test_logits(self) -> dict[str, np.ndarray]:
+        """head -> (folds * n_test, C): every fold's test logits, fold after fold ({} without a test split)."""
+        folds = [f for f in self.folds if f.test_logits]
+        return {h: np.concatenate([f.test_logits[h] for f in folds]) for h in self.head_names} if folds else {}
 
     def val_labels(self) -> np.ndarray:
         return np.concatenate([f.val_labels for f in self.folds]) if self.folds else np.zeros(0, dtype=np.int64)

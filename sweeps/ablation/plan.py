@@ -47,9 +47,10 @@ class AblationPlan:
     variants: tuple[str, ...]
     seeds: tuple[int, ...]
     retune_trials: int = 0
-    metric: str = "val/weighted_f1"
+    metric: str = "val/weighted_f1"  # what re-tuning selects on (a validation metric)
     mode: str = "max"
     reference: str = ""
+    verdict_metric: str = ""  # what looks and verdicts judge (the spec's report_metric); "" = metric
     looks: tuple[int, ...] = ()
     alpha: float = 0.05
     min_effect: float | None = None
@@ -62,6 +63,11 @@ class AblationPlan:
             object.__setattr__(self, "reference", self.variants[0])
         if not self.looks:
             object.__setattr__(self, "looks", (len(self.seeds),))
+
+    @property
+    def judged_metric(self) -> str:
+        """The metric looks and verdicts judge: the held-out one when the sweep has a test split."""
+        return self.verdict_metric or self.metric
 
     @property
     def total_trials(self) -> int:
@@ -124,6 +130,7 @@ def ablation_plan(spec: SweepSpec) -> AblationPlan | None:
         metric=spec.metric,
         mode=spec.mode,
         reference=ablation.reference,
+        verdict_metric=spec.report_metric or spec.metric,
         looks=ablation.looks(),
         alpha=ablation.alpha,
         min_effect=ablation.min_effect,

@@ -85,7 +85,7 @@ class AblationSearcher(PickledStateMixin, Searcher):
         evaluated = self._pending.pop(trial_id, None)
         if evaluated is not None:
             variant, seed = evaluated
-            value = None if error or not result else result.get(self.plan.metric)
+            value = None if error or not result else result.get(self.plan.judged_metric)
             if trial_outcome(result, errored=error) == "ok" and isinstance(value, (int, float)):
                 self._scores[variant][seed] = float(value)
             else:  # a failed seed leaves a hole in this variant's pairing; the others keep theirs

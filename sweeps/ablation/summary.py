@@ -20,9 +20,10 @@ def eval_scores(rows: list[Any], plan: AblationPlan) -> dict[str, dict[int, floa
     scores: dict[str, dict[int, float]] = {v: {} for v in plan.variants}
     for row in rows:
         config = row.params
-        if config.get(PHASE_KEY) != EVAL_PHASE or row.outcome != "ok" or row.value is None:
+        value = row.reported if row.reported is not None else row.value
+        if config.get(PHASE_KEY) != EVAL_PHASE or row.outcome != "ok" or value is None:
             continue
-        scores.setdefault(str(config[VARIANT_KEY]), {})[int(config[SEED_KEY])] = float(row.value)
+        scores.setdefault(str(config[VARIANT_KEY]), {})[int(config[SEED_KEY])] = float(value)
     return scores
 
 
@@ -35,7 +36,7 @@ def variant_summary(rows: list[Any], *, plan: AblationPlan) -> str:
         verdicts = judge_all(scores, reference=plan.reference, design=plan.design, min_effect=plan.min_effect)
     higher = plan.mode == "max"
     head = f"{'variant':<28} {'seeds':>5} {'mean':>8} {'diff':>8} {'interval of diff':>20}  verdict"
-    lines = [f"ablation verdicts on {plan.metric} (paired by seed against {plan.reference}):", head]
+    lines = [f"ablation verdicts on {plan.judged_metric} (paired by seed against {plan.reference}):", head]
     for name in plan.variants:
         vals = list(scores.get(name, {}).values())
         mean = sum(vals) / len(vals) if vals else math.nan

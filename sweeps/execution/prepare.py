@@ -123,7 +123,9 @@ def describe(prepared: PreparedSweep) -> str:
     spec, data = prepared.spec, prepared.data
     lines = [
         *_describe_plan(prepared),
-        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled), modalities {data.dims}",
+        f"data: {data.name}: {data.n_samples} samples ({len(data.labelled_idx)} labelled) + {data.n_test} held-out "
+        f"test samples, modalities {data.dims}",
+        *_describe_report(prepared),
         *_describe_execution(prepared),
         f"resources per trial: cpu {spec.resources.cpu}, gpu {spec.resources.gpu}; "
         f"max concurrent {spec.resources.max_concurrent}",
@@ -151,6 +153,17 @@ def _describe_execution(prepared: PreparedSweep) -> list[str]:
     return [
         f"execution: fused populations of up to {k} members ({n} trials in {-(-n // k)} Ray trials); "
         "members of one shape train as one stacked model, resources per trial apply to the whole population"
+    ]
+
+
+def _describe_report(prepared: PreparedSweep) -> list[str]:
+    """A note when verdicts and export-best can only report the scores the sweep selects on."""
+    spec = prepared.spec
+    if prepared.data.test is not None or spec.report_metric != spec.metric:
+        return []
+    return [
+        f"note: no held-out test split (data.test_fraction is 0): verdicts and export-best report {spec.metric}, "
+        "the validation rows that also pick epochs and configs; set data.test_fraction (e.g. 0.2) for held-out scores"
     ]
 
 

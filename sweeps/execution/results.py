@@ -23,6 +23,7 @@ class TrialRow:
     value: float | None
     params: dict[str, Any]
     iterations: int
+    reported: float | None = None  # the spec's report_metric (held-out test score with a test split)
 
 
 @dataclass
@@ -49,7 +50,7 @@ def summarize(
     seeds early ran fewer trials than its maximum without being interrupted.
     """
     spec = prepared.spec
-    rows = [row for result in grid for row in _rows(result, spec.metric)]
+    rows = [row for result in grid for row in _rows(result, spec.metric, spec.report_metric or spec.metric)]
     for row in rows:
         if row.trial_id in cut and row.outcome == "pruned":
             row.outcome = "interrupted"
@@ -63,8 +64,13 @@ def summarize(
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
         cfg = build_config(prepared.settings.base, trial_overrides(best.params, prepared.settings))
         path = prepared.folder / "best_config.yaml"
+        held_out = (
+            ""
+            if best.reported is None or spec.report_metric == spec.metric
+            else (f", {spec.report_metric} = {best.reported:.4f}")
+        )
         header = (
-            f"Best trial of sweep '{spec.name}': trial {best.trial_id}, {spec.metric} = {best.value:.4f}\n"
+            f"Best trial of sweep '{spec.name}': trial {best.trial_id}, {spec.metric} = {best.value:.4f}{held_out}\n"
             f"Reproduce: python -m mer_core.train {path}"
         )
         save_config(cfg, path, header=header)
@@ -72,7 +78,7 @@ def summarize(
     return out
 
 
-def _rows(result, metric: str) -> list[TrialRow]:
+def _rows(result, metric: str, reported: str) -> list[TrialRow]:
     """The sweep's trials in one Ray result: itself, or each member of a fused population."""
     last = result.metrics or {}
     errored = result.error is not None
@@ -81,13 +87,15 @@ def _rows(result, metric: str) -> list[TrialRow]:
     if members is None:
         outcome = trial_outcome(last, errored=errored)
         iterations = int(last.get("training_iteration", 0))
-        return [TrialRow(trial_id, outcome, _float(last.get(metric)), dict(result.config or {}), iterations)]
+        value, report = _float(last.get(metric)), _float(last.get(reported))
+        return [TrialRow(trial_id, outcome, value, dict(result.config or {}), iterations, report)]
     rows = []
     for i, params in enumerate(members):
         values = member_result(last, i)
         outcome = member_outcome(last, i, errored=errored)
         iterations = int(values.get("iteration", 0))
-        rows.append(TrialRow(member_trial_id(trial_id, i), outcome, _float(values.get(metric)), params, iterations))
+        value, report = _float(values.get(metric)), _float(values.get(reported))
+        rows.append(TrialRow(member_trial_id(trial_id, i), outcome, value, params, iterations, report))
     return rows
 
 
@@ -106,8 +114,11 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def format_table(outcome: SweepOutcome, *, metric: str, mode: str, top: int = 5) -> str:
-    """The final summary: counts, then the top trials with their sampled parameters."""
+def format_table(
+    outcome: SweepOutcome, *, metric: str, mode: str, top: int = 5, report_metric: str | None = None
+) -> str:
+    """The final summary: counts, then the top trials (ranked by `metric`) with their held-out
+    `report_metric` score when it differs, and their sampled parameters."""
     ranked = sorted(
         (r for r in outcome.rows if r.value is not None and r.outcome == "ok"),
         key=lambda r: r.value if mode == "min" else -r.value,  # type: ignore[operator]
@@ -123,13 +134,22 @@ def format_table(outcome: SweepOutcome, *, metric: str, mode: str, top: int = 5)
         return "\n".join([*lines, "no trial finished"])
     keys = sorted({k for r in ranked for k in r.params})
     short = [k.rsplit(".", 1)[-1][:14] for k in keys]
-    lines.append("  ".join([f"{'trial':<12}", f"{metric:>16}", f"{'epochs':>6}", *(f"{s:>14}" for s in short)]))
+    held_out = report_metric is not None and report_metric != metric
+    extra = [f"{report_metric:>17}"] if held_out else []
+    lines.append("  ".join([f"{'trial':<12}", f"{metric:>16}", *extra, f"{'epochs':>6}", *(f"{s:>14}" for s in short)]))
     for r in ranked:
-        cells = [f"{r.trial_id:<12}", f"{r.value:>16.4f}", f"{r.iterations:>6}"]
+        cells = [f"{r.trial_id:<12}", f"{r.value:>16.4f}"]
+        if held_out:
+            cells.append(f"{r.reported:>17.4f}" if r.reported is not None else f"{'-':>17}")
+        cells.append(f"{r.iterations:>6}")
         cells += [f"{_fmt(r.params.get(k)):>14}" for k in keys]
         lines.append("  ".join(cells))
     if outcome.best_config_path:
         lines.append(f"best config: {outcome.best_config_path}")
+    if held_out:
+        lines.append(
+            f"ranked by {metric} (validation rows); {report_metric} is the held-out score, selected on by nothing"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@
 from sweeps.spec.load import load_sweep
 from sweeps.spec.schema import (
     METRICS,
+    REPORT_METRICS,
     AblationConfig,
     ExecutionConfig,
     ResourcesConfig,
@@ -25,6 +26,7 @@ from sweeps.spec.schema import (
 
 __all__ = [
     "METRICS",
+    "REPORT_METRICS",
     "AblationConfig",
     "ExecutionConfig",
     "ResourcesConfig",

@@ -19,7 +19,7 @@ from mer_core.configs.loader import parse_override, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.spec.checks import check_resolved
-from sweeps.spec.schema import AblationConfig, SeedSchedule, SweepSpec
+from sweeps.spec.schema import METRICS, AblationConfig, SeedSchedule, SweepSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,25 @@ def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int |
     spec = from_dict(SweepSpec, raw)
     spec = _resolve_paths(spec, path.parent)
     check_resolved(spec)
-    return spec
+    return resolve_report_metric(spec)
+
+
+def resolve_report_metric(spec: SweepSpec) -> SweepSpec:
+    """`spec` with `report_metric` set: given, else the test counterpart of `metric` when the data
+    holds out a test split, else `metric` itself (`describe` prints a note: those scores were selected on).
+
+    Raises:
+        ConfigError: `report_metric` names a test metric and the data has no test split.
+    """
+    has_test = spec.base_config().data.has_test_split
+    if spec.report_metric is not None:
+        if spec.report_metric.startswith("test/") and not has_test:
+            allowed = f"{', '.join(METRICS)} (or give the data a test split: data.test_fraction > 0)"
+            raise ConfigError("report_metric", allowed, spec.report_metric, "the data has no test split")
+        return spec
+    if has_test:
+        return dataclasses.replace(spec, report_metric=f"test/{spec.metric.partition('/')[2]}")
+    return dataclasses.replace(spec, report_metric=spec.metric)
 
 
 def _resolve_paths(spec: SweepSpec, here: Path) -> SweepSpec:

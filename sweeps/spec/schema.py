@@ -8,7 +8,8 @@
     search_space: search_spaces/quick.yaml
     search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
     scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3}
-    metric: val/weighted_f1
+    metric: val/weighted_f1               # selects: searcher, scheduler, best_config.yaml (never test/)
+    report_metric: null                   # reports: verdicts, compare, export-best; null = test/<metric>
     mode: max
     resources: {cpu: 1, gpu: 0, max_concurrent: 2}
     tracking: {uri: null, experiment: null}
@@ -39,7 +40,9 @@ from sweeps.space import SearchSpace, load_space
 from sweeps.spec.experiment import build_experiment, experiment_overrides
 from sweeps.tracking.uri import redact
 
-METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
+METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")  # what `metric` may select on
+# What `report_metric` may name: a selection metric, or its score on the held-out test split.
+REPORT_METRICS = (*METRICS, *(f"test/{m.partition('/')[2]}" for m in METRICS))
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
 
@@ -191,7 +194,10 @@ class SweepSpec:
     search_space: str | None = fld(None, doc="search-space YAML; required for kind=search")
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    metric: str = fld("val/weighted_f1", doc="<split>/<name>, one of METRICS")
+    metric: str = fld("val/weighted_f1", doc="<split>/<name>, one of METRICS; what trials are selected on")
+    report_metric: str | None = fld(
+        None, doc="what verdicts, compare and export-best use; null = test/<metric> with a test split, else metric"
+    )
     mode: Literal["max", "min"] = "max"
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -202,9 +208,15 @@ class SweepSpec:
     def check(self, prefix: str) -> None:
         if not self.name or not NAME_PATTERN.fullmatch(self.name):
             raise ConfigError("name", NAME_RULE, self.name or None, "required" if not self.name else "bad name")
+        if self.metric.startswith("test/"):
+            # Selecting on the test split would make its scores selected ones; report them instead.
+            problem = "the held-out test split is never selected on (set report_metric to report it)"
+            raise ConfigError("metric", ", ".join(METRICS), self.metric, problem)
         if "/" not in self.metric or self.metric not in METRICS:
             problem = "expected <split>/<name>" if "/" not in self.metric else "unknown metric"
             raise ConfigError("metric", ", ".join(METRICS), self.metric, problem)
+        if self.report_metric is not None and self.report_metric not in REPORT_METRICS:
+            raise ConfigError("report_metric", ", ".join(REPORT_METRICS), self.report_metric, "unknown metric")
         if self.kind == "search":
             if self.search_space is None:
                 raise ConfigError("search_space", "a search-space file", None, "required for kind=search")

@@ -7,8 +7,9 @@ these, so a renamed tag cannot leave a reader looking for the old one.
 
 Names built from data (per-variant, per-head, per-metric) are functions; `mlflow_key` turns any
 name into a key MLflow accepts. Flattened config params (`model.hidden_dim`) and the metrics
-`mer_core.train` reports (`val/weighted_f1`, `val/f1/<class>`) are named by the config and the
-trainer; only the prefixes mersweep adds to them are here.
+`mer_core.train` reports (`val/weighted_f1`, `val/f1/<class>`, and once at the end the held-out
+`test/weighted_f1`, `test/f1/<class>`) are named by the config and the trainer; only the prefixes
+mersweep adds to them are here.
 """
 
 from __future__ import annotations
