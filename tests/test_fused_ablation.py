@@ -10,15 +10,28 @@ ablation through `run_sweep.py` against MLflow and `python -m analysis compare`.
 
 from __future__ import annotations
 
+import csv
+import io
+import time
+
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune.search import Searcher
 
 from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.data import load_data
 from mer_core.errors import ConfigError
 from mer_core.train import run
 from mer_core.train.fused import group_by_shape, train_population
+from sweeps.ablation.batches import ray_trials, seed_batch, seed_outcomes
+from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.ablation.search import AblationSearcher
+from sweeps.fused.members import MEMBERS_KEY, RUNGS_KEY
+from sweeps.spec import load_sweep
+from sweeps.trainable.report import FINAL_KEY
 from tests.parity import assert_same_run
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
 
 SMALL = {
     "model.hidden_dim": 16,
@@ -93,3 +106,121 @@ def test_a_protocol_that_drops_pairs_keeps_each_data_seed_in_its_own_population(
     assert group_by_shape(_seeds(base, [0, 1, 2])) == [[0, 1, 2]]  # no drops: every seed in one
     with pytest.raises(ConfigError, match=r"data\.seed"):
         train_population(cfgs, data)
+
+
+# -- the searcher's batches ----------------------------------------------------------------------------
+def test_a_batch_of_seeds_is_one_trial_each_or_populations_of_the_same_member_configs():
+    singles = seed_batch("no_nee", [3, 1, 4], "eval", {"optim.lr": 0.01}, population=None)
+    assert singles == [{VARIANT_KEY: "no_nee", SEED_KEY: s, PHASE_KEY: "eval", "optim.lr": 0.01} for s in (3, 1, 4)]
+    fused = seed_batch("no_nee", [3, 1, 4], "eval", {"optim.lr": 0.01}, population=2)
+    assert fused == [{MEMBERS_KEY: singles[:2]}, {MEMBERS_KEY: singles[2:]}]
+    assert all(RUNGS_KEY not in c for c in fused)  # ablation members are never stopped early
+    assert ray_trials([3, 3, 5], population=None) == 11 and ray_trials([3, 3, 5], population=4) == 4
+
+
+def test_the_fused_searcher_hands_out_one_population_per_variant_and_finishes():
+    plan = AblationPlan(variants=("full", "no_nee"), seeds=(0, 1, 2, 3, 4))
+    searcher = AblationSearcher(plan, space=None, algorithm="tpe", seed=0, population=8)
+    configs = []
+    while (config := searcher.suggest(f"t{len(configs)}")) not in (None, Searcher.FINISHED):
+        configs.append(config)
+    assert len(configs) == searcher.num_ray_trials == 2
+    members = [m for c in configs for m in c[MEMBERS_KEY]]
+    assert sorted((m[VARIANT_KEY], m[SEED_KEY]) for m in members) == sorted(
+        (v, s) for v in plan.variants for s in plan.seeds
+    )
+    assert [{m[VARIANT_KEY] for m in c[MEMBERS_KEY]} for c in configs] == [{"full"}, {"no_nee"}]
+    assert len(members) == plan.total_trials
+
+
+def test_seed_outcomes_read_each_member_of_a_population_result():
+    config = {MEMBERS_KEY: seed_batch("full", [0, 1], "eval", {}, population=None)}
+    result = {FINAL_KEY: 1, "m0/status": "ok", "m0/val/weighted_f1": 0.7, "m1/status": "diverged"}
+    result["m1/val/weighted_f1"] = 0.0
+    got = seed_outcomes(config, result, metric="val/weighted_f1")
+    assert [(o.variant, o.seed, o.phase, o.outcome, o.value) for o in got] == [
+        ("full", 0, "eval", "ok", 0.7),
+        ("full", 1, "eval", "diverged", 0.0),
+    ]
+    single = seed_batch("full", [5], "eval", {}, population=None)[0]
+    (one,) = seed_outcomes(single, {FINAL_KEY: 1, "status": "ok", "val/weighted_f1": 0.5}, metric="val/weighted_f1")
+    assert (one.seed, one.outcome, one.value) == (5, "ok", 0.5)
+    assert seed_outcomes(single, None, metric="val/weighted_f1", errored=True)[0].outcome == "error"
+
+
+def _ablation_spec(tmp_path, name: str, *, mode: str, **ablation) -> object:
+    variants = {"full": {}, "no_nee": {"nee.enabled": False}}
+    return write_sweep(
+        tmp_path,
+        name,
+        kind="ablation",
+        search_space=None,
+        ablation={"reference": "full", "variants": variants, "seeds": [0, 1, 2], **ablation},
+        execution={"mode": mode, "population": 8},
+        resources={"cpu": 1, "gpu": 0, "max_concurrent": 1},
+        set={**SMALL_SET, "optim.max_epochs": 2, "optim.pretrain_epochs": 1, "self_training.rounds": 1},
+    )
+
+
+def test_fused_ablations_are_accepted_and_retuning_is_refused_in_one_line(tmp_path):
+    spec = load_sweep(_ablation_spec(tmp_path, "ok", mode="fused"))
+    assert spec.execution.mode == "fused" and spec.kind == "ablation"
+    retune = {"search_space": str(ROOT / "search_spaces/quick.yaml"), "num_samples": 2}
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_ablation_spec(tmp_path, "retune", mode="fused", retune=retune))
+    assert err.value.field == "ablation.retune.num_samples" and "\n" not in str(err.value)
+    assert "execution.mode: fused" in str(err.value)
+
+
+def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs(tmp_path):
+    path = _ablation_spec(tmp_path, "bad", mode="fused")
+    work = tmp_path / "work"
+    work.mkdir()
+    text = path.read_text().replace("nee.enabled: false", "missing.impute: mean")
+    path.write_text(text)
+    proc = run_cli([str(path), "--dry-run"], cwd=work)
+    assert proc.returncode == 2, proc.stderr
+    assert "ablation.variants.no_nee.missing.impute" in proc.stderr and "execution.mode: fused" in proc.stderr
+    assert not (work / "runs").exists()
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(tmp_path):
+    """2 variants x 3 seeds: 2 Ray trials of 3 members; 6 child runs as trial mode logs them; compare works.
+
+    The wall time of the same ablation in trial mode is printed for the record (not asserted:
+    speed goals live in benchmarks/)."""
+    walls, children = {}, {}
+    for mode in ("fused", "trial"):
+        work = tmp_path / mode
+        work.mkdir()
+        spec = _ablation_spec(work, f"abl-{mode}", mode=mode)
+        uri = f"sqlite:///{work / 'mlflow.db'}"
+        started = time.perf_counter()
+        proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work, timeout=600)
+        walls[mode] = time.perf_counter() - started
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _, children[mode] = children_of(MlflowClient(uri), f"abl-{mode}")
+        if mode == "fused":
+            assert "6 trials: 6 finished" in proc.stdout, proc.stdout
+            out = tmp_path / "report"
+            args = ["compare", "--sweep-dir", str(work / f"runs/abl-{mode}"), "--out", str(out)]
+            compare = run_analysis(args, cwd=work)
+            assert compare.returncode == 0, compare.stderr
+            rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
+            assert [r["variant"] for r in rows] == ["full", "no_nee"] and {r["n_seeds"] for r in rows} == {"3"}
+    print(f"fused ablation wall {walls['fused']:.1f}s, trial mode {walls['trial']:.1f}s")
+
+    def by_pair(runs):
+        return {(r.data.params["ablation.variant"], int(r.data.params["ablation.seed"])): r for r in runs}
+
+    fused, trial = by_pair(children["fused"]), by_pair(children["trial"])
+    assert sorted(fused) == sorted(trial) == sorted((v, s) for v in ("full", "no_nee") for s in (0, 1, 2))
+    assert len({r.data.tags["mersweep.trial_id"].rsplit("-m", 1)[0] for r in children["fused"]}) == 2
+    for pair, run_ in fused.items():
+        want = trial[pair]
+        assert run_.data.params == want.data.params  # the full config, variant, seed and phase
+        assert run_.data.tags["mersweep.status"] == "ok"
+        assert set(run_.data.metrics) == set(want.data.metrics)
+        assert run_.data.metrics["val/loss"] == pytest.approx(want.data.metrics["val/loss"], abs=1e-3)

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from sweeps.ablation.batches import ray_trials, seed_batch
 from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
@@ -25,14 +26,26 @@ class AblationSearcher(PickledStateMixin, Searcher):
 
     Saved and restored with the Tuner (`--resume`): the Optuna studies and the queue travel in
     the searcher checkpoint, so a resumed ablation neither repeats nor loses a trial.
+
+    `population` (fused mode): a variant's eval seeds go out as populations of up to that many
+    members, one Ray trial each (`sweeps.ablation.batches`); None: one Ray trial per seed.
     """
 
-    def __init__(self, plan: AblationPlan, *, space: SearchSpace | None, algorithm: str, seed: int) -> None:
+    def __init__(
+        self,
+        plan: AblationPlan,
+        *,
+        space: SearchSpace | None,
+        algorithm: str,
+        seed: int,
+        population: int | None = None,
+    ) -> None:
         super().__init__(metric=plan.metric, mode=plan.mode)
         if plan.retune_trials and space is None:
             raise ValueError("re-tuning needs a search space")
         self.plan = plan
         self.space = space
+        self.population = population
         self._studies: dict[str, optuna.Study] = {}
         self._asked: dict[str, tuple[str, Any]] = {}  # trial_id -> (variant, optuna trial) of retune trials
         self._retune_issued = {v: 0 for v in plan.variants}
@@ -50,6 +63,12 @@ class AblationSearcher(PickledStateMixin, Searcher):
         else:
             for variant in plan.variants:
                 self._release_eval(variant, {})
+
+    @property
+    def num_ray_trials(self) -> int:
+        """Ray trials the plan takes (the Tuner's num_samples): re-tuning trials, then the eval batches."""
+        batches = ray_trials([len(self.plan.seeds)] * len(self.plan.variants), population=self.population)
+        return len(self.plan.variants) * self.plan.retune_trials + batches
 
     # -- Ray Tune's Searcher interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -96,5 +115,4 @@ class AblationSearcher(PickledStateMixin, Searcher):
 
     def _release_eval(self, variant: str, params: Mapping[str, Any]) -> None:
         self._eval_released.add(variant)
-        for seed in self.plan.seeds:
-            self._eval_queue.append({VARIANT_KEY: variant, SEED_KEY: seed, PHASE_KEY: EVAL_PHASE, **params})
+        self._eval_queue += seed_batch(variant, self.plan.seeds, EVAL_PHASE, params, population=self.population)
