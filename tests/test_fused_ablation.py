@@ -4,18 +4,18 @@ An ablation seed sets `seed` and `data.seed`, so the members of one variant's po
 different folds of the same data. The parity tests train such populations and compare every
 member with `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`), with
 k-fold and hold-out splits, pre-training, self-training and test-time missing rates. The sweep
-tests drive the ablation searcher's batches (real Optuna, no Ray) and, marked slow, run a fused
-ablation through `run_sweep.py` against MLflow and `python -m analysis compare`.
+tests drive the ablation searcher's batches (no Ray) and, marked slow, run the session's
+trial-mode ablation again fused through `run_sweep.py`, against MLflow and `python -m analysis compare`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import time
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from ray.tune.search import Searcher
 
@@ -158,9 +158,7 @@ def _ablation_spec(tmp_path, name: str, *, mode: str, **ablation) -> object:
         ablation={"reference": "full", "variants": variants, "seeds": [0, 1, 2], **ablation},
         execution={"mode": mode, "population": 8},
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 1},
-        # No oversampling: InfoNCE over duplicated rows turns rounding into real steps (tests/test_population.py),
-        # and the e2e test compares the runs of both modes.
-        set={**SMALL_SET, "optim.max_epochs": 2, "self_training.rounds": 1, "self_training.oversample": False},
+        set={**SMALL_SET, "optim.max_epochs": 2, "self_training.rounds": 0},
     )
 
 
@@ -188,41 +186,36 @@ def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs
 
 # -- end to end ----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(tmp_path):
-    """2 variants x 3 seeds: 2 Ray trials of 3 members; 6 child runs as trial mode logs them; compare works.
-
-    The wall time of the same ablation in trial mode is printed for the record (not asserted:
-    speed goals live in benchmarks/)."""
-    walls, children = {}, {}
-    for mode in ("fused", "trial"):
-        work = tmp_path / mode
-        work.mkdir()
-        spec = _ablation_spec(work, f"abl-{mode}", mode=mode)
-        uri = f"sqlite:///{work / 'mlflow.db'}"
-        started = time.perf_counter()
-        proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work, timeout=600)
-        walls[mode] = time.perf_counter() - started
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _, children[mode] = children_of(MlflowClient(uri), f"abl-{mode}")
-        if mode == "fused":
-            assert "6 trials: 6 finished" in proc.stdout, proc.stdout
-            out = tmp_path / "report"
-            args = ["compare", "--sweep-dir", str(work / f"runs/abl-{mode}"), "--out", str(out)]
-            compare = run_analysis(args, cwd=work)
-            assert compare.returncode == 0, compare.stderr
-            rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
-            assert [r["variant"] for r in rows] == ["full", "no_nee"] and {r["n_seeds"] for r in rows} == {"3"}
-    print(f"fused ablation wall {walls['fused']:.1f}s, trial mode {walls['trial']:.1f}s")
+def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ablation_sweep, tmp_path):
+    """The session's trial-mode ablation (3 variants x 3 seeds, tests/conftest.py) run again fused:
+    3 Ray trials of 3 members, 9 child runs with the params and metrics trial mode logged; compare works."""
+    trial_work, trial_uri, trial_experiment = ablation_sweep
+    spec = yaml.safe_load((trial_work / "an-ablation.yaml").read_text())
+    spec.update(name="an-ablation-fused", execution={"mode": "fused", "population": 8})
+    path = tmp_path / "an-ablation-fused.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli([str(path), "--tracking-uri", uri], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "9 trials: 9 finished" in proc.stdout, proc.stdout
+    out = tmp_path / "report"
+    compare = run_analysis(
+        ["compare", "--sweep-dir", str(tmp_path / "runs/an-ablation-fused"), "--out", str(out)], cwd=tmp_path
+    )
+    assert compare.returncode == 0, compare.stderr
+    rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
+    assert [r["variant"] for r in rows] == ["full", "no_nee", "fusion_only"] and {r["n_seeds"] for r in rows} == {"3"}
 
     def by_pair(runs):
         return {(r.data.params["ablation.variant"], int(r.data.params["ablation.seed"])): r for r in runs}
 
-    fused, trial = by_pair(children["fused"]), by_pair(children["trial"])
-    assert sorted(fused) == sorted(trial) == sorted((v, s) for v in ("full", "no_nee") for s in (0, 1, 2))
-    assert len({r.data.tags["mersweep.trial_id"].rsplit("-m", 1)[0] for r in children["fused"]}) == 2
+    fused = by_pair(children_of(MlflowClient(uri), "an-ablation-fused")[1])
+    trial = by_pair(children_of(MlflowClient(trial_uri), trial_experiment)[1])
+    assert sorted(fused) == sorted(trial) and len(fused) == 9
+    assert len({r.data.tags["mersweep.trial_id"].rsplit("-m", 1)[0] for r in fused.values()}) == 3  # one per variant
     for pair, run_ in fused.items():
         want = trial[pair]
         assert run_.data.params == want.data.params  # the full config, variant, seed and phase
         assert run_.data.tags["mersweep.status"] == "ok"
         assert set(run_.data.metrics) == set(want.data.metrics)
-        assert run_.data.metrics["val/loss"] == pytest.approx(want.data.metrics["val/loss"], abs=1e-3)
+        assert run_.data.metrics["val/loss"] == pytest.approx(want.data.metrics["val/loss"], abs=1e-3), pair
