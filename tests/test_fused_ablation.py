@@ -28,11 +28,13 @@ from sweeps.ablation.batches import ray_trials, seed_batch, seed_outcomes
 from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
 from sweeps.ablation.search import AblationSearcher
 from sweeps.fused.members import MEMBERS_KEY, RUNGS_KEY
+from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.parity import assert_same_run
 from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
 
+SPACE = ROOT / "search_spaces/quick.yaml"
 SMALL = {
     "model.hidden_dim": 16,
     "model.ff_dim": 32,
@@ -162,14 +164,50 @@ def _ablation_spec(tmp_path, name: str, *, mode: str, **ablation) -> object:
     )
 
 
-def test_fused_ablations_are_accepted_and_retuning_is_refused_in_one_line(tmp_path):
-    spec = load_sweep(_ablation_spec(tmp_path, "ok", mode="fused"))
-    assert spec.execution.mode == "fused" and spec.kind == "ablation"
-    retune = {"search_space": str(ROOT / "search_spaces/quick.yaml"), "num_samples": 2}
-    with pytest.raises(ConfigError) as err:
-        load_sweep(_ablation_spec(tmp_path, "retune", mode="fused", retune=retune))
-    assert err.value.field == "ablation.retune.num_samples" and "\n" not in str(err.value)
-    assert "execution.mode: fused" in str(err.value)
+def test_fused_ablations_with_retuning_are_accepted(tmp_path):
+    retune = {"search_space": str(SPACE), "num_samples": 2}
+    spec = load_sweep(_ablation_spec(tmp_path, "ok", mode="fused", retune=retune))
+    assert spec.execution.mode == "fused" and spec.kind == "ablation" and spec.ablation.retune.num_samples == 2
+
+
+def test_fused_retuning_asks_populations_of_one_study_and_tells_every_member():
+    """5 re-tuning trials per variant in populations of 3 (3 + 2); each member's outcome reaches its
+    Optuna trial, and the variant's seeds then run at the best member's values."""
+    plan = AblationPlan(variants=("full", "no_nee"), seeds=(4, 5), retune_trials=5)
+    searcher = AblationSearcher(plan, space=load_space(SPACE), algorithm="random", seed=0, population=3)
+    assert searcher.num_ray_trials == 2 * 2 + 2 * 1
+    populations = {}
+    while (config := searcher.suggest(f"t{len(populations)}")) not in (None, Searcher.FINISHED):
+        populations[f"t{len(populations)}"] = config
+    assert [len(c[MEMBERS_KEY]) for c in populations.values()] == [3, 2, 3, 2]
+    members = [m for c in populations.values() for m in c[MEMBERS_KEY]]
+    assert {(m[SEED_KEY], m[PHASE_KEY]) for m in members} == {(4, "retune")}
+    assert len({m["optim.lr"] for m in members}) == 10  # every member its own asked trial
+
+    def score(member):
+        return 1.0 - abs(member["optim.lr"] - 1e-3)  # the study's best: the lr nearest 1e-3
+
+    diverged = populations["t0"][MEMBERS_KEY][2]  # a failed member is told as failed, not with a value
+    for trial_id, config in populations.items():
+        result = {FINAL_KEY: 1, "status": "ok"}
+        for i, member in enumerate(config[MEMBERS_KEY]):
+            status = "diverged" if member is diverged else "ok"
+            result |= {f"m{i}/status": status, f"m{i}/val/weighted_f1": score(member)}
+        searcher.on_trial_complete(trial_id, result)
+    best = {
+        v: max((m for m in members if m[VARIANT_KEY] == v and m is not diverged), key=score)["optim.lr"]
+        for v in plan.variants
+    }
+    states = [t.state.name for t in searcher._studies["full"].trials]
+    assert states.count("COMPLETE") == 4 and states.count("FAIL") == 1
+    evals = []
+    while (config := searcher.suggest(f"e{len(evals)}")) not in (None, Searcher.FINISHED):
+        evals.append(config)
+    assert len(evals) == 2  # one population of both seeds per variant
+    for config in evals:
+        (variant,) = {m[VARIANT_KEY] for m in config[MEMBERS_KEY]}
+        assert [m[SEED_KEY] for m in config[MEMBERS_KEY]] == [4, 5]
+        assert {m["optim.lr"] for m in config[MEMBERS_KEY]} == {best[variant]}
 
 
 def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs(tmp_path):

@@ -207,17 +207,6 @@ def test_members_group_by_schedule_then_shape():
     "overrides, field",
     [
         ({"scheduler": {"kind": "median"}}, "scheduler.kind"),
-        (
-            {
-                "kind": "ablation",
-                "search_space": None,
-                "ablation": {
-                    "variants": {"full": {}},
-                    "retune": {"search_space": str(ROOT / "search_spaces/quick.yaml"), "num_samples": 2},
-                },
-            },
-            "ablation.retune.num_samples",
-        ),
     ],
 )
 def test_fused_mode_refuses_what_it_cannot_run(tmp_path, overrides, field):

@@ -10,6 +10,9 @@ ablation trials back out of a Ray trial's result:
   each member on its own folds), config `{__members: [member config, ...]}` with the same
   member configs as trial mode gives its trials, so MLflow runs, params and summary rows match.
 
+Re-tuning trials (`retune_config`) batch the other way round: one seed, up to
+`execution.population` asked Optuna trials of one variant's study per population.
+
 Ablation populations stop no member early (no `__rungs`): a pruned seed would break the pairing.
 """
 
@@ -23,7 +26,7 @@ from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY
 from sweeps.fused.members import MEMBERS_KEY, member_outcome, member_result, members_of
 from sweeps.trainable.report import trial_outcome
 
-__all__ = ["SeedOutcome", "ray_trials", "seed_batch", "seed_outcomes"]
+__all__ = ["SeedOutcome", "ray_trials", "retune_config", "seed_batch", "seed_outcomes"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,18 @@ def seed_batch(
     if population is None:
         return configs
     return [{MEMBERS_KEY: configs[i : i + population]} for i in range(0, len(configs), population)]
+
+
+def retune_config(
+    variant: str, seed: int, phase: str, members: Sequence[Mapping[str, Any]], *, population: int | None
+) -> dict[str, Any]:
+    """One Ray trial of re-tuning on `seed`: one asked trial's params (trial mode), or a population
+    of up to `population` asked trials (fused; their nuisance values differ, their seed does not)."""
+    configs = [{VARIANT_KEY: variant, SEED_KEY: int(seed), PHASE_KEY: phase, **params} for params in members]
+    if population is None:
+        (config,) = configs
+        return config
+    return {MEMBERS_KEY: configs}
 
 
 def ray_trials(seed_counts: Sequence[int], *, population: int | None) -> int:

@@ -10,13 +10,12 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.ablation.batches import ray_trials, seed_batch
-from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
+from sweeps.ablation.batches import ray_trials, retune_config, seed_batch, seed_outcomes
+from sweeps.ablation.plan import AblationPlan
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.space.tell import tell
 from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE
-from sweeps.trainable.report import trial_outcome
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -27,8 +26,9 @@ class AblationSearcher(PickledStateMixin, Searcher):
     Saved and restored with the Tuner (`--resume`): the Optuna studies and the queue travel in
     the searcher checkpoint, so a resumed ablation neither repeats nor loses a trial.
 
-    `population` (fused mode): a variant's eval seeds go out as populations of up to that many
-    members, one Ray trial each (`sweeps.ablation.batches`); None: one Ray trial per seed.
+    `population` (fused mode): a variant's eval seeds, and its re-tuning trials, go out as
+    populations of up to that many members, one Ray trial each (`sweeps.ablation.batches`);
+    None: one Ray trial per seed and per re-tuning trial.
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class AblationSearcher(PickledStateMixin, Searcher):
         self.space = space
         self.population = population
         self._studies: dict[str, optuna.Study] = {}
-        self._asked: dict[str, tuple[str, Any]] = {}  # trial_id -> (variant, optuna trial) of retune trials
+        self._asked: dict[str, tuple[str, list, dict]] = {}  # retune trial_id -> (variant, optuna trials, config)
         self._retune_issued = {v: 0 for v in plan.variants}
         self._retune_done = {v: 0 for v in plan.variants}
         self._eval_queue: list[dict[str, Any]] = []
@@ -67,8 +67,9 @@ class AblationSearcher(PickledStateMixin, Searcher):
     @property
     def num_ray_trials(self) -> int:
         """Ray trials the plan takes (the Tuner's num_samples): re-tuning trials, then the eval batches."""
-        batches = ray_trials([len(self.plan.seeds)] * len(self.plan.variants), population=self.population)
-        return len(self.plan.variants) * self.plan.retune_trials + batches
+        n = len(self.plan.variants)
+        retune = ray_trials([self.plan.retune_trials] * n, population=self.population)
+        return retune + ray_trials([len(self.plan.seeds)] * n, population=self.population)
 
     # -- Ray Tune's Searcher interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -85,22 +86,28 @@ class AblationSearcher(PickledStateMixin, Searcher):
         asked = self._asked.pop(trial_id, None)
         if asked is None:
             return
-        variant, trial = asked
-        value = None if error or not result else result.get(self.plan.metric)
-        tell(self._studies[variant], trial, trial_outcome(result, errored=error), value)
-        self._retune_done[variant] += 1
+        variant, trials, config = asked
+        outcomes = seed_outcomes(config, result, metric=self.plan.metric, errored=error)
+        for trial, seen in zip(trials, outcomes, strict=True):
+            tell(self._studies[variant], trial, seen.outcome, seen.value)
+        self._retune_done[variant] += len(trials)
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))
 
     # -- internals -------------------------------------------------------------------------------
     def _ask_retune(self, trial_id: str, variant: str) -> dict[str, Any]:
         assert self.space is not None
-        trial = self._studies[variant].ask()
-        fixed = self.space.define_by_run(trial) or {}
-        self._asked[trial_id] = (variant, trial)
-        self._retune_issued[variant] += 1
-        params = {**trial.params, **fixed}
-        return {VARIANT_KEY: variant, SEED_KEY: self.plan.seeds[0], PHASE_KEY: RETUNE_PHASE, **params}
+        left = self.plan.retune_trials - self._retune_issued[variant]
+        trials, members = [], []
+        for _ in range(1 if self.population is None else min(self.population, left)):
+            trial = self._studies[variant].ask()  # one at a time: TPE's constant liar sees the ones asked before
+            fixed = self.space.define_by_run(trial) or {}
+            trials.append(trial)
+            members.append({**trial.params, **fixed})
+        config = retune_config(variant, self.plan.seeds[0], RETUNE_PHASE, members, population=self.population)
+        self._asked[trial_id] = (variant, trials, config)
+        self._retune_issued[variant] += len(trials)
+        return config
 
     def _best_params(self, variant: str) -> dict[str, Any]:
         assert self.space is not None

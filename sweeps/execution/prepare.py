@@ -158,8 +158,9 @@ def _describe_execution(prepared: PreparedSweep) -> list[str]:
     if plan is None:
         what = f"({n} trials in {-(-n // k)} Ray trials)"
     else:
-        batches = ray_trials([len(plan.seeds)] * len(plan.variants), population=k)
-        what = f"(each variant's seeds on their own folds: {n} trials in {batches} Ray trials)"
+        per_variant = [plan.retune_trials, len(plan.seeds)]
+        batches = sum(ray_trials([c] * len(plan.variants), population=k) for c in per_variant)
+        what = f"(a variant's seeds on their own folds, or its re-tuning trials: {n} trials in {batches} Ray trials)"
     return [
         f"execution: fused populations of up to {k} members {what}; members of one shape train as one "
         "stacked model, resources per trial apply to the whole population"
