@@ -110,9 +110,9 @@ class RecordingExecutor(SingleExecutor):
             self.trained.update(part.idx.tolist())
         return super().step(parts, kind)
 
-    def predict(self, members, idx, *, dev=None):
-        self.predicted_on.append((id(dev), len(idx)))
-        return super().predict(members, idx, dev=dev)
+    def predict(self, members, rows, *, dev=None):
+        self.predicted_on += [(id(dev), len(idx)) for idx in rows]
+        return super().predict(members, rows, dev=dev)
 
 
 def _experiment(data: DataConfig, **sets) -> ExperimentConfig:

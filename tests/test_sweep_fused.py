@@ -207,7 +207,6 @@ def test_members_group_by_schedule_then_shape():
     "overrides, field",
     [
         ({"scheduler": {"kind": "median"}}, "scheduler.kind"),
-        ({"kind": "ablation", "search_space": None, "ablation": {"variants": {"full": {}}}}, "execution.mode"),
     ],
 )
 def test_fused_mode_refuses_what_it_cannot_run(tmp_path, overrides, field):

@@ -26,7 +26,7 @@ import numpy as np
 
 from mer_core.configs.schema import MissingConfig
 
-__all__ = ["drop_pairs", "fold_mask", "rate_vector", "uniform_draws", "val_mask_at_rate"]
+__all__ = ["drop_pairs", "drops_any", "fold_mask", "rate_vector", "uniform_draws", "val_mask_at_rate"]
 
 
 def rate_vector(default: float, per_modality: Mapping[str, float], modalities: Sequence[str]) -> np.ndarray:
@@ -61,6 +61,12 @@ def drop_pairs(mask: np.ndarray, rates: np.ndarray, draws: np.ndarray) -> np.nda
         rows = np.flatnonzero(lost_all)
         kept[rows, margin[rows].argmax(axis=1)] = True
     return kept
+
+
+def drops_any(cfg: MissingConfig) -> bool:
+    """Whether the protocol drops anything (a rate above 0); if not, every fold's mask is the data's."""
+    rates = (cfg.train_rate, cfg.test_rate, *cfg.train_rates.values(), *cfg.test_rates.values())
+    return any(float(r) > 0 for r in rates)
 
 
 def fold_mask(mask: np.ndarray, val_idx: np.ndarray, cfg: MissingConfig, modalities: Sequence[str]) -> np.ndarray:

@@ -43,7 +43,7 @@ from mer_core import nee, pseudo, voting
 from mer_core.configs.schema import ExperimentConfig, MissingConfig, VotingConfig
 from mer_core.data.featureset import FeatureSet, Split
 from mer_core.data.splits import make_splits
-from mer_core.missing.protocol import drop_pairs, fold_mask, rate_vector, val_mask_at_rate
+from mer_core.missing.protocol import drop_pairs, drops_any, fold_mask, rate_vector, val_mask_at_rate
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.plan import FoldSeeds, LossKind, noise_seed, round_stage
 from mer_core.train.result import FoldResult, Status, TrialResult
@@ -92,12 +92,20 @@ class Member:
 
 @dataclass(frozen=True, eq=False)
 class Fold:
-    """One fold's rows and data; `dev` carries the fold's missing-protocol mask."""
+    """Fold `index` of every member: each member's rows (`split_of`) and the data.
+
+    Members whose `data.seed` differs (the seeds of an ablation) have different folds of the same
+    data; `dev` carries the missing-protocol mask, which is the same for all of them because a
+    protocol with drops trains members of one `data.seed` together only (`_check_shared`).
+    """
 
     index: int
-    split: Split
+    splits: Mapping[int, Split]  # member index -> its train/val rows in this fold
     data: FeatureSet
     dev: DeviceData
+
+    def split_of(self, m: Member) -> Split:
+        return self.splits[m.index]
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,9 +135,10 @@ class Executor(Protocol):
         """
 
     def predict(
-        self, members: Sequence[Member], idx: np.ndarray, *, dev: DeviceData | None = None
+        self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None
     ) -> list[dict[str, np.ndarray]]:
-        """Each member's head -> (len(idx), C) logits in eval mode (on `dev`, default the fold's data)."""
+        """Each member's head -> (len(rows[j]), C) logits on its rows in eval mode (on `dev`, default the
+        fold's data). Members that share rows get the same array object (the pool, a shared split)."""
 
     def snapshot(self, member: Member) -> Any:
         """The member's model as it is now (the best epoch so far)."""
@@ -158,8 +167,9 @@ def train_members(
     """Train every config in `cfgs` with `executor`; one result per config, in order.
 
     Args:
-        cfgs: the configs; they share the data section (the folds) and the missing protocol
-            (one fold mask), which the callers guarantee.
+        cfgs: the configs; they share the data section except `data.seed` (each member's
+            folds) and the missing protocol (one fold mask; with drops, one `data.seed`), which
+            the callers guarantee.
         data: the dataset (shared, never modified).
         executor: how steps run.
         report: called as `report(index, metrics)` once per fine-tuning epoch of each member;
@@ -178,15 +188,19 @@ def train_members(
         torch.set_num_threads(base.runtime.threads)
     dev = DeviceData.from_featureset(data, device)
     test = HeldOut.of(data, base.missing, device)
-    splits = make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=base.data.seed)
+    splits = {
+        s: make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=s)
+        for s in sorted({c.data.seed for c in cfgs})
+    }
     members = [Member(index=i, cfg=c) for i, c in enumerate(cfgs)]
     # Model init and dropout use the global generator: seed it per fold, leave the caller's alone.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        for k, split in enumerate(splits):
+        for k, split in enumerate(splits[base.data.seed]):
             alive = [m for m in members if m.alive]
             if not alive:
                 break
-            fold = Fold(k, split, data, fold_data(dev, data, split, base.missing))
+            own = {m.index: splits[m.cfg.data.seed][k] for m in members}
+            fold = Fold(k, own, data, fold_data(dev, data, split, base.missing))
             _train_fold(executor, alive, fold, report=report, keep_model=keep_model)
             if test is not None:
                 _score_test(executor, [m for m in alive if m.alive], test, data.class_names)
@@ -196,14 +210,20 @@ def train_members(
 
 
 def _check_shared(cfgs: Sequence[ExperimentConfig]) -> None:
-    # One set of folds and one fold mask serve every member.
+    # One dataset and one fold mask serve every member; `data.seed` only picks a member's folds.
+    # The mask drops pairs at the test-time rate on a fold's validation rows, so members whose
+    # folds differ can share it only when the protocol drops nothing.
     protocol = ("train_rate", "train_rates", "test_rate", "test_rates", "seed")
     first = cfgs[0]
     for cfg in cfgs[1:]:
-        if cfg.data != first.data or any(getattr(cfg.missing, f) != getattr(first.missing, f) for f in protocol):
+        same_data = dataclasses.replace(cfg.data, seed=first.data.seed) == first.data
+        if not same_data or any(getattr(cfg.missing, f) != getattr(first.missing, f) for f in protocol):
             raise ValueError(
-                "members trained together must share `data` and the missing protocol (missing.*_rate(s), seed)"
+                "members trained together must share `data` (but data.seed) and the missing protocol "
+                "(missing.*_rate(s), seed)"
             )
+        if cfg.data.seed != first.data.seed and drops_any(first.missing):
+            raise ValueError("members whose data.seed differs cannot share a missing protocol that drops pairs")
 
 
 def fold_data(dev: DeviceData, data: FeatureSet, split: Split, cfg: MissingConfig) -> DeviceData:
@@ -224,21 +244,23 @@ def _train_fold(
     ex: Executor, members: list[Member], fold: Fold, *, report: MemberReport | None, keep_model: bool
 ) -> None:
     """One fold of every member: pre-train, fine-tune, self-training rounds; appends a FoldResult to survivors."""
-    data, split, device = fold.data, fold.split, ex.device
+    data, device = fold.data, ex.device
     for m in members:
         m.seeds = FoldSeeds.of(m.cfg.seed, fold.index)
         _fresh_randomness(m, data, device, m.seeds.init)
         m.batch_gen = torch.Generator().manual_seed(m.seeds.batches)
         m.voting_weights = voting_setup(m.cfg.voting, (*data.modalities, "fusion"), cls_heads=m.cfg.loss.cls_heads)
     ex.begin_fold(members, fold)
-    train = (split.train, data.labels[split.train])
-    val = (split.val, data.labels[split.val])
+    splits = {m.index: fold.split_of(m) for m in members}
+    train = {k: (s.train, data.labels[s.train]) for k, s in splits.items()}
+    val = {k: (s.val, data.labels[s.val]) for k, s in splits.items()}
     pool = data.unlabelled_idx  # (U,)
     pretraining = [m for m in members if m.cfg.optim.pretrain_epochs > 0]
     if pretraining:
-        _pretrain(ex, pretraining, np.concatenate([split.train, pool]), fold)
+        rows = {m.index: np.concatenate([splits[m.index].train, pool]) for m in pretraining}
+        _pretrain(ex, pretraining, rows, fold)
     tuning = [m for m in members if m.alive]
-    outcomes = _finetune(ex, tuning, {m.index: train for m in tuning}, val, fold, "finetune", report)
+    outcomes = _finetune(ex, tuning, {m.index: train[m.index] for m in tuning}, val, fold, "finetune", report)
     epochs = {k: o.epochs for k, o in outcomes.items()}
     rounds: dict[int, list[dict[str, Any]]] = {m.index: [] for m in members}
     for rnd in range(1, max(m.cfg.self_training.rounds for m in members) + 1):
@@ -246,10 +268,10 @@ def _train_fold(
         if len(pool) == 0 or not round_members:
             break
         sets = {}
-        for m, logits in zip(round_members, ex.predict(round_members, pool), strict=True):
+        for m, logits in zip(round_members, ex.predict(round_members, [pool] * len(round_members)), strict=True):
             seed = m.seeds.round(rnd)
             sets[m.index], pseudo_report = pseudo_labelled_set(
-                m.cfg, data, logits, m.voting_weights, train, pool, seed=seed
+                m.cfg, data, logits, m.voting_weights, train[m.index], pool, seed=seed
             )
             rounds[m.index].append({"round": rnd, **pseudo_report})
             if m.cfg.self_training.reinit:
@@ -258,9 +280,9 @@ def _train_fold(
         for k, o in _finetune(ex, round_members, sets, val, fold, round_stage(rnd), report).items():
             outcomes[k], epochs[k] = o, epochs[k] + o.epochs
     for m in (m for m in members if m.alive):
-        o = outcomes[m.index]
+        o, (val_idx, val_y) = outcomes[m.index], val[m.index]
         scores = {**o.metrics, **_score_missing_rates(ex, m, fold)}
-        m.folds.append(FoldResult(fold.index, scores, split.val, val[1], o.logits, rounds[m.index], epochs[m.index]))
+        m.folds.append(FoldResult(fold.index, scores, val_idx, val_y, o.logits, rounds[m.index], epochs[m.index]))
         if keep_model:
             m.model_state = ex.model_state(m)
 
@@ -317,10 +339,10 @@ def _epoch(
     return {k: total / max(count, 1) for k, (total, count) in totals.items()}
 
 
-def _pretrain(ex: Executor, members: list[Member], idx: np.ndarray, fold: Fold) -> None:
-    """Stage 1 (contrastive, labels unused) over `idx` (labelled train + unlabelled pool)."""
+def _pretrain(ex: Executor, members: list[Member], rows: Mapping[int, np.ndarray], fold: Fold) -> None:
+    """Stage 1 (contrastive, labels unused) over each member's `rows` (its labelled train + the pool)."""
     ex.begin_stage(members, "pretrain")
-    sets = _device_sets(ex.device, {m.index: (idx, None) for m in members})
+    sets = _device_sets(ex.device, {m.index: (rows[m.index], None) for m in members})
     running = list(members)
     for epoch in range(1, max(m.cfg.optim.pretrain_epochs for m in members) + 1):
         running = [m for m in running if m.alive and epoch <= m.cfg.optim.pretrain_epochs]
@@ -333,7 +355,7 @@ def _finetune(
     ex: Executor,
     members: list[Member],
     train: Mapping[int, tuple[np.ndarray, np.ndarray]],
-    val: tuple[np.ndarray, np.ndarray],
+    val: Mapping[int, tuple[np.ndarray, np.ndarray]],
     fold: Fold,
     stage: str,
     report: MemberReport | None,
@@ -383,12 +405,13 @@ def _report(m: Member, found: dict[str, Any], report: MemberReport | None) -> bo
     return False
 
 
-def _evaluate(ex: Executor, members: Sequence[Member], val: tuple[np.ndarray, np.ndarray], fold: Fold):
-    """Each member's (validation metrics, head logits)."""
+def _evaluate(ex: Executor, members: Sequence[Member], val: Mapping[int, tuple[np.ndarray, np.ndarray]], fold: Fold):
+    """Each member's (validation metrics, head logits) on its own validation rows."""
     names = fold.data.class_names
+    predicted = ex.predict(members, [val[m.index][0] for m in members])
     return [
-        (score_logits(logits, val[1], m.voting_weights, space=m.cfg.voting.space, class_names=names), logits)
-        for m, logits in zip(members, ex.predict(members, val[0]), strict=True)
+        (score_logits(logits, val[m.index][1], m.voting_weights, space=m.cfg.voting.space, class_names=names), logits)
+        for m, logits in zip(members, predicted, strict=True)
     ]
 
 
@@ -399,13 +422,13 @@ def _score_missing_rates(ex: Executor, m: Member, fold: Fold) -> dict[str, float
     out: dict[str, float] = {}
     if not cfg.eval_rates:
         return out
-    data, split = fold.data, fold.split
+    data, split = fold.data, fold.split_of(m)
     base = fold.dev.mask.cpu().numpy()  # (N, M) the fold's mask
     y = data.labels[split.val]  # (n_val,)
     for rate in cfg.eval_rates:
         mask = val_mask_at_rate(base, data.mask, split.val, rate, cfg.seed)  # (N, M)
         dev = dataclasses.replace(fold.dev, mask=torch.as_tensor(mask, device=fold.dev.mask.device))
-        logits = ex.predict([m], split.val, dev=dev)[0]
+        logits = ex.predict([m], [split.val], dev=dev)[0]
         found = score_logits(logits, y, m.voting_weights, space=m.cfg.voting.space, class_names=data.class_names)
         out.update({metric_name(rate, g): found[f"val/{g}"] for g in GRID_METRICS})
     return out
@@ -454,11 +477,12 @@ def _score_test(ex: Executor, members: Sequence[Member], test: HeldOut, class_na
     for `missing.eval_rates`, `test/<g>_missing_<r>`) join its last FoldResult's metrics."""
     if not members:
         return
-    for m, logits in zip(members, ex.predict(members, test.rows, dev=test.dev), strict=True):
+    rows = [test.rows] * len(members)  # every member scores the same test rows: one shared array
+    for m, logits in zip(members, ex.predict(members, rows, dev=test.dev), strict=True):
         space = m.cfg.voting.space
         found = score_logits(logits, test.labels, m.voting_weights, space=space, class_names=class_names, split="test")
         for rate in m.cfg.missing.eval_rates:
-            at_rate = ex.predict([m], test.rows, dev=test.at_rate(rate))[0]
+            at_rate = ex.predict([m], [test.rows], dev=test.at_rate(rate))[0]
             scores = score_logits(at_rate, test.labels, m.voting_weights, space=space, class_names=class_names)
             found.update({metric_name(rate, g, split="test"): scores[f"val/{g}"] for g in GRID_METRICS})
         m.folds[-1].metrics.update(found)

@@ -120,7 +120,7 @@ class SingleExecutor:
         self._members = {}
         for m in members:
             net, loss = self._new_net(m, m.seeds.init)
-            imputer = build_imputer(m.cfg.missing, fold.dev, fold.split.train)
+            imputer = build_imputer(m.cfg.missing, fold.dev, fold.split_of(m).train)
             self._members[m.index] = _Trainee(net, loss, imputer)
             for kind in ("pretrain", "finetune"):
                 self._terms[(m.index, kind)] = stage_terms(m.cfg, kind)
@@ -148,12 +148,12 @@ class SingleExecutor:
         return values
 
     def predict(
-        self, members: Sequence[Member], idx: np.ndarray, *, dev: DeviceData | None = None
+        self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None
     ) -> list[dict[str, np.ndarray]]:
         source = self.fold.dev if dev is None else dev
         return [
             predict(self._members[m.index].net.model, source, idx, batch_size=max(256, m.cfg.optim.batch_size))
-            for m in members
+            for m, idx in zip(members, rows, strict=True)
         ]
 
     def snapshot(self, member: Member) -> dict[str, torch.Tensor]:

@@ -10,13 +10,13 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from sweeps.ablation.batches import plan_ray_trials, populations, seed_outcomes
 from sweeps.ablation.plan import INIT_KEY, PHASE_KEY, SEED_KEY, SPLIT_KEY, VARIANT_KEY, AblationPlan
 from sweeps.ablation.verdicts import UNDECIDED, Verdict, judge_all
 from sweeps.resume.searcher import PickledStateMixin
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.space.tell import tell
 from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE, VARIANCE_PHASE
-from sweeps.trainable.report import trial_outcome
 
 log = logging.getLogger("mersweep.sweep")
 
@@ -32,23 +32,36 @@ class AblationSearcher(PickledStateMixin, Searcher):
     Saved and restored with the Tuner (`--resume`): the Optuna studies, the queue, the scores and
     the trials in flight travel in the searcher checkpoint, so a resumed ablation neither repeats
     nor loses a trial, and its looks continue where they were.
+
+    `population` (fused mode): a look's seeds of one variant, a variant's re-tuning trials and the
+    variance design go out as populations of up to that many members, one Ray trial each
+    (`sweeps.ablation.batches`); None: one Ray trial per seed and per re-tuning trial.
     """
 
-    def __init__(self, plan: AblationPlan, *, space: SearchSpace | None, algorithm: str, seed: int) -> None:
+    def __init__(
+        self,
+        plan: AblationPlan,
+        *,
+        space: SearchSpace | None,
+        algorithm: str,
+        seed: int,
+        population: int | None = None,
+    ) -> None:
         super().__init__(metric=plan.metric, mode=plan.mode)
         if plan.retune_trials and space is None:
             raise ValueError("re-tuning needs a search space")
         self.plan = plan
         self.space = space
+        self.population = population
         self._studies: dict[str, optuna.Study] = {}
-        self._asked: dict[str, tuple[str, Any]] = {}  # trial_id -> (variant, optuna trial) of retune trials
+        self._asked: dict[str, tuple[str, list, dict]] = {}  # retune trial_id -> (variant, optuna trials, config)
         self._retune_issued = {v: 0 for v in plan.variants}
         self._retune_done = {v: 0 for v in plan.variants}
         self._eval_queue: list[dict[str, Any]] = []
         self._extra_queue: list[dict[str, Any]] = []  # variance trials: run when a worker would idle
         self._best: dict[str, dict[str, Any]] = {}  # variant -> nuisance params of its eval trials (released)
         self._issued = {v: 0 for v in plan.variants}  # eval seeds handed out per variant
-        self._pending: dict[str, tuple[str, int]] = {}  # trial_id -> (variant, seed) of eval trials in flight
+        self._pending: dict[str, dict[str, Any]] = {}  # trial_id -> Ray config of eval trials in flight
         self._scores: dict[str, dict[int, float]] = {v: {} for v in plan.variants}
         self._look = 0  # index into plan.looks of the seeds being run
         self._open = {v for v in plan.variants if v != plan.reference}  # variants still undecided
@@ -66,11 +79,16 @@ class AblationSearcher(PickledStateMixin, Searcher):
             for variant in plan.variants:
                 self._release_eval(variant, {})
 
+    @property
+    def num_ray_trials(self) -> int:
+        """The most Ray trials the plan can take (the Tuner's num_samples)."""
+        return plan_ray_trials(self.plan, population=self.population)
+
     # -- Ray Tune's Searcher interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._eval_queue:
             config = self._eval_queue.pop(0)
-            self._pending[trial_id] = (config[VARIANT_KEY], config[SEED_KEY])
+            self._pending[trial_id] = config
             return config
         for variant in self.plan.variants:
             if self._retune_issued[variant] < self.plan.retune_trials:
@@ -84,21 +102,26 @@ class AblationSearcher(PickledStateMixin, Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         evaluated = self._pending.pop(trial_id, None)
         if evaluated is not None:
-            variant, seed = evaluated
-            value = None if error or not result else result.get(self.plan.judged_metric)
-            if trial_outcome(result, errored=error) == "ok" and isinstance(value, (int, float)):
-                self._scores[variant][seed] = float(value)
-            else:  # a failed seed leaves a hole in this variant's pairing; the others keep theirs
-                log.warning("ablation: eval trial %s (variant %s, seed %s) did not finish", trial_id, variant, seed)
+            for seen in seed_outcomes(evaluated, result, metric=self.plan.judged_metric, errored=error):
+                if seen.outcome == "ok" and seen.value is not None:
+                    self._scores[seen.variant][seen.seed] = seen.value
+                else:  # a failed seed leaves a hole in this variant's pairing; the others keep theirs
+                    log.warning(
+                        "ablation: eval trial %s (variant %s, seed %s) did not finish",
+                        trial_id,
+                        seen.variant,
+                        seen.seed,
+                    )
             self._advance()
             return
         asked = self._asked.pop(trial_id, None)
         if asked is None:
             return
-        variant, trial = asked
-        value = None if error or not result else result.get(self.plan.metric)
-        tell(self._studies[variant], trial, trial_outcome(result, errored=error), value)
-        self._retune_done[variant] += 1
+        variant, trials, config = asked
+        outcomes = seed_outcomes(config, result, metric=self.plan.metric, errored=error)
+        for trial, seen in zip(trials, outcomes, strict=True):
+            tell(self._studies[variant], trial, seen.outcome, seen.value)
+        self._retune_done[variant] += len(trials)
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))
 
@@ -144,13 +167,18 @@ class AblationSearcher(PickledStateMixin, Searcher):
 
     def _ask_retune(self, trial_id: str, variant: str) -> dict[str, Any]:
         assert self.space is not None
-        trial = self._studies[variant].ask()
-        fixed = self.space.define_by_run(trial) or {}
-        self._asked[trial_id] = (variant, trial)
-        self._retune_issued[variant] += 1
-        params = {**trial.params, **fixed}
+        left = self.plan.retune_trials - self._retune_issued[variant]
         seed = self.plan.seed_config(self.plan.seeds[0])
-        return {VARIANT_KEY: variant, **seed, PHASE_KEY: RETUNE_PHASE, **params}
+        trials, members = [], []
+        for _ in range(1 if self.population is None else min(self.population, left)):
+            trial = self._studies[variant].ask()  # one at a time: TPE's constant liar sees the ones asked before
+            fixed = self.space.define_by_run(trial) or {}
+            trials.append(trial)
+            members.append({VARIANT_KEY: variant, **seed, PHASE_KEY: RETUNE_PHASE, **trial.params, **fixed})
+        (config,) = populations(members, population=self.population)
+        self._asked[trial_id] = (variant, trials, config)
+        self._retune_issued[variant] += len(trials)
+        return config
 
     def _best_params(self, variant: str) -> dict[str, Any]:
         assert self.space is not None
@@ -173,18 +201,23 @@ class AblationSearcher(PickledStateMixin, Searcher):
 
     def _issue(self, variant: str, upto: int) -> None:
         """Queue `variant`'s eval trials for seeds up to count `upto` (those not handed out yet)."""
-        for seed in self.plan.seeds[self._issued[variant] : upto]:
-            config = {VARIANT_KEY: variant, **self.plan.seed_config(seed), PHASE_KEY: EVAL_PHASE}
-            self._eval_queue.append({**config, **self._best[variant]})
+        configs = [
+            {VARIANT_KEY: variant, **self.plan.seed_config(seed), PHASE_KEY: EVAL_PHASE, **self._best[variant]}
+            for seed in self.plan.seeds[self._issued[variant] : upto]
+        ]
+        self._eval_queue += populations(configs, population=self.population)
         self._issued[variant] = max(self._issued[variant], upto)
 
     def _queue_variance(self, params: Mapping[str, Any]) -> None:
         """The reference's crossed design: k init seeds x k split seeds (the first k paired seeds)."""
         ks = self.plan.seeds[: self.plan.variance_seeds]
-        for init in ks:
-            for split in ks:
-                config = {VARIANT_KEY: self.plan.reference, SEED_KEY: init, INIT_KEY: init, SPLIT_KEY: split}
-                self._extra_queue.append({**config, PHASE_KEY: VARIANCE_PHASE, **params})
+        configs = [
+            {VARIANT_KEY: self.plan.reference, SEED_KEY: init, INIT_KEY: init, SPLIT_KEY: split}
+            | {PHASE_KEY: VARIANCE_PHASE, **params}
+            for init in ks
+            for split in ks
+        ]
+        self._extra_queue += populations(configs, population=self.population)
 
     def _advance(self) -> None:
         """Take the look once its seeds have all ended, then add the next look's seeds or finish."""

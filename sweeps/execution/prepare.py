@@ -17,6 +17,7 @@ from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
 from mer_core.train.fused.fields import check_fusable
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
+from sweeps.ablation.batches import plan_ray_trials
 from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
@@ -85,6 +86,11 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     space = _space_of(spec)
     if spec.execution.mode == "fused":
         check_fusable(base, sampled=space.names if space is not None else ())
+        for name in spec.ablation.variants if spec.ablation else {}:
+            try:
+                check_fusable(spec.variant_config(name))
+            except ConfigError as err:  # the field is the variant's override: name the variant
+                raise prefixed(err, f"ablation.variants.{name}") from None
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
     if state is not None:
@@ -149,10 +155,16 @@ def _space_of(spec: SweepSpec) -> SearchSpace | None:
 def _describe_execution(prepared: PreparedSweep) -> list[str]:
     if not prepared.fused:
         return []
-    k, n = prepared.spec.execution.population, prepared.spec.search.num_samples
+    k, plan = prepared.spec.execution.population, prepared.plan
+    n = prepared.total_trials
+    if plan is None:
+        what = f"({n} trials in {-(-n // k)} Ray trials)"
+    else:
+        batches = plan_ray_trials(plan, population=k)
+        what = f"(a look's seeds of a variant, or its re-tuning trials: {n} trials in {batches} Ray trials)"
     return [
-        f"execution: fused populations of up to {k} members ({n} trials in {-(-n // k)} Ray trials); "
-        "members of one shape train as one stacked model, resources per trial apply to the whole population"
+        f"execution: fused populations of up to {k} members {what}; members of one shape train as one "
+        "stacked model, resources per trial apply to the whole population"
     ]
 
 

@@ -35,7 +35,11 @@ def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
 
 
 def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan) -> AblationSearcher:
-    return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
+    """Fused mode: each variant's seeds train as populations of up to `execution.population` members."""
+    population = spec.execution.population if spec.execution.mode == "fused" else None
+    return AblationSearcher(
+        plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed, population=population
+    )
 
 
 def ablation_searcher(tuner: tune.Tuner) -> AblationSearcher | None:
@@ -67,9 +71,10 @@ def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationS
 
 
 def population_schedule(spec: SweepSpec, base: ExperimentConfig) -> RungSchedule:
-    """Fused mode's early stopping of members: the rungs `make_scheduler` would give ASHA, or none."""
+    """Fused mode's early stopping of members: the rungs `make_scheduler` would give ASHA, or none
+    (always none in an ablation, whose seeds train to the end to stay paired)."""
     s = spec.scheduler
-    if s.kind == "asha":
+    if s.kind == "asha" and spec.kind == "search":
         max_t = s.max_t or max_iterations(base)
         return RungSchedule.asha(
             grace_period=s.grace_period, reduction_factor=s.reduction_factor, max_t=max_t, mode=spec.mode
@@ -86,7 +91,8 @@ def _search(
     stops no Ray trial there.
     """
     if plan is not None:
-        return make_ablation_searcher(spec, space, plan), FIFOScheduler(), plan.total_trials
+        ablation = make_ablation_searcher(spec, space, plan)
+        return ablation, FIFOScheduler(), ablation.num_ray_trials
     assert space is not None
     if spec.execution.mode == "fused":
         searcher = make_population_searcher(spec, space)

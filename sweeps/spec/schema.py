@@ -229,13 +229,11 @@ class SweepSpec:
             if self.search_space is not None:
                 allowed = "null (use ablation.retune.search_space)"
                 raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
-        if self.execution.mode == "fused":  # populations stop members by ASHA's rule themselves (sweeps.fused.rungs)
-            if self.kind != "search":
-                allowed = "trial (fused needs kind: search)"
-                raise ConfigError("execution.mode", allowed, "fused", "not for kind=ablation")
-            if self.scheduler.kind not in ("asha", "none"):
-                allowed = "asha, none (with execution.mode: fused)"
-                raise ConfigError("scheduler.kind", allowed, self.scheduler.kind, "not available in fused mode")
+        # Fused populations stop members by ASHA's rule themselves (sweeps.fused.rungs); ablations stop none.
+        fused_search = self.execution.mode == "fused" and self.kind == "search"
+        if fused_search and self.scheduler.kind not in ("asha", "none"):
+            allowed = "asha, none (with execution.mode: fused)"
+            raise ConfigError("scheduler.kind", allowed, self.scheduler.kind, "not available in fused mode")
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:
         """Dotted overrides applied to the base YAML: `data`, then `set`, then the variant's."""

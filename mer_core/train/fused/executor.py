@@ -86,7 +86,8 @@ class FusedExecutor:
         nets = [fresh_net(m.cfg, data.dims, data.n_classes, self.device, m.seeds.init) for m in members]
         self.rows = {m.index: row for row, m in enumerate(members)}
         self.pop = Population(template, nets, self.device)
-        rows = torch.as_tensor(fold.split.train[:4], dtype=torch.long, device=self.device)  # >= 2 rows for BatchNorm
+        train = fold.split_of(members[0]).train  # any labelled rows do: the probe only needs >= 2 for BatchNorm
+        rows = torch.as_tensor(train[:4], dtype=torch.long, device=self.device)
         cache: dict[tuple, tuple[bool, ...]] = {}
         self._active = {}
         for kind in LOSS_KINDS:
@@ -207,14 +208,34 @@ class FusedExecutor:
     # -- prediction and state -----------------------------------------------------------------
     @torch.no_grad()
     def predict(
-        self, members: Sequence[Member], idx: np.ndarray, *, dev: DeviceData | None = None
+        self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None
     ) -> list[dict[str, np.ndarray]]:
+        """Members that share one rows array (the pool, one split) read the same inputs; members with
+        rows of their own (folds of different `data.seed`) gather theirs, one vmap per row count."""
+        if all(r is rows[0] for r in rows):
+            return self._predict(members, rows[0], shared=True, dev=dev)
+        by_size: dict[int, list[int]] = {}
+        for j, r in enumerate(rows):
+            by_size.setdefault(len(r), []).append(j)
+        out: list[dict[str, np.ndarray]] = [{} for _ in members]
+        for js in by_size.values():
+            stacked = np.stack([rows[j] for j in js])  # (Ka, n)
+            predicted = self._predict([members[j] for j in js], stacked, shared=False, dev=dev)
+            for j, logits in zip(js, predicted, strict=True):
+                out[j] = logits
+        return out
+
+    def _predict(
+        self, members: Sequence[Member], idx: np.ndarray, *, shared: bool, dev: DeviceData | None
+    ) -> list[dict[str, np.ndarray]]:
+        """Logits of `members` on rows `idx`: (n,) read by every member, or (Ka, n) one row set each."""
         assert self.pop is not None
         source = self.fold.dev if dev is None else dev
         net = self.pop.net
         index = self.pop.rows_index([self.rows[m.index] for m in members])
         params, buffers = self.pop.params(index), self.pop.buffers_of(index)
-        rows = torch.as_tensor(idx, dtype=torch.long, device=self.device)  # (n,)
+        rows = torch.as_tensor(idx, dtype=torch.long, device=self.device)  # (n,) or (Ka, n)
+        n = rows.shape[-1]
 
         def member_logits(p, bufs, x, mask):
             return functional_call(net, (p, bufs), (x, mask), {"kind": "predict"})
@@ -223,9 +244,16 @@ class FusedExecutor:
         net.eval()
         chunks: list[tuple[Tensor, ...]] = []
         size = max(max(256, members[0].cfg.optim.batch_size), 2)  # batch_size is a schedule field
-        for pos in batches(len(idx), size, generator=None, device=self.device):
-            x, mask = source.take(rows[pos])  # shared by every member
-            mapped = vmap(member_logits, in_dims=(0, 0, None, None), randomness="different")
+        in_dims = (0, 0, None, None) if shared else (0, 0, 0, 0)
+        mapped = vmap(member_logits, in_dims=in_dims, randomness="different")
+        for pos in batches(n, size, generator=None, device=self.device):
+            if shared:
+                x, mask = source.take(rows[pos])  # shared by every member: m -> (B, D_m), (B, M)
+            else:
+                flat = rows[:, pos].reshape(-1)  # (Ka * B,)
+                x, mask = source.take(flat)
+                x = {mod: v.view(len(members), len(pos), -1) for mod, v in x.items()}  # m -> (Ka, B, D_m)
+                mask = mask.view(len(members), len(pos), -1)  # (Ka, B, M)
             chunks.append(mapped(params, buffers, x, mask))
         net.train(was_training)
         heads = net.model.head_names

@@ -4,7 +4,8 @@ Each field of `ExperimentConfig` has exactly one kind here (tests/test_fused_fie
 the dataclass fields and fails on any field this table does not classify):
 
 - `member`: each member keeps its own value inside one fused model (optimiser scalars, loss
-  weights, dropout rates, NEE, self-training, voting, the seed, the test-time missing rates);
+  weights, dropout rates, NEE, self-training, voting, the seed, the test-time missing rates, and
+  `data.seed`: each member trains and validates on its own folds of the one loaded dataset);
 - `schedule`: one value per population, because it fixes the step sequence every member shares
   (the data, batch sizes, epoch counts, optimiser type, runtime). Members that differ are refused
   by `group_by_shape`; a sweep splits them into separate populations first (`schedule_key`);
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from mer_core.configs import flatten
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
+from mer_core.missing.protocol import drops_any
 
 __all__ = [
     "FIELDS",
@@ -56,7 +58,8 @@ _M, _S, _G = Rule("member"), Rule("schedule"), Rule("shape")
 
 FIELDS: dict[str, Rule] = {
     "seed": _M,
-    "data": _S,  # loaded once per sweep; every field below it fixes the folds and the rows
+    "data": _S,  # loaded once per sweep; every field below it fixes the rows every member reads
+    "data.seed": _M,  # only a member's folds (its own index sets of equal size; the seeds of an ablation)
     # model: the module's structure, except the dropout rates (per member through marker rates)
     "model.hidden_dim": _G,
     "model.layers": _G,
@@ -200,12 +203,16 @@ def schedule_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
 def template_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
     """The values that decide the fused module's structure; equal keys can share one population.
 
-    Dropout rates are per member, except for two structural facts: whether the heads hold a
+    `data.seed` is per member, except under a missing protocol that drops pairs: the fold mask then
+    depends on the fold's validation rows, and members share one mask. Dropout rates are per
+    member, except for two structural facts: whether the heads hold a
     Dropout module at all (an `fc` head only inserts one for `head_dropout > 0`), and, with
     `attention_shortcut: false`, the rate inside `nn.MultiheadAttention` (read as a float there).
     """
     key = list(_key(cfg, ("shape", "refused")))
     key.append(("model.head_dropout > 0", cfg.model.head_dropout > 0))
+    if drops_any(cfg.missing):  # the fold mask drops test-time pairs on the fold's validation rows
+        key.append(("data.seed", cfg.data.seed))
     if not cfg.model.attention_shortcut and cfg.model.layers > 0:
         key.append(("model.dropout", cfg.model.dropout))
     return tuple(key)
