@@ -226,17 +226,23 @@ def _stopped_on_exit() -> Iterator[list[Child]]:
         yield children
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for child in children:
-            _stop(child.proc)
+        _stop([child.proc for child in children])
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn's workers too), SIGKILL after 10 s."""
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each server's process group (uvicorn's workers too), all at once; SIGKILL to what
+    is left after 10 s, and to any worker a server left behind."""
     for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(deadline - time.monotonic(), 0.01))
+        if all(proc.poll() is not None for proc in procs):
             break
-    with contextlib.suppress(ProcessLookupError):  # a worker the server left behind
-        os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
