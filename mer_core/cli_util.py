@@ -75,6 +75,14 @@ class _CurrentStderr(logging.StreamHandler):
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the property ignores it
         pass
 
+    def format(self, record: logging.LogRecord) -> str:
+        # On a terminal a sweep's live progress line (sweeps/execution/progress.py) may be on screen
+        # without its newline: clear it first, or the record lands after its text. It is redrawn
+        # below within a second.
+        text = super().format(record)
+        isatty = getattr(self.stream, "isatty", None)
+        return "\r\x1b[K" + text if isatty is not None and isatty() else text
+
 
 def setup_logging(verbose: bool = False) -> None:
     """Plain one-line log records on stderr for the project's own loggers."""

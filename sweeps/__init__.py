@@ -8,7 +8,8 @@
 - `trainable/`: what runs in a Ray trial worker (the trial function, its reports, fault injection).
 - `resume/`: what `--resume` needs (sweep state, searcher state, Ray state snapshots).
 - `tracking/`: MLflow: the name vocabulary, the tracker, outage retries, the callback.
-- `cli`: `python run_sweep.py` / `mersweep`; `errors`: errors re-rooted under the sweep field to edit.
+- `cli`: the `mersweep` command (`python -m sweeps`); `commands/`: its `run` (`python run_sweep.py`) and `ui`;
+  `errors`: errors re-rooted under the sweep field to edit.
 
 The sweep YAMLs that ship with mersweep sit beside this file (`sweeps/<name>.yaml`).
 """

@@ -1,110 +1,29 @@
-"""`python run_sweep.py SWEEP.yaml [...]`: the sweep CLI (also the `mersweep` console script)."""
+"""The `mersweep` command: the whole loop of a sweep as subcommands.
+
+`mersweep run SWEEP.yaml` (= `python run_sweep.py`), `mersweep ui runs/<sweep>` (MLflow's UI and
+optuna-dashboard on the sweep's stores), and the analyses of `python -m analysis`: `compare`,
+`report`, `export` (= `export-best`), `fit-voting`. `python -m sweeps` is the same command where
+the package is not installed (no `mersweep` on PATH).
+"""
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
-from collections.abc import MutableMapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, ArgumentParser, exit_cli, setup_logging
-from sweeps.execution.ray_start import check_address, check_local_resources, ray_address
-from sweeps.spec import load_sweep
-from sweeps.tracking.uri import redact
+from analysis.cli import COMMANDS as ANALYSIS_COMMANDS
+from mer_core.cli_util import exit_cli
+from mer_core.subcommands import Command, dispatch
 
-
-def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="run_sweep.py", description="Run a mersweep sweep (Ray Tune + Optuna + MLflow).")
-    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
-    p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="experiment override (model.hidden_dim=256) or sweep override (sweep.search.seed=1)",
-    )
-    p.add_argument(
-        "--address", default=None, help="Ray cluster to join: auto, HOST:PORT, ray://HOST:10001 (default $RAY_ADDRESS)"
-    )
-    p.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
-    )
-    p.add_argument("--resume", action="store_true", help="continue the sweep in runs/<name>/ under the same parent run")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved sweep; start nothing")
-    p.add_argument("--runs-dir", default="runs", help="where runs/<sweep>/ goes (default: ./runs)")
-    return p
+COMMANDS: dict[str, Command] = {
+    "run": Command("sweeps.commands.run", "run a sweep YAML (or continue a stopped one with --resume)"),
+    "ui": Command("sweeps.commands.ui", "open a sweep in MLflow's UI (and optuna-dashboard); prints the URLs"),
+    **ANALYSIS_COMMANDS,
+}
+DESCRIPTION = "Distributed hyperparameter and ablation sweeps (Ray Tune + Optuna + MLflow)."
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging()
-    # MLflow's client prints each ended run's URL to stdout, credentials in the tracking URI
-    # included; the sweep's own progress lines already say which trial ended.
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    if args.num_samples is not None and args.num_samples < 1:
-        from mer_core.errors import ConfigError
-
-        raise ConfigError("--num-samples", "an integer >= 1", args.num_samples, "out of range")
-    spec = load_sweep(args.sweep, sets=args.sets, num_samples=args.num_samples)
-    address, address_field = ray_address(args.address, os.environ)
-    if address is None:
-        local_ray_environment(os.environ)
-    else:
-        check_address(address, field=address_field)  # seconds, not the minutes Ray waits where nothing listens
-    # Heavy imports (torch, Ray, MLflow) only once the sweep itself is known good: bad input fails fast.
-    from sweeps.execution.engine import execute
-    from sweeps.execution.prepare import describe, prepare
-    from sweeps.execution.results import format_table
-
-    prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
-    if address is None:  # a cluster's nodes may have what this machine lacks
-        check_local_resources(spec.resources.cpu, spec.resources.gpu, device=prepared.base.runtime.device)
-    print(describe(prepared), file=sys.stderr)
-    if args.dry_run:
-        return EXIT_OK
-    # Stored as the parent run's `mersweep.command` tag: never with a --tracking-uri password.
-    argv_list = ["run_sweep.py", *(redact(a) for a in (argv if argv is not None else sys.argv[1:]))]
-    outcome = execute(prepared, address=address, address_field=address_field, argv=argv_list)
-    print(format_table(outcome, metric=spec.metric, mode=spec.mode, report_metric=spec.report_metric))
-    if prepared.plan is not None:
-        from sweeps.ablation.summary import variant_summary
-
-        print(variant_summary(outcome.rows, plan=prepared.plan))
-        print(f"paired comparison: python -m analysis compare --sweep-dir {prepared.folder}")
-    if outcome.interrupted:
-        again = [redact(a) for a in argv_list if a != "--resume"]
-        print(f"sweep stopped early; continue it with: python {shlex.join([*again, '--resume'])}", file=sys.stderr)
-    _stop_ray()
-    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
-
-
-def _stop_ray() -> None:
-    """Stop (or leave, with --address) the Ray cluster once the results are out.
-
-    Ray's exit hook would do it anyway, about a second slower (measured 2.3 s vs 1.7 s for a
-    one-actor cluster); a sweep's own processes are gone before the CLI returns either way.
-    """
-    sys.stdout.flush()
-    import ray
-
-    ray.shutdown()
-
-
-def local_ray_environment(env: MutableMapping[str, str]) -> None:
-    """Make the Ray cluster this process starts (no --address) reachable from this machine only.
-
-    Ray's servers (GCS, raylets, workers) listen on every interface, even for a one-machine
-    `ray.init()`, unless its no-cluster mode is on; then the node's address is 127.0.0.1 and
-    every server binds loopback. Ray reads the switch at `import ray`, so this runs before the
-    sweep engine is imported. Token authentication (Ray's default for a local cluster) is set
-    explicitly so Ray does not warn about it on every run. A user who sets either variable
-    keeps their value: that is how one opts out.
-    """
-    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    env.setdefault("RAY_AUTH_MODE", "token")
+def main(argv: Sequence[str] | None = None, *, prog: str = "mersweep") -> int:
+    return dispatch(prog, DESCRIPTION, COMMANDS, argv)
 
 
 def entry() -> None:

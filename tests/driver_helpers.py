@@ -22,7 +22,8 @@ from pathlib import Path
 from tests.sweep_helpers import ROOT, cli_env
 
 MARK_VAR = "MERSWEEP_TEST_DRIVER"
-# The live status line of sweeps.execution.progress.ProgressCallback.
+# The counts in each line of sweeps.execution.progress.ProgressCallback off a terminal: one line per
+# ended trial (and, with --verbose, per started trial).
 PROGRESS = re.compile(r"trials (\d+)/(\d+) ended: .*; (\d+) running")
 
 

@@ -1,7 +1,7 @@
 """The local Ray cluster a sweep starts (no --address) listens on 127.0.0.1 only.
 
 Ray binds its servers to every interface by default, even for a one-machine `ray.init()`; the CLI
-turns that off (sweeps/cli.py::local_ray_environment). The test runs the real CLI, holds its one
+turns that off (sweeps/commands/run.py::local_ray_environment). The test runs the real CLI, holds its one
 trial for a while with the fault hook, and reads the listening TCP sockets of the whole process
 tree (driver, GCS, raylet, workers) from the kernel's tables.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.cli import local_ray_environment
+from sweeps.commands.run import local_ray_environment
 from tests.sweep_helpers import ROOT, cli_env, write_sweep
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

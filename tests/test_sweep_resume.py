@@ -118,7 +118,8 @@ def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, dri
         scheduler={"kind": "none"},
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
     )
-    first = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path)], tmp_path)
+    # --verbose: a log then also gets a line when a trial starts, the moment this test waits for.
+    first = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path), "--verbose"], tmp_path)
     _wait_until(first, lambda err: progress(err) == (0, 2), "both trials running")
     first.signal_group(signal.SIGINT)
     rc = first.proc.wait(120)
@@ -180,7 +181,8 @@ def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
     name = point.replace("_", "-")
     spec = _write(tmp_path, name)
     args = [str(spec), "--tracking-uri", _uri(tmp_path)]
-    first = drivers.start(args, tmp_path, env=DEBUG)
+    # --verbose: a log also gets a line when a trial starts (the first kill point waits for one).
+    first = drivers.start([*args, "--verbose"], tmp_path, env=DEBUG)
     trigger, landed = KILL_POINTS[point]
     folder = tmp_path / "runs" / name
     _wait_until(first, lambda err: trigger(err, folder), f"kill point {point}")

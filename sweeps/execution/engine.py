@@ -31,6 +31,7 @@ from sweeps.tracking.names import (
     best_metric,
 )
 from sweeps.tracking.uri import redact
+from sweeps.trainable.report import max_iterations
 from sweeps.trainable.trial import trial_main
 
 if TYPE_CHECKING:
@@ -40,9 +41,18 @@ log = logging.getLogger("mersweep.sweep")
 
 
 def execute(
-    prepared: PreparedSweep, *, address: str | None, argv: list[str], address_field: str = "--address"
+    prepared: PreparedSweep,
+    *,
+    address: str | None,
+    argv: list[str],
+    address_field: str = "--address",
+    verbose: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep; returns the outcome with the best trial."""
+    """Run (or resume) the sweep; returns the outcome with the best trial.
+
+    `verbose` (the CLI's `--verbose`): off a terminal, the progress display also announces each
+    trial's start; the third-party chatter it brings back is the CLI's (`mer_core.verbosity`).
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Each trial checkpoints once (its artifacts); Ray's "snapshotting too often" advice does not apply.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -71,7 +81,13 @@ def execute(
         start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
         tracker = _open_tracking(prepared, argv)
     logger = MlflowCallback(tracker, prepared.trial_params)
-    progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
+    progress = ProgressCallback(
+        metric=spec.metric,
+        mode=spec.mode,
+        total=prepared.total_trials,
+        max_iterations=max_iterations(prepared.base),
+        verbose=verbose,
+    )
     callbacks = [logger, progress, StateSnapshot(prepared.folder)]
     if prepared.resume:
         restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
@@ -91,7 +107,10 @@ def execute(
     searcher = ablation_searcher(tuner)
     progress.status = searcher.status if searcher is not None else None
     with watch_interrupt() as interrupt:
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:
+            progress.close()  # the live line ends before the summary (or an error) is printed
     complete = searcher.finished if searcher is not None else True
     outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted, complete=complete)
     tracker.finish_parent(

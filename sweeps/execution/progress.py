@@ -1,80 +1,325 @@
-"""`ProgressCallback`: the live status line a sweep prints on the driver's terminal.
+"""`ProgressCallback`: what a running sweep shows on the driver's stderr.
+
+On a terminal, one live line redrawn in place: trials ended/total, done, pruned, failed, running,
+best so far, elapsed time and an estimate of the time left. Off a terminal (a pipe, a log file,
+CI, `nohup`), one line per ended trial and nothing else, so a log holds each trial exactly once.
+A `--verbose` run off a terminal also gets a line when a trial starts.
 
 Counts sweep trials, not Ray trials: in fused mode each member of a population counts as one.
+The line formatting and the estimate of time left are pure functions of a `Snapshot`, so they
+are tested without Ray.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from ray.tune import Callback
 
 from sweeps.fused.members import member_outcome, member_result, members_of, run_units
-from sweeps.trainable.report import ENDED, trial_outcome
+from sweeps.trainable.report import ENDED, TIME_ATTR, trial_outcome
+
+REDRAW_EVERY_S = 1.0  # the live line's clock and estimate tick at most this often
+CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to the end of the line (every terminal since the VT100)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One sweep trial as the driver sees it: outcome None while it runs."""
+
+    trial_id: str
+    outcome: str | None  # ok | pruned | diverged | invalid | error, None while running
+    value: float | None  # the sweep's metric in its last result
+    iterations: int  # epochs reported so far (Tune's `training_iteration`)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one status line shows."""
+
+    total: int
+    ended: tuple[Unit, ...]  # in the order they ended
+    running: tuple[Unit, ...]
+    metric: str
+    mode: str
+    elapsed_s: float
+    eta_s: float | None  # None until an epoch has been reported
+    note: str = ""  # what the searcher adds (an ablation's looks and verdicts: AblationSearcher.status)
+
+
+def remaining_iterations(ended: Sequence[int], running: Sequence[int], pending: int, max_iterations: int) -> float:
+    """Epochs still to train, estimated from the trials that ended.
+
+    A running trial that has trained `d` epochs is expected to go on as far as the ended trials
+    that got past `d` did, on average: early stopping and pruning cut trials short, and a trial that
+    survived to `d` tends to survive further. With no such trial yet, it may run to
+    `max_iterations`. A pending trial is a running one at 0.
+
+    Args:
+        ended: Epochs each ended trial trained.
+        running: Epochs each running trial has trained so far.
+        pending: Trials not started yet.
+        max_iterations: The most epochs one trial can report (the base config's).
+    """
+
+    def left(done: int) -> float:
+        longer = [n - done for n in ended if n > done]
+        return sum(longer) / len(longer) if longer else float(max(max_iterations - done, 0))
+
+    return sum(left(d) for d in running) + pending * left(0)
+
+
+def estimate_left(
+    ended: Sequence[int], running: Sequence[int], pending: int, *, max_iterations: int, rate: float | None
+) -> float | None:
+    """Seconds left at `rate` epochs per second (over all trials together); None without a rate."""
+    if not rate or rate <= 0:
+        return None
+    return remaining_iterations(ended, running, pending, max_iterations) / rate
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`."""
+    s = round(max(seconds, 0.0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _failed(outcome: str) -> bool:
+    return outcome not in ("ok", "pruned")
+
+
+def status_text(snap: Snapshot) -> str:
+    """`[ 1m05s] trials 3/20 ended: 2 done, 1 pruned, 0 failed; 2 running | best val/f1 0.91 (id) | ~4m10s left`."""
+    return f"{_clock(snap)} {_counts(snap)}"
+
+
+def _clock(snap: Snapshot) -> str:
+    return f"[{format_duration(snap.elapsed_s):>6}]"
+
+
+def _counts(snap: Snapshot, *, short: bool = False) -> str:
+    """The status without the clock; `short` leaves out the metric's name and the best trial's id."""
+    done = sum(u.outcome == "ok" for u in snap.ended)
+    pruned = sum(u.outcome == "pruned" for u in snap.ended)
+    failed = len(snap.ended) - done - pruned
+    best = best_unit(snap.ended, snap.mode)
+    best_text = "-"
+    if best is not None and best.value is not None:
+        best_text = f"{best.value:.4f}" if short else f"{best.value:.4f} ({best.trial_id})"
+    eta = "done" if len(snap.ended) >= snap.total else _eta_text(snap.eta_s)
+    counts = f"{len(snap.ended)}/{snap.total} ended: {done} done, {pruned} pruned, {failed} failed"
+    note = f" | {snap.note}" if snap.note else ""
+    if short:
+        return f"{counts}; {len(snap.running)} running | best {best_text}{note} | {eta}"
+    return f"trials {counts}; {len(snap.running)} running | best {snap.metric} {best_text}{note} | {eta}"
+
+
+def _tiny(snap: Snapshot) -> str:
+    """The live line for a narrow terminal: ended/total, running, best, time left."""
+    best = best_unit(snap.ended, snap.mode)
+    best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
+    eta = "done" if len(snap.ended) >= snap.total else _eta_text(snap.eta_s).replace("time left: ", "")
+    return f"{len(snap.ended)}/{snap.total} ended, {len(snap.running)} running, best {best_text}, {eta}"
+
+
+def _eta_text(eta_s: float | None) -> str:
+    return "time left: estimating" if eta_s is None else f"~{format_duration(eta_s)} left"
+
+
+def best_unit(units: Sequence[Unit], mode: str) -> Unit | None:
+    """The finished trial with the best metric (`mode` max or min), if any has one."""
+    scored = [u for u in units if u.outcome == "ok" and isinstance(u.value, (int, float))]
+    if not scored:
+        return None
+    return max(scored, key=lambda u: u.value if mode == "max" else -u.value)  # type: ignore[operator]
+
+
+def ended_line(unit: Unit, snap: Snapshot) -> str:
+    """The line a log gets when `unit` ends: the trial, how it ended, then the sweep's counts."""
+    assert unit.outcome is not None
+    word = {"ok": "done", "pruned": "pruned"}.get(unit.outcome, f"failed ({unit.outcome})")
+    value = f" ({snap.metric} {unit.value:.4f})" if isinstance(unit.value, (int, float)) else ""
+    return f"{_clock(snap)} trial {unit.trial_id} {word} after {unit.iterations} epochs{value} | {_counts(snap)}"
+
+
+def started_line(unit: Unit, snap: Snapshot) -> str:
+    """A `--verbose` log's line when `unit` starts."""
+    return f"{_clock(snap)} trial {unit.trial_id} started | {_counts(snap)}"
+
+
+def live_line(snap: Snapshot, width: int) -> str:
+    """The terminal's redrawn line: cleared, and the longest form that fits the terminal's width
+    (a wrapped line cannot be redrawn in place); cut as a last resort."""
+    room = max(width - 1, 20)
+    forms = (_counts(snap), _counts(snap, short=True), _tiny(snap))
+    text = next((f"{_clock(snap)} {form}" for form in forms if len(_clock(snap)) + 1 + len(form) <= room), None)
+    return CLEAR_LINE + (text or f"{_clock(snap)} {forms[-1]}")[:room]
 
 
 class ProgressCallback(Callback):
-    """One status line whenever the counts change: running / done / pruned / failed, best so far."""
+    """Shows the sweep's progress: a live line on a terminal, one line per ended trial elsewhere."""
 
-    def __init__(self, *, metric: str, mode: str, total: int, stream=sys.stderr) -> None:
-        self.metric, self.mode, self.total, self.stream = metric, mode, total, stream
-        self._last_line = ""
-        self._started = time.monotonic()
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        total: int,
+        max_iterations: int,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        verbose: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        Args:
+            metric: The sweep's metric (best so far).
+            mode: max or min.
+            total: Sweep trials (fused mode: members).
+            max_iterations: Most epochs one trial can report (`sweeps.trainable.report.max_iterations`),
+                the estimate's guess until trials end.
+            stream: Where to write (default: `sys.stderr` at each write).
+            live: Redraw one line in place; default: whether the stream is a terminal.
+            verbose: Off a terminal, a line when a trial starts as well.
+            clock: Seconds from some fixed point (for elapsed time and the rate of epochs).
+        """
+        self.metric, self.mode, self.total, self.max_iterations = metric, mode, total, max_iterations
+        self._stream, self._live, self.verbose, self._now = stream, live, verbose, clock
+        self._started = clock()
+        self._ended: dict[str, Unit] = {}
+        self._seen_running: set[str] = set()
+        self._first_step = True
+        self._clock: tuple[float, int] | None = None  # (time, epochs done) when training began in this run
+        self._drawn: tuple[str, float] = ("", 0.0)  # the live line's text (without its clock) and when drawn
+        self._open_line = False  # a live line is on screen without its newline
         # A phrase appended to the line (an ablation's looks and verdicts: AblationSearcher.status);
         # set by the engine, not pickled (it belongs to the live searcher).
         self.status: Callable[[], str] | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "stream": None, "status": None}
+        # A terminal does not travel (the unpickled callback writes to stderr); nor does the live searcher.
+        return {**self.__dict__, "_stream": None, "status": None}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.stream = sys.stderr
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
+
+    @property
+    def live(self) -> bool:
+        if self._live is None:
+            self._live = bool(getattr(self.stream, "isatty", lambda: False)())
+        return self._live
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        line = self.status_line(trials)
-        key = line.split("] ", 1)[-1]  # the elapsed time alone is no news
-        if key != self._last_line:
-            self._last_line = key
-            print(line, file=self.stream, flush=True)
+        self.update(_units(trials, self.metric))
 
-    def status_line(self, trials: list) -> str:
-        counts = {"running": 0, "done": 0, "pruned": 0, "failed": 0}
-        best: tuple[float, str] | None = None
-        for t in trials:
-            for outcome, value, label in _tallies(t, self.metric):
-                if outcome is None:
-                    counts["running"] += 1
-                    continue
-                counts[{"ok": "done", "pruned": "pruned"}.get(outcome, "failed")] += 1
-                if outcome == "ok" and isinstance(value, (int, float)):
-                    score = value if self.mode == "max" else -value
-                    if best is None or score > best[0]:
-                        best = (score, f"{value:.4f} ({label})")
-        elapsed = time.monotonic() - self._started
-        best_text = best[1] if best else "-"
-        extra = f" | {self.status()}" if self.status is not None else ""
-        return (
-            f"[{elapsed:6.0f}s] trials {counts['done'] + counts['pruned'] + counts['failed']}/{self.total} ended: "
-            f"{counts['done']} done, {counts['pruned']} pruned, {counts['failed']} failed; "
-            f"{counts['running']} running | best {self.metric} {best_text}{extra}"
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.update(_units(trials, self.metric))
+        self.close()
+
+    def close(self) -> None:
+        """End the live line (a newline), so what is printed next starts on a line of its own."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False
+
+    def update(self, units: Sequence[Unit]) -> None:
+        """Take in the trials' state now; write what changed."""
+        now = self._now()
+        running = tuple(u for u in units if u.outcome is None and u.trial_id not in self._ended)
+        newly_ended = [u for u in units if u.outcome is not None and u.trial_id not in self._ended]
+        done_epochs = sum(u.iterations for u in units)
+        if self._clock is None and running:
+            self._clock = (now, done_epochs)
+        if self._first_step and newly_ended:
+            # A resumed sweep: trials that ended in an earlier run are counted, not announced again.
+            self._ended.update((u.trial_id, u) for u in newly_ended)
+            newly_ended = []
+            if not self.live:
+                snap = self._snapshot(running, units, now, done_epochs)
+                self._write(f"{_clock(snap)} resumed | {_counts(snap)}\n")
+        self._first_step = False
+        if self.live:
+            self._ended.update((u.trial_id, u) for u in newly_ended)
+            self._redraw(self._snapshot(running, units, now, done_epochs), now)
+            return
+        if self.verbose:
+            for unit in running:
+                if unit.trial_id not in self._seen_running:
+                    self._seen_running.add(unit.trial_id)
+                    self._write(started_line(unit, self._snapshot(running, units, now, done_epochs)) + "\n")
+        for unit in newly_ended:  # one at a time, so each line's counts go up by one
+            self._ended[unit.trial_id] = unit
+            self._write(ended_line(unit, self._snapshot(running, units, now, done_epochs)) + "\n")
+
+    def _snapshot(self, running: tuple[Unit, ...], units: Sequence[Unit], now: float, done_epochs: int) -> Snapshot:
+        rate = None
+        if self._clock is not None and now > self._clock[0] and done_epochs > self._clock[1]:
+            rate = (done_epochs - self._clock[1]) / (now - self._clock[0])
+        still_running = tuple(u for u in running if u.trial_id not in self._ended)
+        pending = max(self.total - len(self._ended) - len(still_running), 0)
+        eta = estimate_left(
+            [u.iterations for u in self._ended.values()],
+            [u.iterations for u in still_running],
+            pending,
+            max_iterations=self.max_iterations,
+            rate=rate,
+        )
+        return Snapshot(
+            total=self.total,
+            ended=tuple(self._ended.values()),
+            running=still_running,
+            metric=self.metric,
+            mode=self.mode,
+            elapsed_s=now - self._started,
+            eta_s=eta,
+            note=self.status() if self.status is not None else "",
         )
 
+    def _redraw(self, snap: Snapshot, now: float) -> None:
+        content = _counts(snap).rsplit(" | ", 1)[0]  # without the clock and the estimate
+        if content == self._drawn[0] and now - self._drawn[1] < REDRAW_EVERY_S:
+            return
+        self._drawn = (content, now)
+        self._write(live_line(snap, shutil.get_terminal_size().columns))
+        self._open_line = True
 
-def _tallies(trial, metric: str) -> list[tuple[str | None, Any, str]]:
-    """(outcome, value of `metric`, trial id) of each sweep trial in a Ray trial (each member in
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _units(trials: list, metric: str) -> list[Unit]:
+    """Each sweep trial of the Ray trials (each member in fused mode) that has started."""
+    units: list[Unit] = []
+    for trial in trials:
+        for trial_id, outcome, value in _tallies(trial, metric):
+            iterations = int((trial.last_result or {}).get(TIME_ATTR) or 0)
+            units.append(Unit(trial_id, outcome, value if isinstance(value, (int, float)) else None, iterations))
+    return units
+
+
+def _tallies(trial: Any, metric: str) -> list[tuple[str, str | None, Any]]:
+    """(trial id, outcome, value of `metric`) of each sweep trial in a Ray trial (each member in
     fused mode); outcome None while running, nothing while pending."""
     if trial.status == "RUNNING":
-        return [(None, None, unit[0]) for unit in run_units(trial)]
+        return [(unit[0], None, None) for unit in run_units(trial)]
     if trial.status not in ENDED:
         return []
     last, errored = trial.last_result or {}, trial.status == "ERROR"
     if members_of(trial.config) is None:
-        return [(trial_outcome(last, errored=errored), last.get(metric), trial.trial_id)]
+        return [(trial.trial_id, trial_outcome(last, errored=errored), last.get(metric))]
     return [
-        (member_outcome(last, i, errored=errored), member_result(last, i).get(metric), unit[0])
+        (unit[0], member_outcome(last, i, errored=errored), member_result(last, i).get(metric))
         for i, unit in enumerate(run_units(trial))
     ]

@@ -6,7 +6,6 @@ input (exit 2, one line), not a sweep whose parent run and state exist without a
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -14,6 +13,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from mer_core.errors import ConfigError, UserInputError
+from mer_core.verbosity import is_verbose, ray_logging_level, worker_env
 from sweeps.trainable.faults import fault_runtime_env
 
 T = TypeVar("T")
@@ -55,6 +55,8 @@ def start_ray(address: str | None, *, field: str = "--address") -> None:
 
     A local cluster is asked for as such ("local"): Ray's own default would join a cluster that
     `ray start` left running on this machine, with none of the local cluster's settings.
+    Ray's start-up lines show only in a `--verbose` run (`mer_core.verbosity`); what workers
+    print, errors included, always reaches the driver (`log_to_driver`).
     """
     import ray
 
@@ -62,14 +64,15 @@ def start_ray(address: str | None, *, field: str = "--address") -> None:
         return
     if address is not None:
         check_address(address, field=field)
+    verbose = is_verbose()
     try:
         ray.init(  # the dashboard would be one more server listening
             address="local" if address is None else address,
             include_dashboard=False,
-            logging_level=logging.WARNING,
+            logging_level=ray_logging_level(verbose),
             configure_logging=True,
             log_to_driver=True,
-            runtime_env=fault_runtime_env(),  # None unless $MERSWEEP_FAULTS: then workers on every node see it
+            runtime_env=worker_runtime_env(verbose),
         )
     except (ConnectionError, TimeoutError, ValueError) as err:
         if address is None:
@@ -77,6 +80,16 @@ def start_ray(address: str | None, *, field: str = "--address") -> None:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         message = f"{field}: cannot join a Ray cluster at {address!r}: {first}; expected {ALLOWED}"
         raise UserInputError(message) from None
+
+
+def worker_runtime_env(verbose: bool) -> dict[str, Any] | None:
+    """The job's `runtime_env`: what workers on every node must see (None when nothing: the common case).
+
+    `$MERSWEEP_FAULTS` (fault injection) and a `--verbose` driver's choice; a local cluster's workers
+    inherit the driver's environment anyway, a joined cluster's do not.
+    """
+    env_vars = {**(fault_runtime_env() or {}).get("env_vars", {}), **worker_env(verbose)}
+    return {"env_vars": env_vars} if env_vars else None
 
 
 def local_capacity() -> tuple[int, int] | None:

@@ -140,6 +140,8 @@ def build_tuner(
         name=folder.name,
         storage_path=str(folder.parent),
         callbacks=callbacks,
+        # Ray Tune's own progress reporter stays silent (with RAY_AIR_NEW_OUTPUT=0, set by the engine):
+        # the sweep's progress display is sweeps/execution/progress.py, one of `callbacks`.
         verbose=0,
         # A failed trial (an exception, a lost node) reruns from scratch: trials checkpoint only
         # their final artifacts, so there is nothing mid-trial to restore.

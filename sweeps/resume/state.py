@@ -36,16 +36,18 @@ def run_dir(runs_root: Path, sweep: str) -> Path:
     return folder
 
 
-def read_state(folder: Path) -> SweepState:
+def read_state(folder: Path, *, field: str = "--resume") -> SweepState:
+    """The state of the sweep in `folder`; UserInputError naming `field` (the input that named the folder)."""
     path = folder / STATE_FILE
     if not path.is_file():
-        raise UserInputError(
-            f"--resume: no sweep to resume at {folder} (missing {STATE_FILE}); run it without --resume first"
-        )
+        hint = "run it without --resume first"
+        if field != "--resume":
+            hint = "expected a sweep's folder, e.g. runs/quickstart"
+        raise UserInputError(f"{field}: no sweep at {folder} (missing {STATE_FILE}); {hint}")
     try:
         return SweepState(**json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
-        raise UserInputError(f"--resume: {path} is not a mersweep state file ({err})") from None
+        raise UserInputError(f"{field}: {path} is not a mersweep state file ({err})") from None
 
 
 def write_state(folder: Path, state: SweepState) -> None:

@@ -2,7 +2,8 @@
 
 A worker process belongs to Ray and lives across trials (actor reuse); these settings only
 keep Ray's teardown and bookkeeping chatter out of the user's terminal, where Ray forwards
-everything a worker prints.
+everything a worker prints. A `--verbose` driver (`mer_core.verbosity.VERBOSE_ENV` in the
+worker's environment) gets the bookkeeping lines back; the teardown traceback is never news.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any
+
+from mer_core.verbosity import is_verbose
 
 # Ray Train's "Checkpoint successfully created at: ..." (INFO), once per trial: the sweep's own
 # progress line already says the trial ended, and its artifacts go to MLflow.
@@ -32,5 +35,6 @@ def drop_exit_during_finalizers(unraisable: Any) -> None:
 def quiet_worker() -> None:
     """Apply the settings above (idempotent; called by each trial function)."""
     sys.unraisablehook = drop_exit_during_finalizers
+    level = logging.NOTSET if is_verbose() else logging.WARNING
     for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(level)
