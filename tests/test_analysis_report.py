@@ -156,7 +156,7 @@ def test_too_few_trials_give_a_sentence_instead_of_importances(tmp_path):
 
 
 def _synthetic_report_data(tmp_path: Path, *, kind: str = "search", ablation=None):
-    from analysis.report.collect import PseudoCounts, ReportData, leading_trials
+    from analysis.report.collect import CurvePoint, PseudoCounts, ReportData, leading_trials
     from analysis.runs import SweepRuns, TrialRun
 
     space = _space(tmp_path, IMPORTANCE_SPACE)
@@ -178,10 +178,18 @@ def _synthetic_report_data(tmp_path: Path, *, kind: str = "search", ablation=Non
         space_note="",
         searched=tuple(runs),
         leaders=leaders,
-        histories={t.run_id: [(1, 0.1), (2, 0.3), (3, 0.35)] for t in leaders[:5]},
+        histories={t.run_id: _two_fold_curve() for t in leaders[:5]},
         pseudo={"run0": counts},
         ablation=ablation,
     )
+
+
+def _two_fold_curve():
+    """Two folds of 3 epochs each, the second fold with a self-training round after 2 epochs."""
+    from analysis.report.collect import CurvePoint
+
+    values = [(0, 0, 0.1), (0, 0, 0.3), (0, 0, 0.35), (1, 0, 0.2), (1, 0, 0.4), (1, 1, 0.45)]
+    return [CurvePoint(step, v, fold, rnd) for step, (fold, rnd, v) in enumerate(values, start=1)]
 
 
 def test_sections_flag_the_boundary_hit_and_embed_every_png(tmp_path):

@@ -8,6 +8,7 @@ the `m<i>/` prefix of the trial's results).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.fused.members import member_outcome, member_result, members_of, run_units
-from sweeps.tracking.names import FAILURE_TAG, PARENT_TAG, STATUS_TAG, TRIAL_TAG
+from sweeps.tracking.names import (
+    EPOCH_METRIC,
+    FAILURE_TAG,
+    FOLD_METRIC,
+    PARENT_TAG,
+    ROUND_METRIC,
+    STATUS_TAG,
+    TRIAL_TAG,
+)
 from sweeps.tracking.tracker import SweepTracker
 from sweeps.trainable.report import ENDED, FINAL_KEY, trial_outcome
 
@@ -24,12 +33,27 @@ RESULT_FILE = "result.json"  # Ray's log of every result of a trial, one JSON ob
 
 
 def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
-    """Our metrics are namespaced (`val/...`, `train/...`); Ray's bookkeeping keys are not logged."""
-    return {
+    """Our metrics are namespaced (`val/...`, `train/...`); Ray's bookkeeping keys are not logged.
+
+    An epoch's report also says where it stood (`fold`, `epoch`, `stage`): logged as `trial/*`
+    metrics at the same step, so a reader can split a trial's history into its folds and stages.
+    """
+    metrics = {
         k: float(v)
         for k, v in result.items()
         if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")
     }
+    if "fold" in result and "epoch" in result:
+        metrics[FOLD_METRIC] = float(result["fold"])
+        metrics[EPOCH_METRIC] = float(result["epoch"])
+        metrics[ROUND_METRIC] = float(_round_of(str(result.get("stage", ""))))
+    return metrics
+
+
+def _round_of(stage: str) -> int:
+    """0 for supervised fine-tuning, r for `self_training_<r>` (`mer_core.train.plan.round_stage`)."""
+    match = re.fullmatch(r"self_training_(\d+)", stage)
+    return int(match.group(1)) if match else 0
 
 
 class MlflowCallback(Callback):
