@@ -156,7 +156,7 @@ def test_too_few_trials_give_a_sentence_instead_of_importances(tmp_path):
 
 
 def _synthetic_report_data(tmp_path: Path, *, kind: str = "search", ablation=None):
-    from analysis.report.collect import CurvePoint, PseudoCounts, ReportData, leading_trials
+    from analysis.report.collect import PseudoCounts, ReportData, leading_trials
     from analysis.runs import SweepRuns, TrialRun
 
     space = _space(tmp_path, IMPORTANCE_SPACE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -55,7 +56,7 @@ def learning_curves(curves: Sequence[tuple[str, Sequence[CurvePoint], bool]], *,
             line = "-" if finished else "--"
             ax.plot(xs, [p.value for p in mine], marker="o", markersize=3, linestyle=line, label=label, **style)
             if rank == 0:
-                for x, (before, after) in zip(xs[1:], zip(mine, mine[1:], strict=False), strict=True):
+                for x, (before, after) in zip(xs[1:], itertools.pairwise(mine), strict=True):
                     if after.round != before.round:
                         ax.axvline(x - 0.5, color=PRUNED_COLOR, linestyle=":", linewidth=1.0)
                         ax.text(x - 0.4, 0.02, f"round {after.round}", transform=ax.get_xaxis_transform(), fontsize=7)

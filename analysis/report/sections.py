@@ -138,15 +138,23 @@ def curves_section(data: ReportData, out: Path) -> Section:
     shown = [t for t in data.leaders if data.histories.get(t.run_id)]
     if not shown:
         return Section(title, "curves", notes=(f"No trial logged a history of {data.sweep.metric}.",))
-    curves = [(f"#{i + 1} {t.trial_id}", data.histories[t.run_id], t.status == "ok") for i, t in enumerate(shown)]
+    arms = data.sweep.kind == "ablation"
+    curves = [
+        (
+            f"#{i + 1} {t.trial_id}" + (f" {t.variant} seed {t.seed}" if arms else ""),
+            data.histories[t.run_id],
+            t.status == "ok",
+        )
+        for i, t in enumerate(shown)
+    ]
     folds = len({p.fold for t in shown for p in data.histories[t.run_id]})
     what = (
         f"{data.sweep.metric} per epoch, {'one panel per fold' if folds > 1 else 'one fold'}: "
         f"top {len(shown)} of {len(data.sweep.trials)} trials ({_runs_note(data)})"
     )
     png = save_png(learning_curves(curves, metric=data.sweep.metric, title=what), out / "learning_curves.png")
-    arms = data.sweep.kind == "ablation"
-    header: tuple[Cell, ...] = ("line", "colour", "trial", *(("variant", "seed") if arms else ()), "run", data.sweep.metric, "status")
+    arm_columns = ("variant", "seed") if arms else ()
+    header: tuple[Cell, ...] = ("line", "colour", "trial", *arm_columns, "run", data.sweep.metric, "status")
     rows: list[tuple[Cell, ...]] = [header]
     for i, t in enumerate(shown):
         href = data.link(t.run_id)

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from analysis.runs import SweepRuns, TrialRun
@@ -109,4 +109,3 @@ def _json_cell(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; the UI shows an empty cell
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-

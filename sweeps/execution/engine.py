@@ -163,7 +163,8 @@ def _spec_params(text: str) -> dict[str, str]:
             for key, sub in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), sub)
         else:
-            out[spec_param(prefix)] = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+            text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True)
+            out[spec_param(prefix)] = text.strip().removesuffix("\n...")
 
     walk("", yaml.safe_load(text))
     return out

@@ -17,13 +17,17 @@ from ray.tune import Callback
 
 from sweeps.fused.members import member_outcome, member_result, members_of, run_units
 from sweeps.tracking.names import (
+    ABLATION_SEED_PARAM,
     EPOCH_METRIC,
+    EVAL_PHASE,
     FAILURE_TAG,
     FOLD_METRIC,
     PARENT_TAG,
+    PHASE_PARAM,
     ROUND_METRIC,
     STATUS_TAG,
     TRIAL_TAG,
+    VARIANT_PARAM,
 )
 from sweeps.tracking.tracker import SweepTracker
 from sweeps.trainable.report import ENDED, FINAL_KEY, trial_outcome
@@ -48,6 +52,17 @@ def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
         metrics[EPOCH_METRIC] = float(result["epoch"])
         metrics[ROUND_METRIC] = float(_round_of(str(result.get("stage", ""))))
     return metrics
+
+
+def run_name(name: str, params: Mapping[str, Any]) -> str:
+    """The name MLflow's run table shows: an ablation trial's variant and seed first (`no_nee seed 2`),
+    then Ray's name; a search trial keeps Ray's name (`trial_main_85f180d7`)."""
+    variant, seed = params.get(VARIANT_PARAM), params.get(ABLATION_SEED_PARAM)
+    if variant is None:
+        return name
+    phase = params.get(PHASE_PARAM)
+    arm = f"{variant} seed {seed}" + (f" {phase}" if phase not in (None, EVAL_PHASE) else "")
+    return f"{arm} ({name.rsplit('_', 1)[-1]})"
 
 
 def _round_of(stage: str) -> int:
@@ -112,7 +127,8 @@ class MlflowCallback(Callback):
         """A fresh run for each of `units` of an ended trial: its params, its last attempt's results, its end."""
         for unit_id, name, config, _ in run_units(trial):
             if unit_id in units:
-                self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
+                params = self.params_of(config)
+                self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
         for result in last_attempt_results(trial):
             if members_of(trial.config) is not None:
                 self._queue_members(trial, result)
@@ -123,7 +139,8 @@ class MlflowCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         for unit_id, name, config, _ in run_units(trial):
-            self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
+            params = self.params_of(config)
+            self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
         self._first_step.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:

@@ -233,7 +233,7 @@ class SweepTracker:
         report = f"{REPORT_DIR}/{REPORT_PAGE}"
         parent = ui_link("", self.experiment_id, self.parent_id)
         page = ui_link("", self.experiment_id, self.parent_id, report)
-        note = f"A trial of the sweep in [parent run {self.parent_id}]({parent}); the sweep's report: [{report}]({page})."
+        note = f"A trial of the sweep in [parent run {self.parent_id}]({parent}); its report: [{report}]({page})."
         return {REPORT_TAG: f"runs:/{self.parent_id}/{report}", NOTE_TAG: note}
 
     def _reopen(self, run_id: str) -> None:
