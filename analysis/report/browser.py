@@ -54,7 +54,7 @@ class Browser:
         if binary is None:
             raise BrowserError("chromium is not installed (apt-get install -y chromium)")
         self._profile = tempfile.mkdtemp(prefix="mersweep-chromium-")
-        port = _free_port()
+        port = free_port()
         cmd = [binary, *FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={self._profile}"]
         cmd += [f"--window-size={width},{height}", "about:blank"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -149,7 +149,7 @@ class Browser:
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
