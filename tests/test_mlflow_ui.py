@@ -124,7 +124,7 @@ def test_the_parent_carries_the_study_and_the_trials_link_back(ui_sweep):
     for variant in VARIANTS:
         assert 0.0 <= metrics[f"variant/{variant}/mean"] <= 1.0
     assert "variant/no_nee/diff_mean" in metrics
-    assert parent.data.params["sweep.kind"] == "ablation"
+    assert parent.data.params["spec.kind"] == "ablation"
     assert "ablation" in parent.data.tags["mlflow.note.content"]
     report = f"runs:/{parent.info.run_id}/report/report.html"
     assert parent.data.tags["mersweep.report"] == report

@@ -108,7 +108,8 @@ def _photograph(sweep_dir: Path, uri: str, state: SweepState, out: Path) -> None
         browser.wait_for(f"document.querySelector({json.dumps(EXPANDER)}) !== null", what="the sweep's run")
         _click(browser, CLOSE_ASSISTANT)
         _click(browser, EXPANDER)
-        browser.wait_for("document.body.innerText.includes(' seed ')", what="the trials under the sweep's run")
+        rows = "document.querySelectorAll('.ag-center-cols-container [role=\"row\"]').length > 1"
+        browser.wait_for(rows, what="the trials under the sweep's run")
         time.sleep(1.0)  # the status icons and colours settle after the rows
         browser.screenshot(out / "mlflow_runs.png")
         browser.goto(ui_link(uri, experiment, parent, f"{REPORT_DIR}/{REPORT_PAGE}"))

@@ -78,7 +78,10 @@ def varying_params(sweep: SweepRuns, *, limit: int = 20) -> list[str]:
 
 
 def table_json(rows: Rows) -> str:
-    """Rows in `mlflow.log_table`'s file format (pandas' orient="split"), which MLflow's UI renders."""
+    """Rows in `mlflow.log_table`'s file format (pandas' orient="split"), which MLflow's UI renders.
+
+    Numbers keep 4 significant digits, for reading; the CSV beside it has them all.
+    """
     columns = list(rows[0]) if rows else []
     data = [[_json_cell(row.get(c)) for c in columns] for row in rows]
     return json.dumps({"columns": columns, "data": data})
@@ -106,6 +109,6 @@ def _number(text: str) -> Any:
 
 
 def _json_cell(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; the UI shows an empty cell
+    if isinstance(value, float):
+        return float(f"{value:.4g}") if math.isfinite(value) else None  # JSON has no NaN: an empty cell
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)

@@ -152,7 +152,7 @@ def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
 
 
 def _spec_params(text: str) -> dict[str, str]:
-    """The resolved spec as flat params of the parent run (`sweep.search.algorithm`), so MLflow's run
+    """The resolved spec as flat params of the parent run (`spec.search.algorithm`), so MLflow's run
     table shows what each sweep was; the whole spec is its `sweep.yaml` artifact."""
     import yaml
 

@@ -49,7 +49,7 @@ TRIALS_CSV = "trials.csv"  # the same rows for a spreadsheet
 ABLATION_TABLE = "ablation.json"  # an ablation's comparison: one row per variant (as the UI table)
 ABLATION_CSV = "ablation.csv"
 _BEST_PREFIX = "best/"
-_SPEC_PREFIX = "sweep."  # the resolved spec, flattened, as the parent run's params
+_SPEC_PREFIX = "spec."  # the resolved spec, flattened, as the parent run's params
 _VARIANT_PREFIX = "variant/"
 
 # -- a trial's child run ----------------------------------------------------------------------
@@ -94,7 +94,7 @@ def best_metric(metric: str) -> str:
 
 
 def spec_param(field: str) -> str:
-    """The parent-run param of a dotted sweep-spec field (`sweep.search.algorithm`)."""
+    """The parent-run param of a dotted sweep-spec field (`spec.search.algorithm`)."""
     return f"{_SPEC_PREFIX}{field}"
 
 
