@@ -352,3 +352,26 @@ def test_a_class_name_the_font_cannot_draw_prints_no_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib's "Glyph ... missing" was two stderr lines per character
         assert save_png(fig, tmp_path / "x.png").stat().st_size > 0
+
+
+def test_the_parent_runs_tables_carry_every_column_compare_writes(tmp_path):
+    import json
+
+    from analysis.compare import COLUMNS, AblationTable
+    from analysis.report.tables import ablation_markdown_rows, ablation_rows, table_json, variant_metrics
+    from analysis.stats import compare_variants
+
+    scores = {"full": {s: 0.6 + 0.01 * s for s in range(4)}, "no_nee": {s: 0.55 + 0.012 * s for s in range(4)}}
+    rows = tuple(compare_variants(scores, reference="full", test="t", n_boot=200))
+    table = AblationTable("syn", "m", "full", "t", 0.95, rows, {})
+    full = ablation_rows(table)
+    assert [r["variant"] for r in full] == ["full", "no_nee"] and set(COLUMNS) <= set(full[0])
+    assert full[1]["mean"] == pytest.approx(rows[1].mean)  # full precision, from compare's CSV
+    metrics = variant_metrics(full)
+    assert metrics["variant/no_nee/mean"] == pytest.approx(rows[1].mean) and "variant/full/mean" in metrics
+    assert not any(k.endswith("/verdict") or k.endswith("/variant") for k in metrics)  # numbers only
+    shown = ablation_markdown_rows(table)  # what `compare` prints, header first, no |---| line
+    assert shown[1][0] == "full (ref)" and len({len(r) for r in shown}) == 1
+    doc = json.loads(table_json(full))  # `mlflow.log_table`'s format: the UI renders it as a table
+    assert doc["columns"] == list(full[0]) and len(doc["data"]) == 2
+    assert doc["data"][1][doc["columns"].index("mean")] == float(f"{rows[1].mean:.4g}")

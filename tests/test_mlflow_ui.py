@@ -169,3 +169,16 @@ def test_the_devtools_client_reads_a_page_it_opened(tmp_path):
         assert browser.text().strip().endswith("clicked")
         png = browser.screenshot(tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_epochs_place_is_logged_and_ablation_runs_are_named_by_their_arm():
+    from sweeps.tracking.callback import _metrics_of, run_name
+
+    result = {"val/weighted_f1": 0.5, "fold": 2, "epoch": 3, "stage": "self_training_1", "training_iteration": 9}
+    assert _metrics_of(result) == {"val/weighted_f1": 0.5, "trial/fold": 2.0, "trial/epoch": 3.0, "trial/round": 1.0}
+    assert _metrics_of({**result, "stage": "finetune"})["trial/round"] == 0.0
+    assert "trial/fold" not in _metrics_of({"val/weighted_f1": 0.5})  # the final report: no epoch
+    arm = {"ablation.variant": "no_nee", "ablation.seed": 2, "ablation.phase": "eval"}
+    assert run_name("trial_main_85f180d7", arm) == "no_nee seed 2 (85f180d7)"
+    assert run_name("trial_main_85f180d7", {**arm, "ablation.phase": "retune"}) == "no_nee seed 2 retune (85f180d7)"
+    assert run_name("trial_main_85f180d7", {"optim.lr": 0.1}) == "trial_main_85f180d7"
