@@ -86,6 +86,13 @@ def test_the_experiment_opens_on_training_runs_and_lists_the_parent_and_its_tria
         browser.wait_for(every, what="the trials under the parent")
         assert f"{len(children) + 1} matching runs" in browser.text()
         shot = browser.screenshot(tmp_path / "runs.png")
+        # A trial's page: its description links back to the sweep's report on the parent run.
+        browser.goto(ui_link(uri, exp.experiment_id, children[0].info.run_id))
+        report = f"/runs/{parent.info.run_id}/artifacts/report/report.html"
+        link = f"[...document.querySelectorAll('a')].find(a => a.href.includes({json.dumps(report)}))"
+        browser.wait_for(f"{link} !== undefined", what="the link to the report in the trial's description")
+        browser.evaluate(f"{link}.click()")
+        browser.wait_for("document.querySelector('iframe') !== null", what="the report in MLflow's artifact view")
     assert shot.stat().st_size > 20_000  # a rendered table, not a blank page
 
 
