@@ -326,6 +326,17 @@ def test_report_of_an_ablation_has_the_bar_chart_and_table(ablation_sweep, tmp_p
     page = report.read_text()
     assert "full (ref)" in page and "no_nee" in page and "fusion_only" in page
     _check_in_chromium(report, tmp_path, len(pngs))
+    # The report refreshed the copy on the sweep's parent run, with the comparison and its metrics.
+    from mlflow.tracking import MlflowClient
+
+    from analysis.runs import load_sweep_runs
+
+    sweep = load_sweep_runs(uri, experiment="an-ablation")
+    client = MlflowClient(tracking_uri=uri)
+    on_parent = {a.path for a in client.list_artifacts(sweep.parent_run_id, "report")}
+    assert {"report/report.html", "report/ablation.png"} <= on_parent and "warning" not in proc.stderr
+    assert {a.path for a in client.list_artifacts(sweep.parent_run_id)} >= {"ablation.json", "trials.json"}
+    assert "variant/no_nee/diff_mean" in client.get_run(sweep.parent_run_id).data.metrics
 
 
 @pytest.mark.slow
