@@ -178,10 +178,18 @@ def _synthetic_report_data(tmp_path: Path, *, kind: str = "search", ablation=Non
         space_note="",
         searched=tuple(runs),
         leaders=leaders,
-        histories={t.run_id: [(1, 0.1), (2, 0.3), (3, 0.35)] for t in leaders[:5]},
+        histories={t.run_id: _two_fold_curve() for t in leaders[:5]},
         pseudo={"run0": counts},
         ablation=ablation,
     )
+
+
+def _two_fold_curve():
+    """Two folds of 3 epochs each, the second fold with a self-training round after 2 epochs."""
+    from analysis.report.collect import CurvePoint
+
+    values = [(0, 0, 0.1), (0, 0, 0.3), (0, 0, 0.35), (1, 0, 0.2), (1, 0, 0.4), (1, 1, 0.45)]
+    return [CurvePoint(step, v, fold, rnd) for step, (fold, rnd, v) in enumerate(values, start=1)]
 
 
 def test_sections_flag_the_boundary_hit_and_embed_every_png(tmp_path):
@@ -319,6 +327,17 @@ def test_report_of_an_ablation_has_the_bar_chart_and_table(ablation_sweep, tmp_p
     page = report.read_text()
     assert "full (ref)" in page and "no_nee" in page and "fusion_only" in page
     _check_in_chromium(report, tmp_path, len(pngs))
+    # The report refreshed the copy on the sweep's parent run, with the comparison and its metrics.
+    from mlflow.tracking import MlflowClient
+
+    from analysis.runs import load_sweep_runs
+
+    sweep = load_sweep_runs(uri, experiment="an-ablation")
+    client = MlflowClient(tracking_uri=uri)
+    on_parent = {a.path for a in client.list_artifacts(sweep.parent_run_id, "report")}
+    assert {"report/report.html", "report/ablation.png"} <= on_parent and "warning" not in proc.stderr
+    assert {a.path for a in client.list_artifacts(sweep.parent_run_id)} >= {"ablation.json", "trials.json"}
+    assert "variant/no_nee/diff_mean" in client.get_run(sweep.parent_run_id).data.metrics
 
 
 @pytest.mark.slow
@@ -345,3 +364,27 @@ def test_a_class_name_the_font_cannot_draw_prints_no_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib's "Glyph ... missing" was two stderr lines per character
         assert save_png(fig, tmp_path / "x.png").stat().st_size > 0
+
+
+def test_the_parent_runs_tables_carry_every_column_compare_writes(tmp_path):
+    import json
+
+    from analysis.compare import COLUMNS, AblationTable
+    from analysis.report.tables import ablation_markdown_rows, ablation_rows, table_json, variant_metrics
+    from analysis.stats import compare_variants
+    from sweeps.ablation.sequential import SequentialDesign
+
+    scores = {"full": {s: 0.6 + 0.01 * s for s in range(4)}, "no_nee": {s: 0.55 + 0.012 * s for s in range(4)}}
+    rows = tuple(compare_variants(scores, reference="full", n_boot=200))
+    table = AblationTable("syn", "m", "full", SequentialDesign(looks=(4,)), None, rows, {})
+    full = ablation_rows(table)
+    assert [r["variant"] for r in full] == ["full", "no_nee"] and set(COLUMNS) <= set(full[0])
+    assert full[1]["mean"] == pytest.approx(rows[1].mean)  # full precision, from compare's CSV
+    metrics = variant_metrics(full)
+    assert metrics["variant/no_nee/mean"] == pytest.approx(rows[1].mean) and "variant/full/mean" in metrics
+    assert not any(k.endswith("/verdict") or k.endswith("/variant") for k in metrics)  # numbers only
+    shown = ablation_markdown_rows(table)  # what `compare` prints, header first, no |---| line
+    assert shown[1][0] == "full (ref)" and len({len(r) for r in shown}) == 1
+    doc = json.loads(table_json(full))  # `mlflow.log_table`'s format: the UI renders it as a table
+    assert doc["columns"] == list(full[0]) and len(doc["data"]) == 2
+    assert doc["data"][1][doc["columns"].index("mean")] == float(f"{rows[1].mean:.4g}")

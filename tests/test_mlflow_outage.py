@@ -161,6 +161,10 @@ def _metric_series(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
         for key, value in row.items():
             if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series[key].append((row["training_iteration"], float(value)))
+        if "fold" in row:  # an epoch's place: its fold, its epoch, its stage (0: fine-tuning, r: round r)
+            rnd = float(row["stage"].rsplit("_", 1)[1]) if row["stage"].startswith("self_training_") else 0.0
+            for key, value in (("trial/fold", row["fold"]), ("trial/epoch", row["epoch"]), ("trial/round", rnd)):
+                series[key].append((row["training_iteration"], float(value)))
     return series
 
 

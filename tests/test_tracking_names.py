@@ -28,6 +28,9 @@ USERS = (
     "analysis/export_select.py",
     "analysis/fit_voting.py",
     "analysis/report/collect.py",
+    "analysis/report/publish.py",
+    "analysis/report/tables.py",
+    "analysis/report/readme_pictures.py",
     "benchmarks/bench_search_efficiency.py",
 )
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from analysis.runs import SweepRuns, TrialRun, metric_history, read_artifact_text, trial_summary
 from mer_core.errors import UserInputError
 from sweeps.space import SearchSpace, load_space
-from sweeps.tracking.names import EVAL_PHASE, SPACE_ARTIFACT, VARIANCE_PHASE
+from sweeps.tracking.names import EVAL_PHASE, FOLD_METRIC, ROUND_METRIC, SPACE_ARTIFACT, VARIANCE_PHASE
+from sweeps.tracking.uri import ui_base, ui_link
 
 if TYPE_CHECKING:
     from analysis.compare import AblationTable
@@ -41,6 +42,23 @@ class PseudoCounts:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """One reported epoch of a trial: where it stood and the metric's value.
+
+    Attributes:
+        step: The run's step (reported epochs so far, over all folds and stages).
+        value: The metric at that epoch.
+        fold: The fold being trained (0 when the run did not log it: one curve).
+        round: 0 in supervised fine-tuning, r in self-training round r.
+    """
+
+    step: int
+    value: float
+    fold: int = 0
+    round: int = 0
+
+
+@dataclass(frozen=True)
 class ReportData:
     """The inputs of one report.
 
@@ -50,7 +68,7 @@ class ReportData:
         searched: Trials of the parameter search (an ablation's re-tuning trials; not its eval runs).
         leaders: The top trials for curves and parallel coordinates, best first (finished trials,
             then pruned ones by their last value when too few finished).
-        histories: run id -> (step, metric) pairs of each leader.
+        histories: run id -> the reported epochs of each leader, in step order.
         pseudo: run id -> pseudo-label counts of the best trials that logged any.
         ablation: The ablation table (analysis.compare), or None (`ablation_note` says why).
     """
@@ -60,7 +78,7 @@ class ReportData:
     space_note: str
     searched: tuple[TrialRun, ...]
     leaders: tuple[TrialRun, ...]
-    histories: Mapping[str, list[tuple[int, float]]] = field(default_factory=dict)
+    histories: Mapping[str, list[CurvePoint]] = field(default_factory=dict)
     pseudo: Mapping[str, PseudoCounts] = field(default_factory=dict)
     ablation: AblationTable | None = None
     ablation_note: str = ""
@@ -68,6 +86,12 @@ class ReportData:
     def value(self, trial: TrialRun) -> float:
         """The trial's sweep metric (for a pruned trial: its last reported value); NaN if none."""
         return trial.metrics.get(self.sweep.metric, math.nan)
+
+    def link(self, run_id: str | None = None) -> str | None:
+        """The MLflow UI's page of a run (or of the experiment) when the sweep is on a tracking
+        server; None for a local store, which no URL reaches."""
+        base = ui_base(self.sweep.tracking_uri)
+        return ui_link(base, self.sweep.experiment_id, run_id) if base else None
 
 
 def collect(sweep: SweepRuns, *, top_k: int, seed: int) -> ReportData:
@@ -77,7 +101,7 @@ def collect(sweep: SweepRuns, *, top_k: int, seed: int) -> ReportData:
     space, note = load_report_space(sweep)
     searched = tuple(t for t in sweep.trials if t.phase not in (EVAL_PHASE, VARIANCE_PHASE))  # only re-tuning
     leaders = tuple(leading_trials(sweep, list(sweep.trials), max(top_k, 10)))
-    histories = {t.run_id: metric_history(sweep, t.run_id, sweep.metric) for t in leaders[:top_k]}
+    histories = {t.run_id: curve(sweep, t.run_id) for t in leaders[:top_k]}
     ablation, ablation_note = _ablation(sweep, seed)
     return ReportData(
         sweep=sweep,
@@ -90,6 +114,21 @@ def collect(sweep: SweepRuns, *, top_k: int, seed: int) -> ReportData:
         ablation=ablation,
         ablation_note=ablation_note,
     )
+
+
+def curve(sweep: SweepRuns, run_id: str) -> list[CurvePoint]:
+    """The sweep metric's history of one run, each step placed in its fold and stage.
+
+    A run that logged its folds keeps only its epochs: the trial's last step holds its final
+    values (the mean over folds), which belong to no fold's curve.
+    """
+    folds = dict(metric_history(sweep, run_id, FOLD_METRIC))
+    rounds = dict(metric_history(sweep, run_id, ROUND_METRIC))
+    return [
+        CurvePoint(step, value, int(folds.get(step, 0)), int(rounds.get(step, 0)))
+        for step, value in metric_history(sweep, run_id, sweep.metric)
+        if math.isfinite(value) and (not folds or step in folds)
+    ]
 
 
 def leading_trials(sweep: SweepRuns, trials: list[TrialRun], k: int) -> list[TrialRun]:

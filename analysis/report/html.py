@@ -3,6 +3,8 @@
 A Content-Security-Policy forbids every network fetch, so a page that renders at all renders
 from its own bytes. A tiny inline script marks `<body data-images=...>` once the page has loaded:
 "ok" when every image decoded (naturalWidth > 0), else "broken: N of M"; the Chromium test reads it.
+The only references out of the page are links (navigation, which the policy does not govern) to
+the runs in MLflow's UI, written when the sweep's tracking store is a server.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.report.sections import Section
+from analysis.report.sections import Cell, Link, Section
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
@@ -45,11 +47,19 @@ def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def render_page(title: str, header: Sequence[tuple[str, str]], sections: Sequence[Section]) -> str:
+def cell(value: Cell) -> str:
+    """A table cell's HTML: escaped text, or a link that opens in a new tab (the report may itself be
+    shown inside MLflow's UI, in a frame)."""
+    if isinstance(value, Link):
+        return f'<a href="{html.escape(value.href)}" target="_blank" rel="noopener">{html.escape(value.text)}</a>'
+    return html.escape(value)
+
+
+def render_page(title: str, header: Sequence[tuple[str, Cell]], sections: Sequence[Section]) -> str:
     """The whole HTML document."""
     esc = html.escape
     nav = " ".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in header)
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{cell(v)}</td></tr>" for k, v in header)
     body = "\n".join(_section(s) for s in sections)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -78,8 +88,8 @@ def _section(s: Section) -> str:
         parts.append(f'<div class="warn"><strong>Boundary hits</strong><ul>{items}</ul></div>')
     parts += [f'<p class="note">{esc(n)}</p>' for n in s.notes]
     if s.table:
-        head = "".join(f"<th>{esc(c)}</th>" for c in s.table[0])
-        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in s.table[1:])
+        head = "".join(f"<th>{cell(c)}</th>" for c in s.table[0])
+        rows = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in s.table[1:])
         parts.append(f"<table><tr>{head}</tr>{rows}</table>")
     if s.images:
         imgs = "".join(

@@ -49,6 +49,8 @@ def param_scatter(param: Param, points: Sequence[Point], *, metric: str, hit: Bo
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    finished = sum(p.finished for p in points)
+    fig.suptitle(f"{metric} vs {param.name}: {len(points)} trials ({finished} finished, one seed each)", fontsize=9)
     if hit is None:
         ax.set_title(param.name, fontsize=10)
     else:
@@ -61,8 +63,9 @@ def param_scatter(param: Param, points: Sequence[Point], *, metric: str, hit: Bo
 def importance_chart(importance: Importance) -> Figure:
     """Horizontal bars of fANOVA importance, most important on top."""
     names = list(importance.values)[::-1]
-    fig, ax = new_figure(6.0, 0.45 * len(names) + 1.2)
+    fig, ax = new_figure(6.0, 0.45 * len(names) + 1.5)
     ax.barh(names, [importance.values[n] for n in names], color="#1f77b4")
+    ax.set_title(f"Parameter importance (fANOVA) over {importance.n_trials} finished trials", fontsize=10)
     ax.set_xlabel(f"fANOVA importance (share of variance; {importance.n_trials} finished trials)")
     ax.set_xlim(0, 1)
     ax.grid(axis="x", alpha=0.3)
@@ -102,7 +105,11 @@ def parallel_coordinates(
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(axes) - 0.4)
     ax.set_ylim(-0.08, 1.08)
-    ax.set_title(f"top {len(rows)} trials (solid: finished, dashed: pruned)", fontsize=9)
+    finished = sum(r[2] for r in rows)
+    ax.set_title(
+        f"Parallel coordinates: top {len(rows)} trials ({finished} finished solid, pruned dashed; one seed each)",
+        fontsize=9,
+    )
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric, pad=0.01)
     return fig
 

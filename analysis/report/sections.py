@@ -14,9 +14,20 @@ from analysis.report.collect import ReportData, leading_trials
 from analysis.report.figures import file_stem, save_png
 from analysis.report.importance import active_params, fanova_importance
 from analysis.report.plots_params import Point, importance_chart, parallel_coordinates, param_scatter
-from analysis.report.plots_runs import ablation_chart, learning_curves, pseudo_label_chart
+from analysis.report.plots_runs import ablation_chart, learning_curves, line_color_name, pseudo_label_chart
 from analysis.runs import TrialRun
 from sweeps.space.params import Param
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a page (a run in MLflow's UI)."""
+
+    text: str
+    href: str
+
+
+Cell = str | Link
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ class Section:
     anchor: str
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    table: tuple[tuple[str, ...], ...] = ()  # header row first
+    table: tuple[tuple[Cell, ...], ...] = ()  # header row first
     images: tuple[tuple[Path, str], ...] = field(default_factory=tuple)  # (png, alt text)
 
 
@@ -46,12 +57,17 @@ def build_sections(data: ReportData, out: Path, *, seed: int) -> list[Section]:
 
 
 def ablation_section(data: ReportData, out: Path) -> Section:
-    """Bar chart (mean and CI per variant, paired difference to the reference) and the table."""
+    """Bar chart (mean and CI per variant, paired difference to the reference) and the table.
+
+    The table is `python -m analysis compare`'s own (every column it has), not a copy of it.
+    """
     title = "Ablation: variants vs the reference"
     table = data.ablation
     if table is None or not table.rows:
         return Section(title, "ablation", notes=(data.ablation_note or "No ablation table: no variant finished.",))
-    fig = ablation_chart(table.rows, metric=table.metric, reference=table.reference)
+    seeds = max((r.n_seeds for r in table.rows), default=0)
+    what = f"{table.metric} of {len(table.rows)} variants over {seeds} paired seeds (eval runs; mean and 95% CI)"
+    fig = ablation_chart(table.rows, metric=table.metric, reference=table.reference, title=what)
     png = save_png(fig, out / "ablation.png")
     rows = [tuple(table_header(table)), *(tuple(row_cells(table, r)) for r in table.rows)]
     note = footer(table)
@@ -115,16 +131,49 @@ def parallel_section(data: ReportData, out: Path) -> Section:
 
 
 def curves_section(data: ReportData, out: Path) -> Section:
+    """The metric per epoch of the top trials, one panel per fold, and a table naming each line's run."""
     title = "Learning curves of the top trials"
-    curves = [
-        (_label(t, data), data.histories[t.run_id], t.status == "ok")
-        for t in data.leaders
-        if data.histories.get(t.run_id)
-    ]
-    if not curves:
+    shown = [t for t in data.leaders if data.histories.get(t.run_id)]
+    if not shown:
         return Section(title, "curves", notes=(f"No trial logged a history of {data.sweep.metric}.",))
-    png = save_png(learning_curves(curves, metric=data.sweep.metric), out / "learning_curves.png")
-    return Section(title, "curves", images=((png, "learning curves"),))
+    arms = data.sweep.kind == "ablation"
+    curves = [
+        (
+            f"#{i + 1} {t.trial_id}" + (f" {t.variant} seed {t.seed}" if arms else ""),
+            data.histories[t.run_id],
+            t.status == "ok",
+        )
+        for i, t in enumerate(shown)
+    ]
+    folds = len({p.fold for t in shown for p in data.histories[t.run_id]})
+    what = (
+        f"{data.sweep.metric} per epoch, {'one panel per fold' if folds > 1 else 'one fold'}: "
+        f"top {len(shown)} of {len(data.sweep.trials)} trials ({_runs_note(data)})"
+    )
+    png = save_png(learning_curves(curves, metric=data.sweep.metric, title=what), out / "learning_curves.png")
+    arm_columns = ("variant", "seed") if arms else ()
+    header: tuple[Cell, ...] = ("line", "colour", "trial", *arm_columns, "run", data.sweep.metric, "status")
+    rows: list[tuple[Cell, ...]] = [header]
+    for i, t in enumerate(shown):
+        href = data.link(t.run_id)
+        run: Cell = Link(t.run_id, href) if href else t.run_id
+        arm = (t.variant or "", str(t.seed)) if arms else ()
+        rows.append((f"#{i + 1}", line_color_name(i), t.trial_id, *arm, run, _f(data.value(t)), t.status))
+    notes = [
+        "Each fold trains afresh: its epochs have their own panel (fine-tuning, then each self-training round; "
+        "dotted lines mark where the best trial's rounds start). Dashed: stopped early by the scheduler."
+    ]
+    if data.link() is None:
+        notes.append("Run ids are those of the MLflow store the sweep logged to (a local store: no links).")
+    return Section(title, "curves", notes=tuple(notes), table=tuple(rows), images=((png, "learning curves"),))
+
+
+def _runs_note(data: ReportData) -> str:
+    """How many finished trials and seeds the sweep holds, for a figure's title."""
+    finished = len(data.sweep.finished())
+    seeds = {t.seed for t in data.sweep.trials if t.seed is not None}
+    per = "one seed each" if data.sweep.kind != "ablation" else f"{len(seeds)} seeds per variant"
+    return f"{finished} finished, {per}"
 
 
 def pseudo_section(data: ReportData, out: Path) -> Section:
@@ -136,7 +185,8 @@ def pseudo_section(data: ReportData, out: Path) -> Section:
     notes = ("Counts are summed over each trial's folds.",)
     if all(c.total == 0 for _, c in panels):
         notes += ("The thresholds admitted no pseudo-label in any round of these trials.",)
-    png = save_png(pseudo_label_chart(panels), out / "pseudo_labels.png")
+    what = f"Pseudo-labels chosen per class and self-training round: the best {len(panels)} finished trials"
+    png = save_png(pseudo_label_chart(panels, title=what), out / "pseudo_labels.png")
     return Section(title, "pseudo", notes=notes, images=((png, "pseudo-label counts"),))
 
 

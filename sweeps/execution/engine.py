@@ -26,11 +26,13 @@ from sweeps.tracking.names import (
     BEST_TRIAL_TAG,
     COMMAND_TAG,
     GIT_SHA_TAG,
+    REPORT_DIR,
     SPACE_ARTIFACT,
     SWEEP_ARTIFACT,
     best_metric,
+    spec_param,
 )
-from sweeps.tracking.uri import redact
+from sweeps.tracking.uri import redact, ui_base, ui_link
 from sweeps.trainable.report import max_iterations
 from sweeps.trainable.trial import trial_main
 
@@ -113,6 +115,8 @@ def execute(
             progress.close()  # the live line ends before the summary (or an error) is printed
     complete = searcher.finished if searcher is not None else True
     outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted, complete=complete)
+    if not interrupt.stopped:  # Ctrl-C asks to stop now; `python -m analysis report` writes it later
+        _publish_report(tracker, prepared)
     tracker.finish_parent(
         status="FINISHED" if outcome.interrupted is False else "KILLED",
         metrics={best_metric(spec.metric): outcome.best_value} if outcome.best_value is not None else {},
@@ -122,6 +126,28 @@ def execute(
         },
     )
     return outcome
+
+
+def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
+    """The report, the trials table and (ablations) the comparison, on the parent run and in
+    runs/<sweep>/report/. A report is derived from what MLflow holds: if it cannot be written (the
+    server is away, a plot fails), the sweep still ends as it ran and one line says how to redo it."""
+    redo = f"python -m analysis report --sweep-dir {prepared.folder}"
+    tracker.flush()  # the report reads the trials back from MLflow: their ends must be there
+    if tracker.backlog():
+        log.warning("report: not written, the tracking server has not taken every trial yet; later: %s", redo)
+        return
+    try:
+        from analysis.report.publish import publish_sweep_end
+
+        path = publish_sweep_end(tracker, prepared.folder / REPORT_DIR)
+    except Exception as err:  # derived output: never worth failing a finished sweep for
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        log.warning("report: not written (%s); later: %s", redact(reason), redo)
+        return
+    base = ui_base(prepared.tracking_uri)
+    where = ui_link(base, tracker.experiment_id, tracker.parent_id) if base else f"parent run {tracker.parent_id}"
+    log.info("report: %s (also on the sweep's MLflow run: %s)", path, where)
 
 
 def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
@@ -141,9 +167,29 @@ def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
             SweepState(spec.name, spec.experiment_name(), parent, redact(prepared.tracking_uri), spec.to_yaml()),
         )
         tracker.log_parent_artifact_text(spec.to_yaml(), SWEEP_ARTIFACT)
+        tracker.log_parent_values(params=_spec_params(spec.to_yaml()))
         if prepared.space is not None:
             tracker.log_parent_artifact_text(_space_yaml(prepared.space), SPACE_ARTIFACT)
     return tracker
+
+
+def _spec_params(text: str) -> dict[str, str]:
+    """The resolved spec as flat params of the parent run (`spec.search.algorithm`), so MLflow's run
+    table shows what each sweep was; the whole spec is its `sweep.yaml` artifact."""
+    import yaml
+
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        else:
+            text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True)
+            out[spec_param(prefix)] = text.strip().removesuffix("\n...")
+
+    walk("", yaml.safe_load(text))
+    return out
 
 
 def _trainable(prepared: PreparedSweep) -> Any:

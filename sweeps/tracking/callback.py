@@ -8,6 +8,7 @@ the `m<i>/` prefix of the trial's results).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,19 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.fused.members import member_outcome, member_result, members_of, run_units
-from sweeps.tracking.names import FAILURE_TAG, PARENT_TAG, STATUS_TAG, TRIAL_TAG
+from sweeps.tracking.names import (
+    ABLATION_SEED_PARAM,
+    EPOCH_METRIC,
+    EVAL_PHASE,
+    FAILURE_TAG,
+    FOLD_METRIC,
+    PARENT_TAG,
+    PHASE_PARAM,
+    ROUND_METRIC,
+    STATUS_TAG,
+    TRIAL_TAG,
+    VARIANT_PARAM,
+)
 from sweeps.tracking.tracker import SweepTracker
 from sweeps.trainable.report import ENDED, FINAL_KEY, trial_outcome
 
@@ -24,12 +37,38 @@ RESULT_FILE = "result.json"  # Ray's log of every result of a trial, one JSON ob
 
 
 def _metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
-    """Our metrics are namespaced (`val/...`, `train/...`); Ray's bookkeeping keys are not logged."""
-    return {
+    """Our metrics are namespaced (`val/...`, `train/...`); Ray's bookkeeping keys are not logged.
+
+    An epoch's report also says where it stood (`fold`, `epoch`, `stage`): logged as `trial/*`
+    metrics at the same step, so a reader can split a trial's history into its folds and stages.
+    """
+    metrics = {
         k: float(v)
         for k, v in result.items()
         if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")
     }
+    if "fold" in result and "epoch" in result:
+        metrics[FOLD_METRIC] = float(result["fold"])
+        metrics[EPOCH_METRIC] = float(result["epoch"])
+        metrics[ROUND_METRIC] = float(_round_of(str(result.get("stage", ""))))
+    return metrics
+
+
+def run_name(name: str, params: Mapping[str, Any]) -> str:
+    """The name MLflow's run table shows: an ablation trial's variant and seed first (`no_nee seed 2`),
+    then Ray's name; a search trial keeps Ray's name (`trial_main_85f180d7`)."""
+    variant, seed = params.get(VARIANT_PARAM), params.get(ABLATION_SEED_PARAM)
+    if variant is None:
+        return name
+    phase = params.get(PHASE_PARAM)
+    arm = f"{variant} seed {seed}" + (f" {phase}" if phase not in (None, EVAL_PHASE) else "")
+    return f"{arm} ({name.rsplit('_', 1)[-1]})"
+
+
+def _round_of(stage: str) -> int:
+    """0 for supervised fine-tuning, r for `self_training_<r>` (`mer_core.train.plan.round_stage`)."""
+    match = re.fullmatch(r"self_training_(\d+)", stage)
+    return int(match.group(1)) if match else 0
 
 
 class MlflowCallback(Callback):
@@ -88,7 +127,8 @@ class MlflowCallback(Callback):
         """A fresh run for each of `units` of an ended trial: its params, its last attempt's results, its end."""
         for unit_id, name, config, _ in run_units(trial):
             if unit_id in units:
-                self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
+                params = self.params_of(config)
+                self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
         for result in last_attempt_results(trial):
             if members_of(trial.config) is not None:
                 self._queue_members(trial, result)
@@ -99,7 +139,8 @@ class MlflowCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         for unit_id, name, config, _ in run_units(trial):
-            self.runs[unit_id] = self.tracker.child(unit_id, name, self.params_of(config))
+            params = self.params_of(config)
+            self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
         self._first_step.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:

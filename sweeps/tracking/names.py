@@ -18,10 +18,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+# -- the experiment ---------------------------------------------------------------------------
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow's own: the kind of work an experiment holds
+TRAINING_KIND = "custom_model_development"  # ...model training: the UI's "Training runs", not GenAI traces
+# MLflow 3.17's UI picks its GenAI / Model training side from this query (then remembers it), before
+# it reads the experiment's kind; every link mersweep writes carries it, so it opens on the runs.
+UI_TRAINING_QUERY = "workflowType=machine_learning"
+
 # -- tags every run carries -------------------------------------------------------------------
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its sweep's run
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: the name the UI shows
 TOKEN_TAG = "mersweep.create_token"  # finds a run whose creation answer an outage swallowed
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description (Markdown) on its page
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # MLflow's own: the JSON tables its UI renders
+REPORT_TAG = "mersweep.report"  # the sweep report's artifact URI (parent and every trial's run)
 
 # -- the sweep's parent run -------------------------------------------------------------------
 SWEEP_TAG = "mersweep.sweep"  # the sweep's name; marks a run as a sweep's parent run
@@ -33,12 +43,24 @@ EXPORT_MODEL_TAG = "mersweep.export.model"  # `export-best`: the registered mode
 SWEEP_ARTIFACT = "sweep.yaml"  # the resolved sweep spec (`load_sweep` reads it back)
 SPACE_ARTIFACT = "search_space.yaml"  # the resolved search space (`load_space` reads it back)
 EXPORT_ARTIFACT_DIR = "export"  # `export-best`: the exported config
+REPORT_DIR = "report"  # the HTML report and its PNGs, under the parent run
+REPORT_PAGE = "report.html"  # the report's page (in REPORT_DIR; also the local file `analysis report` writes)
+TRIALS_TABLE = "trials.json"  # one row per trial, in `log_table`'s format: the UI renders it
+TRIALS_CSV = "trials.csv"  # the same rows for a spreadsheet
+ABLATION_TABLE = "ablation.json"  # an ablation's comparison: one row per variant (as the UI table)
+ABLATION_CSV = "ablation.csv"
 _BEST_PREFIX = "best/"
+_SPEC_PREFIX = "spec."  # the resolved spec, flattened, as the parent run's params
+_VARIANT_PREFIX = "variant/"
 
 # -- a trial's child run ----------------------------------------------------------------------
 TRIAL_TAG = "mersweep.trial_id"  # Ray's trial id (fused: `<ray trial id>-m<i>`); a resume reuses the run
 STATUS_TAG = "mersweep.status"  # ok | pruned | diverged | invalid | error | interrupted | superseded
 FAILURE_TAG = "mersweep.failure_reason"
+# Where a trial's report stood in its fold (reported each epoch), so curves can be drawn per fold.
+FOLD_METRIC = "trial/fold"
+EPOCH_METRIC = "trial/epoch"  # the epoch within its stage
+ROUND_METRIC = "trial/round"  # the stage: 0 = supervised fine-tuning, r = self-training round r
 PHASE_TAG = "mersweep.phase"  # set by runs logged after the sweep (`export-best`'s re-runs)
 EXPORT_SOURCE_TAG = "mersweep.export.source_run"  # on a re-seeded run: the run whose config it re-ran
 VARIANT_PARAM = "ablation.variant"  # an ablation trial's variant, seed and phase
@@ -71,6 +93,16 @@ _POSTHOC_WEIGHT_PREFIX = "mersweep.posthoc.weight."
 def best_metric(metric: str) -> str:
     """The parent run's metric holding the best trial's value of `metric` (`best/val/weighted_f1`)."""
     return f"{_BEST_PREFIX}{metric}"
+
+
+def spec_param(field: str) -> str:
+    """The parent-run param of a dotted sweep-spec field (`spec.search.algorithm`)."""
+    return f"{_SPEC_PREFIX}{field}"
+
+
+def variant_metric(variant: str, column: str) -> str:
+    """A parent-run metric of one ablation variant: a column of the comparison (`variant/no_nee/mean`)."""
+    return mlflow_key(f"{_VARIANT_PREFIX}{variant}/{column}")
 
 
 def final_metric(name: str) -> str:

@@ -16,17 +16,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sweeps.tracking.names import (
+    EXPERIMENT_KIND_TAG,
     FAILURE_TAG,
+    LOGGED_ARTIFACTS_TAG,
+    NOTE_TAG,
     PARENT_TAG,
+    REPORT_DIR,
+    REPORT_PAGE,
+    REPORT_TAG,
     RUN_NAME_TAG,
     STATUS_TAG,
     SWEEP_TAG,
     TOKEN_TAG,
+    TRAINING_KIND,
     TRIAL_TAG,
     mlflow_items,
 )
 from sweeps.tracking.retry import Op, Outbox, RetryingCaller, RetryPolicy, RunRef, TrackingUnavailable
-from sweeps.tracking.uri import redact
+from sweeps.tracking.uri import redact, ui_link
 
 # MLflow's HTTP client retries by itself (7 times, backoff up to 2 min, 120 s per request), so through
 # an outage one call would block for minutes, past our deadline, with urllib3 logging every retry.
@@ -70,14 +77,27 @@ class SweepTracker:
         from mlflow.exceptions import MlflowException
 
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException as err:  # created by an earlier attempt whose answer was lost
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return self.client.get_experiment_by_name(name).experiment_id
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+            except MlflowException as err:  # created by an earlier attempt whose answer was lost
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(name)
+        # Without a kind MLflow 3 opens an experiment on its GenAI pages (traces: "No data"); an
+        # experiment of older sweeps gets it too, a kind someone chose stays.
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        return exp.experiment_id
+
+    @classmethod
+    def attach(cls, uri: str, experiment: str, parent_id: str, **options: Any) -> SweepTracker:
+        """A tracker on the parent run of a sweep that already ran (to refresh what the parent shows);
+        the run's status is left alone."""
+        tracker = cls(uri, experiment, **options)
+        tracker.parent_id = parent_id
+        tracker._runs[parent_id] = RunRef(token="", run_id=parent_id)
+        return tracker
 
     # -- parent ---------------------------------------------------------------------------
     def open_parent(self, *, sweep: str, parent_id: str | None, tags: Mapping[str, str]) -> str:
@@ -127,9 +147,50 @@ class SweepTracker:
         ops.append(Op("delete a superseded run", run, lambda rid: self.client.delete_run(rid)))
         self._outbox.put(*ops)
 
-    def log_parent_artifact_text(self, text: str, name: str) -> None:
+    def log_parent_artifact_text(self, text: str, name: str, *, block: bool = True) -> None:
         parent = self._runs[self.parent_id]
-        self._outbox.put(Op(f"log {name}", parent, lambda rid: self.client.log_text(rid, text, name)), block=True)
+        self._outbox.put(Op(f"log {name}", parent, lambda rid: self.client.log_text(rid, text, name)), block=block)
+
+    def log_parent_files(self, files: list[Path], artifact_path: str) -> None:
+        """Upload files (the report and its PNGs) under `artifact_path` of the parent run, in the outbox:
+        an upload an outage holds back goes out when the server is back, as everything else does."""
+        parent = self._runs[self.parent_id]
+        ops = [Op(f"upload {f.name}", parent, self._artifact_sender(str(f), artifact_path)) for f in files]
+        self._outbox.put(*ops)
+
+    def log_parent_tables(self, tables: Mapping[str, str]) -> None:
+        """Tables the UI renders on the parent run's artifacts page: name (`*.json`) -> JSON text in
+        `mlflow.log_table`'s format (pandas' orient="split").
+
+        Written whole rather than through `log_table`, which appends to a table already there: a
+        resumed sweep, a refreshed report or a retry after a lost answer would repeat every row.
+        """
+        import json
+
+        parent = self._runs[self.parent_id]
+        ops = [Op(f"log {name}", parent, self._text_sender(text, name)) for name, text in tables.items()]
+        listed = json.dumps([{"path": name, "type": "table"} for name in tables])
+        ops += self._batch_ops(parent, "list the parent's tables", tags={LOGGED_ARTIFACTS_TAG: listed})
+        self._outbox.put(*ops)
+
+    def log_parent_values(
+        self, *, metrics: Mapping[str, float] = {}, params: Mapping[str, Any] = {}, tags: Mapping[str, str] = {}
+    ) -> None:
+        """Metrics, params and tags of the parent run (batched; through the outbox).
+
+        A param MLflow already holds with another value is refused (params are immutable), which the
+        outbox reports and skips; callers log a param only once per parent run.
+        """
+        parent = self._runs[self.parent_id]
+        params = {k: _param(v) for k, v in params.items()}
+        self._outbox.put(*self._batch_ops(parent, "log the sweep's summary", metrics=metrics, params=params, tags=tags))
+
+    def backlog(self) -> int:
+        """Operations still waiting for the server (0 once everything went out)."""
+        return len(self._outbox) + sum(len(q) for q in self._pending.values())
+
+    def _text_sender(self, text: str, name: str) -> Callable[[str | None], None]:
+        return lambda rid: self.client.log_text(rid, text, name)
 
     def finish_parent(self, *, status: str, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         """End the sweep's run after everything still buffered; raises TrackingUnavailable if the
@@ -157,7 +218,7 @@ class SweepTracker:
             self._outbox.put(reopen)
             return handle
         run = RunRef(token=uuid.uuid4().hex)
-        tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, RUN_NAME_TAG: name}
+        tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, RUN_NAME_TAG: name, **self._report_link()}
         create = Op(f"create the run of trial {trial_id}", run, lambda _: self._create(run, name, tags), creates=True)
         what = f"log the params of trial {trial_id}"
         self._outbox.put(create, *self._batch_ops(run, what, params={k: _param(v) for k, v in params.items()}))
@@ -165,6 +226,15 @@ class SweepTracker:
         self._runs[handle] = run
         self._children[trial_id] = handle
         return handle
+
+    def _report_link(self) -> dict[str, str]:
+        """A trial's way back to its sweep: the report's artifact URI, and a note (the run page's
+        description) linking to the parent run and to its report, relative to whichever UI shows it."""
+        report = f"{REPORT_DIR}/{REPORT_PAGE}"
+        parent = ui_link("", self.experiment_id, self.parent_id)
+        page = ui_link("", self.experiment_id, self.parent_id, report)
+        note = f"A trial of the sweep in [parent run {self.parent_id}]({parent}); its report: [{report}]({page})."
+        return {REPORT_TAG: f"runs:/{self.parent_id}/{report}", NOTE_TAG: note}
 
     def _reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
@@ -232,8 +302,8 @@ class SweepTracker:
         ops.append(Op("end a trial's run", run, lambda rid: self.client.set_terminated(rid, status=status)))
         self._outbox.put(*ops)
 
-    def _artifact_sender(self, path: str) -> Callable[[str | None], None]:
-        return lambda rid: self.client.log_artifact(rid, path)
+    def _artifact_sender(self, path: str, artifact_path: str | None = None) -> Callable[[str | None], None]:
+        return lambda rid: self.client.log_artifact(rid, path, artifact_path)
 
     def _batch_ops(
         self,

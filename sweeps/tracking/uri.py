@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from mer_core.errors import ConfigError, UserInputError
+from sweeps.tracking.names import UI_TRAINING_QUERY
 
 _CRED = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -22,6 +23,27 @@ _CRED = re.compile(r"(?<=://)[^/@\s]+@")
 def redact(uri: str) -> str:
     """A tracking URI without credentials (`https://user:pw@host` -> `https://***@host`)."""
     return _CRED.sub("***@", uri)
+
+
+def ui_base(uri: str) -> str | None:
+    """The address of the MLflow UI that serves a tracking URI: an http(s) server without its
+    credentials (a link must not carry them), or None for a local store (no server to link to)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/")
+
+
+def ui_link(base: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """A page of MLflow's UI: the experiment's runs, a run, or one artifact of a run.
+
+    `base` is a server (`ui_base`), or "" for a link relative to whatever UI shows it (a run's note).
+    """
+    page = f"#/experiments/{experiment_id}"
+    if run_id is not None:
+        page += f"/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
+    return f"{base}/{page}?{UI_TRAINING_QUERY}" if base else f"{page}?{UI_TRAINING_QUERY}"
 
 
 def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
