@@ -26,6 +26,7 @@ from sweeps.tracking.names import (
     BEST_TRIAL_TAG,
     COMMAND_TAG,
     GIT_SHA_TAG,
+    OPTUNA_STUDY_TAG,
     SPACE_ARTIFACT,
     SWEEP_ARTIFACT,
     best_metric,
@@ -54,6 +55,7 @@ def execute(
     from sweeps.execution.progress import ProgressCallback
     from sweeps.execution.tuner import build_tuner
     from sweeps.resume.snapshot import StateSnapshot, restore_snapshot
+    from sweeps.space.study import StudyLinks
     from sweeps.tracking.callback import MlflowCallback
 
     spec = prepared.spec
@@ -70,7 +72,8 @@ def execute(
     else:
         start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
         tracker = _open_tracking(prepared, argv)
-    logger = MlflowCallback(tracker, prepared.trial_params)
+    links = StudyLinks(prepared.study) if prepared.study is not None else None
+    logger = MlflowCallback(tracker, prepared.trial_params, links=links)
     progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
     callbacks = [logger, progress, StateSnapshot(prepared.folder)]
     if prepared.resume:
@@ -87,6 +90,8 @@ def execute(
         resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
         base=prepared.base,
         plan=prepared.plan,
+        study=prepared.study,
+        warm=prepared.warm,
     )
     with watch_interrupt() as interrupt:
         grid = tuner.fit()
@@ -111,7 +116,11 @@ def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
     parent = tracker.open_parent(
         sweep=spec.name,
         parent_id=prepared.state.parent_run_id if prepared.state else None,
-        tags={GIT_SHA_TAG: _git_sha(), COMMAND_TAG: shlex.join(argv)},
+        tags={
+            GIT_SHA_TAG: _git_sha(),
+            COMMAND_TAG: shlex.join(argv),
+            **({OPTUNA_STUDY_TAG: prepared.study.describe()} if prepared.study is not None else {}),
+        },
     )
     if prepared.state is None:
         write_state(

@@ -21,6 +21,8 @@ from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
+from sweeps.space.study import StudyRef, check_storage, default_storage
+from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable.faults import plan_from_env
@@ -39,6 +41,8 @@ class PreparedSweep:
     folder: Path
     resume: bool
     state: SweepState | None
+    study: StudyRef | None = None  # the sweep's Optuna study (None: an ablation without re-tuning)
+    warm: WarmStart | None = None  # `search.warm_start`: earlier trials the new study starts with
 
     @property
     def settings(self) -> TrialSettings:
@@ -98,9 +102,35 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     if state is not None and tracking_uri is None and "***" not in state.tracking_uri:
         uri = state.tracking_uri
     check_reachable(uri)
+    study = _study_of(spec, folder, space, resume=resume)
+    warm = _warm_start(spec, space, runs_root, resume=resume)
     data = load_data(base.data)
     _check_against_data(spec, base, space, data)
-    return PreparedSweep(spec, base, space, data, uri, folder, resume, state)
+    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm)
+
+
+def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resume: bool) -> StudyRef | None:
+    """The sweep's study (named after the sweep); a storage of the user's is checked here, reading only.
+
+    A new sweep's study must not exist yet (the default storage lives in the sweep's own new folder).
+    """
+    if space is None:
+        return None
+    if spec.search.storage is None:
+        return StudyRef(default_storage(folder), spec.name)
+    check_storage(spec.search.storage, field="search.storage", name=spec.name, exists=None if resume else False)
+    return StudyRef(spec.search.storage, spec.name)
+
+
+def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path, *, resume: bool) -> WarmStart | None:
+    """`search.warm_start`'s trials that fit the space (a resumed sweep's study has them already)."""
+    source = spec.search.warm_start
+    if source is None or resume:
+        return None
+    if spec.kind != "search" or space is None:
+        raise ConfigError("search.warm_start", "null for kind=ablation", to_dict(source), "not used by ablations")
+    given = source if isinstance(source, str) else {"storage": source.storage, "study": source.study}
+    return load_warm_start(resolve_source(given, runs_root=runs_root), space)
 
 
 def _check_against_data(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None, data: FeatureSet) -> None:
@@ -130,6 +160,10 @@ def describe(prepared: PreparedSweep) -> str:
         f"tracking: {redact(prepared.tracking_uri)} experiment {spec.experiment_name()}",
         f"results: {prepared.folder}",
     ]
+    if prepared.study is not None:
+        lines.append(f"optuna: {prepared.study.describe()}")
+    if prepared.warm is not None:
+        lines.append(prepared.warm.describe())
     if prepared.space is not None:
         lines += ["search space:" if spec.kind == "search" else "re-tuning space:"]
         lines += [f"  {line}" for line in prepared.space.describe()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 
@@ -14,7 +15,9 @@ from sweeps.ablation.search import AblationSearcher
 from sweeps.fused.rungs import RungSchedule
 from sweeps.fused.search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
+from sweeps.space.warm_start import WarmStart
 from sweeps.spec import SweepSpec
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
@@ -38,25 +41,31 @@ def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: Abl
     return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
 
 
-def make_searcher(spec: SweepSpec, space: SearchSpace) -> TellingOptunaSearch:
+def make_study(spec: SweepSpec, space: SearchSpace, ref: StudyRef, warm: WarmStart | None) -> optuna.Study:
+    """The sweep's new stored study with its seeded sampler, holding the warm-start trials if any."""
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
     )
-    return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
+    study = ref.create(sampler=sampler, mode=spec.mode)
+    if warm is not None:
+        warm.seed(study)
+    return study
 
 
-def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationSearcher:
+def make_searcher(spec: SweepSpec, space: SearchSpace, study: optuna.Study) -> TellingOptunaSearch:
+    return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, study=study)
+
+
+def make_population_searcher(spec: SweepSpec, space: SearchSpace, study: optuna.Study) -> PopulationSearcher:
     """Fused mode: one Optuna study, K members per Ray trial (`execution.population`)."""
-    sampler = make_sampler(
-        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
-    )
     return PopulationSearcher(
         space,
-        sampler=sampler,
+        sampler=study.sampler,
         metric=spec.metric,
         mode=spec.mode,
         num_samples=spec.search.num_samples,
         population=spec.execution.population,
+        study=study,
     )
 
 
@@ -72,7 +81,12 @@ def population_schedule(spec: SweepSpec, base: ExperimentConfig) -> RungSchedule
 
 
 def _search(
-    spec: SweepSpec, space: SearchSpace | None, base: ExperimentConfig, plan: AblationPlan | None
+    spec: SweepSpec,
+    space: SearchSpace | None,
+    base: ExperimentConfig,
+    plan: AblationPlan | None,
+    study: StudyRef | None,
+    warm: WarmStart | None,
 ) -> tuple[Any, TrialScheduler, int]:
     """(searcher, scheduler, Ray trials) of an ablation, a fused search or a one-trial-per-config search.
 
@@ -81,11 +95,12 @@ def _search(
     """
     if plan is not None:
         return make_ablation_searcher(spec, space, plan), FIFOScheduler(), plan.total_trials
-    assert space is not None
+    assert space is not None and study is not None
+    ot_study = make_study(spec, space, study, warm)
     if spec.execution.mode == "fused":
-        searcher = make_population_searcher(spec, space)
+        searcher = make_population_searcher(spec, space, ot_study)
         return searcher, FIFOScheduler(), searcher.num_populations
-    return make_searcher(spec, space), make_scheduler(spec, base), spec.search.num_samples
+    return make_searcher(spec, space, ot_study), make_scheduler(spec, base), spec.search.num_samples
 
 
 def build_tuner(
@@ -98,9 +113,12 @@ def build_tuner(
     resume: bool,
     base: ExperimentConfig,
     plan: AblationPlan | None = None,
+    study: StudyRef | None = None,
+    warm: WarmStart | None = None,
 ) -> tune.Tuner:
     """A new Tuner writing to `folder`, or the one restored from it (`resume`).
 
+    A search keeps its Optuna study in `study`'s storage, seeded with `warm`'s trials.
     An ablation (`plan`) runs its own searcher (variants x seeds, optional re-tuning) and no
     scheduler: every trial trains to the end so the seeds stay paired.
     """
@@ -112,7 +130,8 @@ def build_tuner(
         # restored run the fresh ones (same parent run, reopened by the caller).
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
-    search_alg, scheduler, num_samples = _search(spec, space, base, plan)
+    study = study or StudyRef(default_storage(folder), spec.name)
+    search_alg, scheduler, num_samples = _search(spec, space, base, plan, study, warm)
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
