@@ -79,15 +79,17 @@ def execute(
     if prepared.resume:
         restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
     trainable = _trainable(prepared)
+    # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
+    # the trials afresh under the same parent run.
+    restore = prepared.resume and tune.Tuner.can_restore(str(prepared.folder))
     tuner = build_tuner(
         spec,
         prepared.space,
         trainable,
         folder=prepared.folder,
         callbacks=callbacks,
-        # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
-        # the trials afresh under the same parent run.
-        resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
+        resume=restore,
+        restart=prepared.resume and not restore,
         base=prepared.base,
         plan=prepared.plan,
         study=prepared.study,

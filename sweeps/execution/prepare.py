@@ -103,7 +103,7 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
         uri = state.tracking_uri
     check_reachable(uri)
     study = _study_of(spec, folder, space, resume=resume)
-    warm = _warm_start(spec, space, runs_root, resume=resume)
+    warm = _warm_start(spec, space, runs_root)
     data = load_data(base.data)
     _check_against_data(spec, base, space, data)
     return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm)
@@ -122,10 +122,11 @@ def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resum
     return StudyRef(spec.search.storage, spec.name)
 
 
-def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path, *, resume: bool) -> WarmStart | None:
-    """`search.warm_start`'s trials that fit the space (a resumed sweep's study has them already)."""
+def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path) -> WarmStart | None:
+    """`search.warm_start`'s trials that fit the space (read on resume too: a sweep Ray had saved
+    nothing of starts its study over; one Ray restores has them already)."""
     source = spec.search.warm_start
-    if source is None or resume:
+    if source is None:
         return None
     if spec.kind != "search" or space is None:
         raise ConfigError("search.warm_start", "null for kind=ablation", to_dict(source), "not used by ablations")

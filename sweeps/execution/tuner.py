@@ -41,12 +41,17 @@ def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: Abl
     return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
 
 
-def make_study(spec: SweepSpec, space: SearchSpace, ref: StudyRef, warm: WarmStart | None) -> optuna.Study:
-    """The sweep's new stored study with its seeded sampler, holding the warm-start trials if any."""
+def make_study(
+    spec: SweepSpec, space: SearchSpace, ref: StudyRef, warm: WarmStart | None, *, replace: bool = False
+) -> optuna.Study:
+    """The sweep's new stored study with its seeded sampler, holding the warm-start trials if any.
+
+    `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
+    """
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
     )
-    study = ref.create(sampler=sampler, mode=spec.mode)
+    study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
     if warm is not None:
         warm.seed(study)
     return study
@@ -87,6 +92,7 @@ def _search(
     plan: AblationPlan | None,
     study: StudyRef | None,
     warm: WarmStart | None,
+    restart: bool,
 ) -> tuple[Any, TrialScheduler, int]:
     """(searcher, scheduler, Ray trials) of an ablation, a fused search or a one-trial-per-config search.
 
@@ -96,7 +102,7 @@ def _search(
     if plan is not None:
         return make_ablation_searcher(spec, space, plan), FIFOScheduler(), plan.total_trials
     assert space is not None and study is not None
-    ot_study = make_study(spec, space, study, warm)
+    ot_study = make_study(spec, space, study, warm, replace=restart)
     if spec.execution.mode == "fused":
         searcher = make_population_searcher(spec, space, ot_study)
         return searcher, FIFOScheduler(), searcher.num_populations
@@ -115,10 +121,12 @@ def build_tuner(
     plan: AblationPlan | None = None,
     study: StudyRef | None = None,
     warm: WarmStart | None = None,
+    restart: bool = False,
 ) -> tune.Tuner:
     """A new Tuner writing to `folder`, or the one restored from it (`resume`).
 
-    A search keeps its Optuna study in `study`'s storage, seeded with `warm`'s trials.
+    A search keeps its Optuna study in `study`'s storage, seeded with `warm`'s trials; `restart`:
+    a resumed sweep that Ray had saved nothing of, whose study starts over.
     An ablation (`plan`) runs its own searcher (variants x seeds, optional re-tuning) and no
     scheduler: every trial trains to the end so the seeds stay paired.
     """
@@ -131,7 +139,7 @@ def build_tuner(
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
     study = study or StudyRef(default_storage(folder), spec.name)
-    search_alg, scheduler, num_samples = _search(spec, space, base, plan, study, warm)
+    search_alg, scheduler, num_samples = _search(spec, space, base, plan, study, warm, restart)
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,

@@ -14,6 +14,7 @@ ConfigError (exit 2) before anything is created, in the storage or under runs/.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,12 +65,20 @@ class StudyRef:
         # Optuna's own choice for a URL (an RDBStorage behind its cache of finished trials).
         return optuna.storages.get_storage(self.storage)
 
-    def create(self, *, sampler: optuna.samplers.BaseSampler, mode: str) -> optuna.Study:
-        """The sweep's new study (it must not exist: `check_storage` refused that before)."""
+    def create(self, *, sampler: optuna.samplers.BaseSampler, mode: str, replace: bool = False) -> optuna.Study:
+        """The sweep's new study (`check_storage` refused an existing one before).
+
+        `replace`: a resumed sweep that Ray had saved nothing of starts afresh; the study its
+        first attempt began is dropped with it.
+        """
         if self.storage.startswith("sqlite:///"):
             Path(self.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        storage = self.open_storage()
+        if replace:
+            with contextlib.suppress(KeyError):  # never created: killed before Ray's first step
+                optuna.delete_study(study_name=self.name, storage=storage)
         return optuna.create_study(
-            storage=self.open_storage(),
+            storage=storage,
             study_name=self.name,
             sampler=sampler,
             pruner=optuna.pruners.NopPruner(),  # Ray's schedulers stop trials, never Optuna
