@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -11,8 +12,9 @@ import optuna
 from ray.tune.search import Searcher
 
 from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
-from sweeps.resume.searcher import PickledStateMixin
+from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.study import StudyRef, retune_study_name, tag_ray_trial
 from sweeps.space.tell import tell
 from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE
 from sweeps.trainable.report import trial_outcome
@@ -20,14 +22,25 @@ from sweeps.trainable.report import trial_outcome
 log = logging.getLogger("mersweep.sweep")
 
 
-class AblationSearcher(PickledStateMixin, Searcher):
+class AblationSearcher(Searcher):
     """Hands Ray Tune the ablation's trials: re-tuning trials first, then the paired eval trials.
 
-    Saved and restored with the Tuner (`--resume`): the Optuna studies and the queue travel in
-    the searcher checkpoint, so a resumed ablation neither repeats nor loses a trial.
+    Each variant's re-tuning is its own Optuna study, `<sweep>.retune.<variant>` in the sweep's
+    study storage (`study`; None: in memory). Saved and restored with the Tuner (`--resume`): the
+    studies' histories and the queue travel in the searcher checkpoint, and the stored studies are
+    put back to them (`sweeps.resume.study`), so a resumed ablation neither repeats nor loses a trial.
     """
 
-    def __init__(self, plan: AblationPlan, *, space: SearchSpace | None, algorithm: str, seed: int) -> None:
+    def __init__(
+        self,
+        plan: AblationPlan,
+        *,
+        space: SearchSpace | None,
+        algorithm: str,
+        seed: int,
+        study: StudyRef | None = None,
+        restart: bool = False,
+    ) -> None:
         super().__init__(metric=plan.metric, mode=plan.mode)
         if plan.retune_trials and space is None:
             raise ValueError("re-tuning needs a search space")
@@ -44,9 +57,12 @@ class AblationSearcher(PickledStateMixin, Searcher):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     sampler = make_sampler(algorithm, seed + i, space=space, n_startup_trials=plan.retune_trials // 2)
-                self._studies[variant] = optuna.create_study(
-                    direction="maximize" if plan.mode == "max" else "minimize", sampler=sampler
-                )
+                if study is None:
+                    direction = "maximize" if plan.mode == "max" else "minimize"
+                    self._studies[variant] = optuna.create_study(direction=direction, sampler=sampler)
+                else:
+                    ref = StudyRef(study.storage, retune_study_name(study.name, variant))
+                    self._studies[variant] = ref.create(sampler=sampler, mode=plan.mode, replace=restart)
         else:
             for variant in plan.variants:
                 self._release_eval(variant, {})
@@ -73,10 +89,31 @@ class AblationSearcher(PickledStateMixin, Searcher):
         if self._retune_done[variant] == self.plan.retune_trials:
             self._release_eval(variant, self._best_params(variant))
 
+    # -- checkpoint (--resume) ------------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        histories = {v: snapshot(study) for v, study in self._studies.items()}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({**self.__dict__, HISTORY_KEY: histories}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Our state as Ray saved it; each stored re-tuning study put back to match.
+
+        Re-tuning trials still in `_asked` had not ended: Ray reruns them from scratch.
+        """
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
+        histories = state.pop(HISTORY_KEY, None)
+        self.__dict__.update(state)
+        for variant, history in (histories or {}).items():
+            rerun = {t.number for v, t in self._asked.values() if v == variant}
+            self._studies[variant] = restore_study(self._studies[variant], history, rerun=rerun)
+        self._asked = {rid: (v, trial_by_number(self._studies[v], t.number)) for rid, (v, t) in self._asked.items()}
+
     # -- internals -------------------------------------------------------------------------------
     def _ask_retune(self, trial_id: str, variant: str) -> dict[str, Any]:
         assert self.space is not None
         trial = self._studies[variant].ask()
+        tag_ray_trial(trial, trial_id)
         fixed = self.space.define_by_run(trial) or {}
         self._asked[trial_id] = (variant, trial)
         self._retune_issued[variant] += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeps.execution.interrupt import watch_interrupt
-from sweeps.execution.prepare import PreparedSweep
+from sweeps.execution.prepare import PreparedSweep, study_line, study_names_of
 from sweeps.execution.ray_start import in_background, start_ray
 from sweeps.execution.results import SweepOutcome, summarize
 from sweeps.resume.state import SweepState, write_state
@@ -72,7 +72,7 @@ def execute(
     else:
         start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
         tracker = _open_tracking(prepared, argv)
-    links = StudyLinks(prepared.study) if prepared.study is not None else None
+    links = StudyLinks(prepared.study, names=study_names_of(spec)) if prepared.study is not None else None
     logger = MlflowCallback(tracker, prepared.trial_params, links=links)
     progress = ProgressCallback(metric=spec.metric, mode=spec.mode, total=prepared.total_trials)
     callbacks = [logger, progress, StateSnapshot(prepared.folder)]
@@ -121,7 +121,7 @@ def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
         tags={
             GIT_SHA_TAG: _git_sha(),
             COMMAND_TAG: shlex.join(argv),
-            **({OPTUNA_STUDY_TAG: prepared.study.describe()} if prepared.study is not None else {}),
+            **({OPTUNA_STUDY_TAG: study_line(prepared)} if prepared.study is not None else {}),
         },
     )
     if prepared.state is None:

@@ -21,7 +21,7 @@ from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
-from sweeps.space.study import StudyRef, check_storage, default_storage
+from sweeps.space.study import StudyRef, check_storage, default_storage, retune_study_name
 from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
@@ -118,8 +118,24 @@ def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resum
         return None
     if spec.search.storage is None:
         return StudyRef(default_storage(folder), spec.name)
-    check_storage(spec.search.storage, field="search.storage", name=spec.name, exists=None if resume else False)
+    for name in study_names_of(spec):
+        check_storage(spec.search.storage, field="search.storage", name=name, exists=None if resume else False)
     return StudyRef(spec.search.storage, spec.name)
+
+
+def study_line(prepared: PreparedSweep) -> str:
+    """Where the sweep's Optuna studies are, as `--dry-run` prints it and the parent run's tag holds it."""
+    assert prepared.study is not None
+    names = study_names_of(prepared.spec)
+    where = redact(prepared.study.storage)
+    return f"study {names[0]} in {where}" if len(names) == 1 else f"studies {', '.join(names)} in {where}"
+
+
+def study_names_of(spec: SweepSpec) -> tuple[str, ...]:
+    """The Optuna studies a sweep keeps: its own, or an ablation's one re-tuning study per variant."""
+    if spec.ablation is None:
+        return (spec.name,)
+    return tuple(retune_study_name(spec.name, v) for v in spec.ablation.variants)
 
 
 def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path) -> WarmStart | None:
@@ -162,7 +178,7 @@ def describe(prepared: PreparedSweep) -> str:
         f"results: {prepared.folder}",
     ]
     if prepared.study is not None:
-        lines.append(f"optuna: {prepared.study.describe()}")
+        lines.append(f"optuna: {study_line(prepared)}")
     if prepared.warm is not None:
         lines.append(prepared.warm.describe())
     if prepared.space is not None:

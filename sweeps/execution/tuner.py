@@ -37,8 +37,13 @@ def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan) -> AblationSearcher:
-    return AblationSearcher(plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed)
+def make_ablation_searcher(
+    spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan, study: StudyRef | None, *, restart: bool = False
+) -> AblationSearcher:
+    """Variants x seeds; re-tuning studies (if any) beside the sweep's name in `study`'s storage."""
+    return AblationSearcher(
+        plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed, study=study, restart=restart
+    )
 
 
 def make_study(
@@ -100,7 +105,7 @@ def _search(
     stops no Ray trial there.
     """
     if plan is not None:
-        return make_ablation_searcher(spec, space, plan), FIFOScheduler(), plan.total_trials
+        return make_ablation_searcher(spec, space, plan, study, restart=restart), FIFOScheduler(), plan.total_trials
     assert space is not None and study is not None
     ot_study = make_study(spec, space, study, warm, replace=restart)
     if spec.execution.mode == "fused":

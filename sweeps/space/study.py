@@ -35,6 +35,7 @@ __all__ = [
     "StudyRef",
     "check_storage",
     "default_storage",
+    "retune_study_name",
     "study_names",
 ]
 
@@ -162,6 +163,11 @@ def _connect_args(backend: str) -> dict[str, Any]:
     return {}
 
 
+def retune_study_name(sweep: str, variant: str) -> str:
+    """The study of an ablation variant's nuisance re-tuning (one per variant, beside the sweep's name)."""
+    return f"{sweep}.retune.{variant}"
+
+
 def tag_ray_trial(trial: optuna.Trial, unit_id: str) -> None:
     """Record on `trial` which Ray trial (fused: member) runs it."""
     trial.set_user_attr(RAY_TRIAL_ATTR, unit_id)
@@ -170,25 +176,29 @@ def tag_ray_trial(trial: optuna.Trial, unit_id: str) -> None:
 class StudyLinks:
     """The driver's link from a Ray trial (or fused member) to its Optuna trial, for MLflow.
 
-    Looks the trial up by its `RAY_TRIAL_ATTR` among the study's running trials (a resume may have
-    rebuilt the study under a new id, so the study is found by name each time).
+    Looks the trial up by its `RAY_TRIAL_ATTR` among the studies' trials (a resume may have
+    rebuilt a study under a new id, so each is found by name each time).
     """
 
-    def __init__(self, ref: StudyRef) -> None:
+    def __init__(self, ref: StudyRef, *, names: tuple[str, ...] | None = None) -> None:
         self.ref = ref
+        self.names = names or (ref.name,)  # an ablation: one re-tuning study per variant
         self._storage: optuna.storages.BaseStorage | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"ref": self.ref, "_storage": None}  # a live connection is not state
+        return {**self.__dict__, "_storage": None}  # a live connection is not state
 
     def _trials(self) -> list[optuna.trial.FrozenTrial]:
         if self._storage is None:
             self._storage = self.ref.open_storage()
-        try:
-            study_id = self._storage.get_study_id_from_name(self.ref.name)
-        except KeyError:
-            return []
-        return self._storage.get_all_trials(study_id, deepcopy=False)
+        trials: list[optuna.trial.FrozenTrial] = []
+        for name in self.names:
+            try:
+                study_id = self._storage.get_study_id_from_name(name)
+            except KeyError:  # not created yet, or being recreated by a resume
+                continue
+            trials += self._storage.get_all_trials(study_id, deepcopy=False)
+        return trials
 
     def link(self, runs: Mapping[str, str | None]) -> dict[str, int]:
         """Record each unit's MLflow run id (None: not known yet) on its Optuna trial.
