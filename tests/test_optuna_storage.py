@@ -22,9 +22,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from mer_core.errors import ConfigError
+from sweeps.ablation.plan import AblationPlan
+from sweeps.ablation.search import AblationSearcher
 from sweeps.fused.search import PopulationSearcher
 from sweeps.space import load_space, make_sampler
-from sweeps.space.study import StudyRef, check_storage, default_storage, study_names
+from sweeps.space.study import StudyRef, check_storage, default_storage, retune_study_name, study_names
 from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WARM_ATTR, load_warm_start, resolve_source
 from sweeps.spec import load_sweep
@@ -145,6 +147,28 @@ def test_fused_restore_puts_the_members_back(tmp_path):
         (TrialState.COMPLETE, 0.4, {1: 0.21}),
     ]
     assert resumed.suggest("p2") is not None and len(_stored(ref)) == 4
+
+
+def test_ablation_retuning_studies_are_stored_and_restored(tmp_path):
+    ref = StudyRef(default_storage(tmp_path), "abl")
+    plan = AblationPlan(variants=("a", "b"), seeds=(0,), retune_trials=2, metric=METRIC)
+    search = AblationSearcher(plan, space=load_space(SPACE), algorithm="random", seed=0, study=ref)
+    as_built = pickle.dumps(search)  # Ray keeps the searcher as built (tuner.pkl) and restores into that
+    stored = {v: StudyRef(ref.storage, retune_study_name("abl", v)) for v in ("a", "b")}
+    search.suggest("r0")  # variant a's first re-tuning trial
+    search.on_trial_complete("r0", {METRIC: 0.5, **FINAL})
+    search.suggest("r1")
+    checkpoint = tmp_path / "searcher-state.pkl"
+    search.save(str(checkpoint))
+    search.suggest("r2")  # variant b, asked after Ray's save: forgotten
+    assert [len(_stored(stored[v])) for v in ("a", "b")] == [2, 1]
+    assert _stored(stored["a"])[1].user_attrs["ray_trial_id"] == "r1"
+
+    resumed = pickle.loads(as_built)
+    resumed.restore(str(checkpoint))
+    assert [len(_stored(stored[v])) for v in ("a", "b")] == [2, 0]
+    resumed.on_trial_complete("r1", {METRIC: 0.6, **FINAL})
+    assert [t.state for t in _stored(stored["a"])] == [TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_the_checkpoint_holds_no_live_connection(tmp_path):
