@@ -179,7 +179,7 @@ def describe(prepared: PreparedSweep) -> str:
     ]
     if prepared.study is not None:
         lines.append(f"optuna: {study_line(prepared)}")
-    if prepared.warm is not None:
+    if prepared.warm is not None and not prepared.resume:  # a resumed study holds them already
         lines.append(prepared.warm.describe())
     if prepared.space is not None:
         lines += ["search space:" if spec.kind == "search" else "re-tuning space:"]

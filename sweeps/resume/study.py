@@ -29,8 +29,8 @@ HISTORY_KEY = "_study_history"  # where a searcher's checkpoint keeps the histor
 
 
 def snapshot(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's trials now, to travel in the searcher's checkpoint."""
-    return study.get_trials(deepcopy=True)
+    """The study's trials now, to travel in the searcher's checkpoint (pickled at once: no copy needed)."""
+    return study.get_trials(deepcopy=False)
 
 
 def restore_study(study: optuna.Study, history: list[FrozenTrial], *, rerun: Collection[int]) -> optuna.Study:
