@@ -286,6 +286,26 @@ def test_storage_url_credentials_are_redacted_in_the_stored_spec(tmp_path):
     assert "s3cret" not in spec.to_yaml() and "***@db/optuna" in spec.to_yaml()
 
 
+@pytest.mark.slow
+def test_the_study_on_postgresql(postgres, tmp_path):
+    """`search.storage` on a cluster: a database of its own on the PostgreSQL server MLflow uses."""
+    url = postgres.create_database("optuna")
+    check_storage(url, field="search.storage", name="pg", exists=False)  # an empty database: fine, nothing made
+    ref = StudyRef(url, "pg")
+    study = ref.create(sampler=make_sampler("tpe", 0, space=load_space(SPACE), n_startup_trials=2), mode="max")
+    search = _searcher(study)
+    search.suggest("a")
+    checkpoint = tmp_path / "searcher-state.pkl"
+    search.save(str(checkpoint))
+    search.suggest("forgotten")
+    resumed = _searcher(optuna.load_study(study_name="pg", storage=url))
+    resumed.restore(str(checkpoint))
+    resumed.on_trial_complete("a", {METRIC: 0.5, **FINAL})
+    assert [(t.state, t.user_attrs["ray_trial_id"]) for t in _stored(ref)] == [(TrialState.COMPLETE, "a")]
+    with pytest.raises(ConfigError, match=r"^search\.storage: study pg already exists there.*given: '.*\*\*\*@127"):
+        check_storage(url, field="search.storage", name="pg", exists=False)
+
+
 # -- end to end: warm start, and the dashboard reading the study live ---------------------------------------
 DASHBOARD = str(Path(sys.executable).parent / "optuna-dashboard")
 
