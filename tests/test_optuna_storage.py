@@ -256,6 +256,25 @@ def test_warm_start_takes_the_earlier_trials_that_fit(tmp_path):
     assert stored[0].distributions["optim.lr"] == space_lr
 
 
+def _first_proposal(tmp_path: Path, earlier: StudyRef, name: str, warm_trials: int) -> dict:
+    """TPE (seed 0, 3 random start-up trials)'s first proposal in a study seeded with that many earlier trials."""
+    ref = StudyRef(default_storage(tmp_path / name), name)
+    warm = load_warm_start(earlier, load_space(SPACE))
+    study = ref.create(sampler=make_sampler("tpe", 0, space=load_space(SPACE), n_startup_trials=3), mode="max")
+    study.add_trials(list(warm.trials[:warm_trials]))
+    search = _searcher(study)
+    return search.suggest("first")
+
+
+def test_tpe_models_the_warm_start_trials_from_its_first_proposal(tmp_path):
+    """With fewer earlier trials than TPE's start-up count it samples at random, as in an empty study
+    (the same seeded draws); with enough it proposes from its model of them at once."""
+    earlier = _earlier(tmp_path)
+    cold = _first_proposal(tmp_path, earlier, "cold", 0)
+    assert _first_proposal(tmp_path, earlier, "too_few", 2) == cold
+    assert _first_proposal(tmp_path, earlier, "warm", 3) != cold
+
+
 def test_warm_start_by_storage_and_study(tmp_path):
     ref = _earlier(tmp_path)
     got = resolve_source({"storage": ref.storage, "study": "earlier"}, runs_root=tmp_path / "runs")
