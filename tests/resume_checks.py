@@ -65,7 +65,7 @@ def leave_orphans(folder: Path) -> int:
     return len(study.get_trials())
 
 
-def lose_the_outbox(uri: str, experiment: str) -> None:
+def lose_the_outbox(uri: str, experiment: str) -> tuple[str, ...]:
     """The MLflow state of a crash while the driver's outbox held the tail of two ended trials: one
     run never got its end (still RUNNING), another was never created (its creation still queued)."""
     client = MlflowClient(tracking_uri=uri)
@@ -77,6 +77,7 @@ def lose_the_outbox(uri: str, experiment: str) -> None:
     done = subprocess.run([*gc, "--run-ids", never_created.info.run_id], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(children_of(client, experiment)[1]) == len(children) - 1
+    return tuple(run.data.tags["mersweep.trial_id"] for run in (left_open, never_created))
 
 
 def tear_ray_state(folder: Path) -> list[str]:
@@ -89,11 +90,13 @@ def tear_ray_state(folder: Path) -> list[str]:
     return torn
 
 
-def assert_complete(folder: Path, uri: str, n_trials: int, *, before: list | None = None) -> None:
+def assert_complete(
+    folder: Path, uri: str, n_trials: int, *, before: list | None = None, lost: tuple[str, ...] = ()
+) -> None:
     """Exactly `n_trials` trials, each finished once, in one Optuna history, one live MLflow run each.
 
     `before`: the Optuna trials Ray had saved when the driver was killed; they must open the
-    final history unchanged.
+    final history unchanged. `lost`: trials whose runs the crash took with the outbox.
     """
     trials = ray_trials(folder)
     assert len(trials) == n_trials, sorted(trials)
@@ -101,7 +104,7 @@ def assert_complete(folder: Path, uri: str, n_trials: int, *, before: list | Non
         (t.trial_id, t.status) for t in trials.values()
     ]
     asked, history = _assert_one_history(folder, trials, before)
-    _assert_one_run_per_trial(folder, uri, trials, asked, history)
+    _assert_one_run_per_trial(folder, uri, trials, asked, history, lost)
     assert (folder / "best_config.yaml").is_file()
 
 
@@ -130,7 +133,9 @@ def _assert_one_history(folder: Path, trials: dict, before: list | None) -> tupl
     return asked, history
 
 
-def _assert_one_run_per_trial(folder: Path, uri: str, trials: dict, asked: dict, history: list) -> None:
+def _assert_one_run_per_trial(
+    folder: Path, uri: str, trials: dict, asked: dict, history: list, lost: tuple[str, ...] = ()
+) -> None:
     """The sweep's parent run, ended, with one live child run per Ray trial: none missing, none
     twice, each ended with its whole history and artifacts; retired runs ended and soft-deleted."""
     client = MlflowClient(tracking_uri=uri)
@@ -139,6 +144,9 @@ def _assert_one_run_per_trial(folder: Path, uri: str, trials: dict, asked: dict,
     assert parent.info.status == "FINISHED"
     by_trial = {c.data.tags["mersweep.trial_id"]: c for c in children}
     assert len(children) == len(by_trial) and set(by_trial) == set(trials), sorted(by_trial)
+    everything = client.search_runs([parent.info.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    retired = [r for r in everything if r.info.lifecycle_stage == "deleted"]
+    relogged = {r.data.tags.get("mersweep.trial_id") for r in retired} | set(lost)
     for trial_id, child in by_trial.items():
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED" and child.data.tags["mersweep.status"] == "ok", child.data.tags
@@ -146,13 +154,16 @@ def _assert_one_run_per_trial(folder: Path, uri: str, trials: dict, asked: dict,
         assert all(child.data.params[k] == str(v) for k, v in history[number].params.items())
         # Optuna and MLflow name each other: the run carries the trial number, the trial the run id.
         assert child.data.tags["mersweep.optuna_trial"] == str(number)
-        assert history[number].user_attrs["mlflow_run_id"] == child.info.run_id
+        # A trial that had ended before the crash but whose end never reached MLflow is logged afresh
+        # on resume; Optuna froze it when it was told, so it keeps naming its first run (retired, or
+        # here lost with the outbox): never another trial's.
+        linked = history[number].user_attrs["mlflow_run_id"]
+        others = {r.info.run_id for r in everything if r.data.tags.get("mersweep.trial_id") != trial_id}
+        assert linked == child.info.run_id or (trial_id in relogged and linked not in others), (trial_id, linked)
         # Every result of the trial's last attempt (the one Ray kept) is one step, logged once:
         # a trial rerun on resume does not pile a second history onto the first.
         steps = [m.step for m in client.get_metric_history(child.info.run_id, METRIC)]
         assert steps == list(range(1, trials[trial_id].last_result["iterations_since_restore"] + 1)), steps
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= ARTIFACTS, artifacts
-    everything = client.search_runs([parent.info.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
-    retired = [r for r in everything if r.info.lifecycle_stage == "deleted"]
     assert all(r.info.status == "KILLED" and r.data.tags["mersweep.status"] == "superseded" for r in retired)

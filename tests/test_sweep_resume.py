@@ -202,8 +202,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
     assert landed(first.stderr(), folder), f"killed outside {point}: {progress(first.stderr())}"
     _assert_all_gone(drivers)
     saved = any(folder.glob("searcher-state-*.pkl"))  # none if Ray saved nothing yet
-    if point in LOSES_OUTBOX:
-        lose_the_outbox(_uri(tmp_path), name)
+    lost = lose_the_outbox(_uri(tmp_path), name) if point in LOSES_OUTBOX else ()
     before = optuna_history(folder)[0] if saved else None
     if point in LEAVES_ORPHANS and (folder / "optuna.db").is_file():
         assert leave_orphans(folder) > len(before or [])
@@ -215,7 +214,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
     assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
     assert f"{N_TRIALS} trials: {N_TRIALS} finished, 0 pruned, 0 failed" in resumed.stdout(), resumed.stdout()
     _assert_all_gone(drivers)
-    assert_complete(folder, _uri(tmp_path), N_TRIALS, before=before)
+    assert_complete(folder, _uri(tmp_path), N_TRIALS, before=before, lost=lost)
 
 
 def test_last_attempt_results_from_rays_result_log(tmp_path):
