@@ -220,6 +220,37 @@ CASES = {
         ("tracking.uri", "unreachable", "***@127.0.0.1:{port}"),
         sweep={},
     ),
+    # The Optuna study: its storage (search.storage) and an earlier study to start from (search.warm_start)
+    "bad-storage-url": Case(
+        ["bad.yaml"], ("search.storage", "'not a url'", "sqlite:///"), sweep={"search": {"storage": "not a url"}}
+    ),
+    "storage-folder-missing": Case(
+        ["bad.yaml"], ("search.storage", "no_such_dir"), sweep={"search": {"storage": "sqlite:///no_such_dir/o.db"}}
+    ),
+    "unreachable-storage": Case(
+        ["bad.yaml"],
+        ("search.storage", "cannot read it", "***@127.0.0.1:{port}"),
+        sweep={"search": {"storage": "postgresql+psycopg2://optuna:s3cret@127.0.0.1:{port}/optuna"}},
+    ),
+    "warm-start-missing-folder": Case(
+        ["bad.yaml"],
+        ("search.warm_start", "no such folder", "'runs/earlier'"),
+        sweep={"search": {"warm_start": "runs/earlier"}},
+    ),
+    "warm-start-not-a-sweep-folder": Case(
+        ["bad.yaml"],
+        ("search.warm_start", "no optuna.db", "'runs/earlier'"),
+        files={"runs/earlier/notes.txt": "x\n"},
+        sweep={"search": {"warm_start": "runs/earlier"}},
+    ),
+    "warm-start-unknown-study": Case(
+        ["bad.yaml"],
+        ("search.warm_start", "no such study", "'nope'"),
+        sweep={"search": {"warm_start": {"storage": "sqlite:///earlier.db", "study": "nope"}}},
+    ),
+    "warm-start-without-study": Case(
+        ["bad.yaml"], ("search.warm_start", "storage"), sweep={"search": {"warm_start": {"storage": "sqlite:///e.db"}}}
+    ),
     # Ray: an address where no cluster answers fails in seconds (Ray itself retries for minutes)
     "unreachable-ray-address": Case(
         ["bad.yaml", "--address", "127.0.0.1:{port}"], ("--address", "127.0.0.1:{port}", "ray start --head"), sweep={}

@@ -262,6 +262,12 @@ def test_fused_sweep_end_to_end(tmp_path, space_file):
     assert len(study_trials) == 8
     told = sorted(t.state.name.lower().replace("complete", "ok") for t in study_trials)
     assert told == sorted(statuses.values())
+    # Each member's Optuna trial and MLflow run name each other (runs/<sweep>/optuna.db holds the study).
+    for run_ in children:
+        stored = study_trials[int(run_.data.tags["mersweep.optuna_trial"])]
+        assert stored.user_attrs["ray_trial_id"] == run_.data.tags["mersweep.trial_id"]
+        assert stored.user_attrs["mlflow_run_id"] == run_.info.run_id
+    assert (folder / "optuna.db").is_file()
 
     # best_config.yaml is the best member's, and reproduces its metric when trained alone.
     best = max((r for r in children if r.data.tags["mersweep.status"] == "ok"), key=lambda r: r.data.metrics[METRIC])

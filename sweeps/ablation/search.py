@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -13,15 +14,17 @@ from ray.tune.search import Searcher
 from sweeps.ablation.batches import plan_ray_trials, populations, seed_outcomes
 from sweeps.ablation.plan import INIT_KEY, PHASE_KEY, SEED_KEY, SPLIT_KEY, VARIANT_KEY, AblationPlan
 from sweeps.ablation.verdicts import UNDECIDED, Verdict, judge_all
-from sweeps.resume.searcher import PickledStateMixin
+from sweeps.fused.members import member_trial_id
+from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.study import StudyRef, retune_study_name, tag_ray_trial
 from sweeps.space.tell import tell
 from sweeps.tracking.names import EVAL_PHASE, RETUNE_PHASE, VARIANCE_PHASE
 
 log = logging.getLogger("mersweep.sweep")
 
 
-class AblationSearcher(PickledStateMixin, Searcher):
+class AblationSearcher(Searcher):
     """Hands Ray Tune the ablation's trials: re-tuning trials first, then the paired eval trials.
 
     Eval trials go out one look at a time: every released variant gets the seeds of the current
@@ -29,9 +32,11 @@ class AblationSearcher(PickledStateMixin, Searcher):
     the reference plus every undecided variant get the next look's seeds. Returning None makes
     Tune wait for running trials; `Searcher.FINISHED` ends the sweep once nothing is left to add.
 
-    Saved and restored with the Tuner (`--resume`): the Optuna studies, the queue, the scores and
-    the trials in flight travel in the searcher checkpoint, so a resumed ablation neither repeats
-    nor loses a trial, and its looks continue where they were.
+    Each variant's re-tuning is its own Optuna study, `<sweep>.retune.<variant>` in the sweep's
+    study storage (`study`; None: in memory). Saved and restored with the Tuner (`--resume`): the
+    studies' histories, the queue, the scores and the trials in flight travel in the searcher
+    checkpoint, and the stored studies are put back to them (`sweeps.resume.study`), so a resumed
+    ablation neither repeats nor loses a trial, and its looks continue where they were.
 
     `population` (fused mode): a look's seeds of one variant, a variant's re-tuning trials and the
     variance design go out as populations of up to that many members, one Ray trial each
@@ -46,6 +51,8 @@ class AblationSearcher(PickledStateMixin, Searcher):
         algorithm: str,
         seed: int,
         population: int | None = None,
+        study: StudyRef | None = None,
+        restart: bool = False,
     ) -> None:
         super().__init__(metric=plan.metric, mode=plan.mode)
         if plan.retune_trials and space is None:
@@ -72,9 +79,12 @@ class AblationSearcher(PickledStateMixin, Searcher):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     sampler = make_sampler(algorithm, seed + i, space=space, n_startup_trials=plan.retune_trials // 2)
-                self._studies[variant] = optuna.create_study(
-                    direction="maximize" if plan.mode == "max" else "minimize", sampler=sampler
-                )
+                if study is None:
+                    direction = "maximize" if plan.mode == "max" else "minimize"
+                    self._studies[variant] = optuna.create_study(direction=direction, sampler=sampler)
+                else:
+                    ref = StudyRef(study.storage, retune_study_name(study.name, variant))
+                    self._studies[variant] = ref.create(sampler=sampler, mode=plan.mode, replace=restart)
         else:
             for variant in plan.variants:
                 self._release_eval(variant, {})
@@ -157,6 +167,29 @@ class AblationSearcher(PickledStateMixin, Searcher):
         text = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
         return f"ablation: {where}: {text}" + ("" if not self._done else " (final)")
 
+    # -- checkpoint (--resume) ------------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        histories = {v: snapshot(study) for v, study in self._studies.items()}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({**self.__dict__, HISTORY_KEY: histories}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Our state as Ray saved it; each stored re-tuning study put back to match.
+
+        Re-tuning trials still in `_asked` had not ended: Ray reruns them from scratch.
+        """
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
+        histories = state.pop(HISTORY_KEY, None)
+        self.__dict__.update(state)
+        for variant, history in (histories or {}).items():
+            rerun = {t.number for v, trials, _ in self._asked.values() if v == variant for t in trials}
+            self._studies[variant] = restore_study(self._studies[variant], history, rerun=rerun)
+        self._asked = {
+            rid: (v, [trial_by_number(self._studies[v], t.number) for t in trials], config)
+            for rid, (v, trials, config) in self._asked.items()
+        }
+
     # -- internals -------------------------------------------------------------------------------
     def _finished(self) -> bool:
         """Nothing left to hand out: the verdicts are final, or the last look's seeds are all out."""
@@ -170,8 +203,9 @@ class AblationSearcher(PickledStateMixin, Searcher):
         left = self.plan.retune_trials - self._retune_issued[variant]
         seed = self.plan.seed_config(self.plan.seeds[0])
         trials, members = [], []
-        for _ in range(1 if self.population is None else min(self.population, left)):
+        for i in range(1 if self.population is None else min(self.population, left)):
             trial = self._studies[variant].ask()  # one at a time: TPE's constant liar sees the ones asked before
+            tag_ray_trial(trial, trial_id if self.population is None else member_trial_id(trial_id, i))
             fixed = self.space.define_by_run(trial) or {}
             trials.append(trial)
             members.append({VARIANT_KEY: variant, **seed, PHASE_KEY: RETUNE_PHASE, **trial.params, **fixed})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeps.execution.interrupt import watch_interrupt
-from sweeps.execution.prepare import PreparedSweep
+from sweeps.execution.prepare import PreparedSweep, study_line, study_names_of
 from sweeps.execution.ray_start import in_background, start_ray
 from sweeps.execution.results import SweepOutcome, summarize
 from sweeps.resume.state import SweepState, write_state
@@ -26,6 +26,7 @@ from sweeps.tracking.names import (
     BEST_TRIAL_TAG,
     COMMAND_TAG,
     GIT_SHA_TAG,
+    OPTUNA_STUDY_TAG,
     REPORT_DIR,
     SPACE_ARTIFACT,
     SWEEP_ARTIFACT,
@@ -66,6 +67,7 @@ def execute(
     from sweeps.execution.progress import ProgressCallback
     from sweeps.execution.tuner import ablation_searcher, build_tuner
     from sweeps.resume.snapshot import StateSnapshot, restore_snapshot
+    from sweeps.space.study import StudyLinks
     from sweeps.tracking.callback import MlflowCallback
 
     spec = prepared.spec
@@ -82,7 +84,8 @@ def execute(
     else:
         start_ray(address, field=address_field)  # a cluster that cannot be joined is bad input: nothing written
         tracker = _open_tracking(prepared, argv)
-    logger = MlflowCallback(tracker, prepared.trial_params)
+    links = StudyLinks(prepared.study, names=study_names_of(spec)) if prepared.study is not None else None
+    logger = MlflowCallback(tracker, prepared.trial_params, links=links)
     progress = ProgressCallback(
         metric=spec.metric,
         mode=spec.mode,
@@ -94,17 +97,21 @@ def execute(
     if prepared.resume:
         restore_snapshot(prepared.folder)  # Ray's own copy may be torn: the driver could have died mid-copy
     trainable = _trainable(prepared)
+    # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
+    # the trials afresh under the same parent run.
+    restore = prepared.resume and tune.Tuner.can_restore(str(prepared.folder))
     tuner = build_tuner(
         spec,
         prepared.space,
         trainable,
         folder=prepared.folder,
         callbacks=callbacks,
-        # Stopped before Ray saved its state (Ctrl-C during start-up): nothing to restore, start
-        # the trials afresh under the same parent run.
-        resume=prepared.resume and tune.Tuner.can_restore(str(prepared.folder)),
+        resume=restore,
+        restart=prepared.resume and not restore,
         base=prepared.base,
         plan=prepared.plan,
+        study=prepared.study,
+        warm=prepared.warm,
     )
     searcher = ablation_searcher(tuner)
     progress.status = searcher.status if searcher is not None else None
@@ -159,7 +166,11 @@ def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:
     parent = tracker.open_parent(
         sweep=spec.name,
         parent_id=prepared.state.parent_run_id if prepared.state else None,
-        tags={GIT_SHA_TAG: _git_sha(), COMMAND_TAG: shlex.join(argv)},
+        tags={
+            GIT_SHA_TAG: _git_sha(),
+            COMMAND_TAG: shlex.join(argv),
+            **({OPTUNA_STUDY_TAG: study_line(prepared)} if prepared.study is not None else {}),
+        },
     )
     if prepared.state is None:
         write_state(

@@ -22,6 +22,8 @@ from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
+from sweeps.space.study import StudyRef, check_storage, default_storage, retune_study_name
+from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable.faults import plan_from_env
@@ -40,6 +42,8 @@ class PreparedSweep:
     folder: Path
     resume: bool
     state: SweepState | None
+    study: StudyRef | None = None  # the sweep's Optuna study (None: an ablation without re-tuning)
+    warm: WarmStart | None = None  # `search.warm_start`: earlier trials the new study starts with
 
     @property
     def settings(self) -> TrialSettings:
@@ -104,9 +108,52 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     if state is not None and tracking_uri is None and "***" not in state.tracking_uri:
         uri = state.tracking_uri
     check_reachable(uri)
+    study = _study_of(spec, folder, space, resume=resume)
+    warm = _warm_start(spec, space, runs_root)
     data = load_data(base.data)
     _check_against_data(spec, base, space, data)
-    return PreparedSweep(spec, base, space, data, uri, folder, resume, state)
+    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm)
+
+
+def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resume: bool) -> StudyRef | None:
+    """The sweep's study (named after the sweep); a storage of the user's is checked here, reading only.
+
+    A new sweep's study must not exist yet (the default storage lives in the sweep's own new folder).
+    """
+    if space is None:
+        return None
+    if spec.search.storage is None:
+        return StudyRef(default_storage(folder), spec.name)
+    for name in study_names_of(spec):
+        check_storage(spec.search.storage, field="search.storage", name=name, exists=None if resume else False)
+    return StudyRef(spec.search.storage, spec.name)
+
+
+def study_line(prepared: PreparedSweep) -> str:
+    """Where the sweep's Optuna studies are, as `--dry-run` prints it and the parent run's tag holds it."""
+    assert prepared.study is not None
+    names = study_names_of(prepared.spec)
+    where = redact(prepared.study.storage)
+    return f"study {names[0]} in {where}" if len(names) == 1 else f"studies {', '.join(names)} in {where}"
+
+
+def study_names_of(spec: SweepSpec) -> tuple[str, ...]:
+    """The Optuna studies a sweep keeps: its own, or an ablation's one re-tuning study per variant."""
+    if spec.ablation is None:
+        return (spec.name,)
+    return tuple(retune_study_name(spec.name, v) for v in spec.ablation.variants)
+
+
+def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path) -> WarmStart | None:
+    """`search.warm_start`'s trials that fit the space (read on resume too: a sweep Ray had saved
+    nothing of starts its study over; one Ray restores has them already)."""
+    source = spec.search.warm_start
+    if source is None:
+        return None
+    if spec.kind != "search" or space is None:
+        raise ConfigError("search.warm_start", "null for kind=ablation", to_dict(source), "not used by ablations")
+    given = source if isinstance(source, str) else {"storage": source.storage, "study": source.study}
+    return load_warm_start(resolve_source(given, runs_root=runs_root), space)
 
 
 def _check_against_data(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None, data: FeatureSet) -> None:
@@ -138,6 +185,10 @@ def describe(prepared: PreparedSweep) -> str:
         f"tracking: {redact(prepared.tracking_uri)} experiment {spec.experiment_name()}",
         f"results: {prepared.folder}",
     ]
+    if prepared.study is not None:
+        lines.append(f"optuna: {study_line(prepared)}")
+    if prepared.warm is not None and not prepared.resume:  # a resumed study holds them already
+        lines.append(prepared.warm.describe())
     if prepared.space is not None:
         lines += ["search space:" if spec.kind == "search" else "re-tuning space:"]
         lines += [f"  {line}" for line in prepared.space.describe()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 
@@ -14,7 +15,9 @@ from sweeps.ablation.search import AblationSearcher
 from sweeps.fused.rungs import RungSchedule
 from sweeps.fused.search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
+from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
+from sweeps.space.warm_start import WarmStart
 from sweeps.spec import SweepSpec
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
@@ -34,11 +37,20 @@ def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan) -> AblationSearcher:
-    """Fused mode: each variant's seeds train as populations of up to `execution.population` members."""
+def make_ablation_searcher(
+    spec: SweepSpec, space: SearchSpace | None, plan: AblationPlan, study: StudyRef | None, *, restart: bool = False
+) -> AblationSearcher:
+    """Variants x seeds; re-tuning studies (if any) beside the sweep's name in `study`'s storage.
+    Fused mode: each look's seeds of a variant train as populations of up to `execution.population`."""
     population = spec.execution.population if spec.execution.mode == "fused" else None
     return AblationSearcher(
-        plan, space=space, algorithm=spec.search.algorithm, seed=spec.search.seed, population=population
+        plan,
+        space=space,
+        algorithm=spec.search.algorithm,
+        seed=spec.search.seed,
+        population=population,
+        study=study,
+        restart=restart,
     )
 
 
@@ -48,25 +60,36 @@ def ablation_searcher(tuner: tune.Tuner) -> AblationSearcher | None:
     return alg if isinstance(alg, AblationSearcher) else None
 
 
-def make_searcher(spec: SweepSpec, space: SearchSpace) -> TellingOptunaSearch:
+def make_study(
+    spec: SweepSpec, space: SearchSpace, ref: StudyRef, warm: WarmStart | None, *, replace: bool = False
+) -> optuna.Study:
+    """The sweep's new stored study with its seeded sampler, holding the warm-start trials if any.
+
+    `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
+    """
     sampler = make_sampler(
         spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
     )
-    return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
+    study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
+    if warm is not None:
+        warm.seed(study)
+    return study
 
 
-def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationSearcher:
+def make_searcher(spec: SweepSpec, space: SearchSpace, study: optuna.Study) -> TellingOptunaSearch:
+    return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, study=study)
+
+
+def make_population_searcher(spec: SweepSpec, space: SearchSpace, study: optuna.Study) -> PopulationSearcher:
     """Fused mode: one Optuna study, K members per Ray trial (`execution.population`)."""
-    sampler = make_sampler(
-        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
-    )
     return PopulationSearcher(
         space,
-        sampler=sampler,
+        sampler=study.sampler,
         metric=spec.metric,
         mode=spec.mode,
         num_samples=spec.search.num_samples,
         population=spec.execution.population,
+        study=study,
     )
 
 
@@ -83,7 +106,13 @@ def population_schedule(spec: SweepSpec, base: ExperimentConfig) -> RungSchedule
 
 
 def _search(
-    spec: SweepSpec, space: SearchSpace | None, base: ExperimentConfig, plan: AblationPlan | None
+    spec: SweepSpec,
+    space: SearchSpace | None,
+    base: ExperimentConfig,
+    plan: AblationPlan | None,
+    study: StudyRef | None,
+    warm: WarmStart | None,
+    restart: bool,
 ) -> tuple[Any, TrialScheduler, int]:
     """(searcher, scheduler, Ray trials) of an ablation, a fused search or a one-trial-per-config search.
 
@@ -91,13 +120,14 @@ def _search(
     stops no Ray trial there.
     """
     if plan is not None:
-        ablation = make_ablation_searcher(spec, space, plan)
+        ablation = make_ablation_searcher(spec, space, plan, study, restart=restart)
         return ablation, FIFOScheduler(), ablation.num_ray_trials
-    assert space is not None
+    assert space is not None and study is not None
+    ot_study = make_study(spec, space, study, warm, replace=restart)
     if spec.execution.mode == "fused":
-        searcher = make_population_searcher(spec, space)
+        searcher = make_population_searcher(spec, space, ot_study)
         return searcher, FIFOScheduler(), searcher.num_populations
-    return make_searcher(spec, space), make_scheduler(spec, base), spec.search.num_samples
+    return make_searcher(spec, space, ot_study), make_scheduler(spec, base), spec.search.num_samples
 
 
 def build_tuner(
@@ -110,9 +140,14 @@ def build_tuner(
     resume: bool,
     base: ExperimentConfig,
     plan: AblationPlan | None = None,
+    study: StudyRef | None = None,
+    warm: WarmStart | None = None,
+    restart: bool = False,
 ) -> tune.Tuner:
     """A new Tuner writing to `folder`, or the one restored from it (`resume`).
 
+    A search keeps its Optuna study in `study`'s storage, seeded with `warm`'s trials; `restart`:
+    a resumed sweep that Ray had saved nothing of, whose study starts over.
     An ablation (`plan`) runs its own searcher (variants x seeds, optional re-tuning) and no
     scheduler: every trial trains to the end so the seeds stay paired.
     """
@@ -124,7 +159,8 @@ def build_tuner(
         # restored run the fresh ones (same parent run, reopened by the caller).
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
-    search_alg, scheduler, num_samples = _search(spec, space, base, plan)
+    study = study or StudyRef(default_storage(folder), spec.name)
+    search_alg, scheduler, num_samples = _search(spec, space, base, plan, study, warm, restart)
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,

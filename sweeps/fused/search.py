@@ -18,14 +18,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
 
-from sweeps.fused.members import MEMBERS_KEY, NUMBERS_KEY, RUNGS_KEY, RUNGS_RESULT, member_outcome, member_result
-from sweeps.resume.searcher import PickledStateMixin
+from sweeps.fused.members import (
+    MEMBERS_KEY,
+    NUMBERS_KEY,
+    RUNGS_KEY,
+    RUNGS_RESULT,
+    member_outcome,
+    member_result,
+    member_trial_id,
+)
+from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
 from sweeps.space import SearchSpace
+from sweeps.space.study import tag_ray_trial
 from sweeps.space.tell import tell
 from sweeps.trainable.report import FINAL_KEY
 
@@ -38,7 +48,7 @@ def population_sizes(num_samples: int, population: int) -> list[int]:
     return [population] * full + ([rest] if rest else [])
 
 
-class PopulationSearcher(PickledStateMixin, Searcher):
+class PopulationSearcher(Searcher):
     """Suggests populations of `population` members from one Optuna study; tells every member.
 
     Outcomes told to Optuna: ok -> COMPLETE with its final metric; pruned (early stopping inside
@@ -56,10 +66,13 @@ class PopulationSearcher(PickledStateMixin, Searcher):
         mode: str,
         num_samples: int,
         population: int,
+        study: optuna.Study | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space
-        self.study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", sampler=sampler)
+        # The sweep's stored study (sweeps.space.study); in memory without one (tests).
+        direction = "maximize" if mode == "max" else "minimize"
+        self.study = study or optuna.create_study(direction=direction, sampler=sampler)
         self._sizes = population_sizes(num_samples, population)
         self._issued = 0  # populations suggested so far
         self._asked: dict[str, list[optuna.Trial]] = {}  # ray trial id -> its members' Optuna trials
@@ -78,8 +91,9 @@ class PopulationSearcher(PickledStateMixin, Searcher):
         size = self._sizes[self._issued]
         self._issued += 1
         trials, members = [], []
-        for _ in range(size):  # one at a time: TPE's constant liar sees the members asked before
+        for i in range(size):  # one at a time: TPE's constant liar sees the members asked before
             trial = self.study.ask()
+            tag_ray_trial(trial, member_trial_id(trial_id, i))  # the member's MLflow trial id
             fixed = self.space.define_by_run(trial) or {}
             trials.append(trial)
             members.append({**trial.params, **fixed})
@@ -111,6 +125,27 @@ class PopulationSearcher(PickledStateMixin, Searcher):
             tell(self.study, trial, outcome, value)
         if final is not None:
             self._add_rungs(final.get(RUNGS_RESULT))
+
+    # -- checkpoint (--resume) ------------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({**self.__dict__, HISTORY_KEY: snapshot(self.study)}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Our state as Ray saved it; the stored study put back to match (`sweeps.resume.study`).
+
+        Populations still in `_asked` had not ended: Ray reruns them from scratch.
+        """
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
+        history = state.pop(HISTORY_KEY, None)
+        self.__dict__.update(state)
+        if history is None:
+            return
+        rerun = {t.number for trials in self._asked.values() for t in trials}
+        self.study = restore_study(self.study, history, rerun=rerun)
+        self._asked = {rid: [trial_by_number(self.study, t.number) for t in ts] for rid, ts in self._asked.items()}
+        self._steps = {k: v for k, v in self._steps.items() if k[0] not in self._asked}
 
     # -- internals -------------------------------------------------------------------------------
     def _add_rungs(self, text: Any) -> None:

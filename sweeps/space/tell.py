@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
+from sweeps.space.study import tag_ray_trial
 from sweeps.trainable.report import trial_outcome
 
 __all__ = ["TellingOptunaSearch", "state_of", "tell"]
@@ -50,7 +53,40 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value: Any) -> 
 
 
 class TellingOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch with the tell rule: scheduler-stopped trials are PRUNED, not COMPLETE."""
+    """Ray's OptunaSearch with the tell rule, on the sweep's stored study.
+
+    `study`: the sweep's study (`sweeps.space.study`; None: a study in memory, for tests). Each
+    Optuna trial records the Ray trial id that runs it. The checkpoint Ray saves carries the
+    study's history, so that `--resume` puts the stored study back to what this searcher knows
+    (`sweeps.resume.study`).
+    """
+
+    def __init__(
+        self,
+        *,
+        space: Any,
+        metric: str,
+        mode: str,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        study: optuna.Study | None = None,
+    ) -> None:
+        self._given_study = study
+        self._errored: set[str] = set()  # told FAIL for an error: Ray reruns them on --resume
+        super().__init__(space=space, metric=metric, mode=mode, sampler=study.sampler if study else sampler)
+        self._given_study = None  # held by _ot_study from here on
+
+    def _setup_study(self, mode: str | list) -> None:
+        if self._given_study is None:
+            super()._setup_study(mode)
+        else:
+            self._ot_study = self._given_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            tag_ray_trial(self._ot_trials[trial_id], trial_id)
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -62,3 +98,26 @@ class TellingOptunaSearch(OptunaSearch):
         except Exception as exc:  # Optuna refuses e.g. a second tell; never fail the sweep for it
             log.warning("optuna: could not record trial %s (%s): %s", trial_id, outcome, exc)
         self._completed_trials.add(trial_id)
+        if error:
+            self._errored.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {**self.__dict__, HISTORY_KEY: snapshot(self._ot_study)}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
+        history = state.pop(HISTORY_KEY, None)
+        self.__dict__.update(state)
+        if history is None:
+            return
+        # Ray reruns the trials it had not finished, and those that errored (resume_errored).
+        live = {t for t in self._ot_trials if t not in self._completed_trials} | self._errored
+        numbers = {t: self._ot_trials[t].number for t in self._ot_trials}
+        self._ot_study = restore_study(self._ot_study, history, rerun={numbers[t] for t in live})
+        # Finished trials keep their old handles: they are never told again, only their numbers read.
+        self._ot_trials.update({t: trial_by_number(self._ot_study, numbers[t]) for t in live})
+        self._completed_trials -= self._errored
+        self._errored = set()

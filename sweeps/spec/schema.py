@@ -52,11 +52,28 @@ def _join(prefix: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class StudySource:
+    """An Optuna study by storage URL and name (`search.warm_start: {storage: URL, study: NAME}`)."""
+
+    storage: str = fld("", doc="SQLAlchemy URL of the earlier study's storage")
+    study: str = fld("", doc="the earlier study's name (a sweep's study is named after the sweep)")
+
+    def check(self, prefix: str) -> None:
+        for name in ("storage", "study"):
+            if not getattr(self, name):
+                raise ConfigError(_join(prefix, name), "a non-empty string", getattr(self, name), "required")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     algorithm: Literal["tpe", "qmc", "random", "cmaes", "grid"] = "tpe"
     num_samples: int = fld(20, ge=1, doc="trials to run (for grid: at most the grid size)")
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
     n_startup_trials: int = fld(10, ge=0, doc="random trials before TPE / CMA-ES model the results")
+    storage: str | None = fld(None, doc="Optuna RDB storage URL of the sweep's study; null: runs/<sweep>/optuna.db")
+    warm_start: str | StudySource | None = fld(
+        None, doc="earlier sweep folder, or {storage, study}: its trials that fit this space seed the study"
+    )
 
 
 @dataclass(frozen=True)
@@ -272,11 +289,16 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for logging; dumped as YAML, `load_sweep` reads back an equal spec.
 
-        Credentials in `tracking.uri` are redacted: this is what runs/<sweep>/ and MLflow store.
+        Credentials in `tracking.uri` and `search`'s storage URLs are redacted: this is what
+        runs/<sweep>/ and MLflow store.
         """
         out = to_dict(self)
         if self.tracking.uri is not None:
             out["tracking"]["uri"] = redact(self.tracking.uri)
+        if self.search.storage is not None:
+            out["search"]["storage"] = redact(self.search.storage)
+        if isinstance(self.search.warm_start, StudySource):
+            out["search"]["warm_start"]["storage"] = redact(self.search.warm_start.storage)
         return out
 
     def to_yaml(self) -> str:

@@ -16,12 +16,14 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.fused.members import member_outcome, member_result, members_of, run_units
+from sweeps.space.study import StudyLinks
 from sweeps.tracking.names import (
     ABLATION_SEED_PARAM,
     EPOCH_METRIC,
     EVAL_PHASE,
     FAILURE_TAG,
     FOLD_METRIC,
+    OPTUNA_TRIAL_TAG,
     PARENT_TAG,
     PHASE_PARAM,
     ROUND_METRIC,
@@ -74,9 +76,17 @@ def _round_of(stage: str) -> int:
 class MlflowCallback(Callback):
     """Feeds trial starts, results and ends to the SweepTracker (batched, driver-side)."""
 
-    def __init__(self, tracker: SweepTracker, params_of: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        tracker: SweepTracker,
+        params_of: Callable[[Mapping[str, Any]], dict[str, Any]],
+        *,
+        links: StudyLinks | None = None,
+    ) -> None:
         self.tracker = tracker
         self.params_of = params_of
+        self.links = links  # the sweep's Optuna study: trial number <-> MLflow run id
+        self._unlinked: dict[str, str] = {}  # unit id -> run handle whose run id MLflow has not given yet
         self.runs: dict[str, str] = {}
         self.interrupted: set[str] = set()  # trials (fused: members) the sweep's stop cut short
         self._first_step: dict[str, int] = {}
@@ -88,6 +98,8 @@ class MlflowCallback(Callback):
         return {
             "tracker": None,
             "params_of": None,
+            "links": None,
+            "_unlinked": {},
             "runs": {},
             "interrupted": set(),
             "_first_step": {},
@@ -129,6 +141,7 @@ class MlflowCallback(Callback):
             if unit_id in units:
                 params = self.params_of(config)
                 self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
+        self._link({u: self.runs[u] for u, *_ in run_units(trial) if u in units})
         for result in last_attempt_results(trial):
             if members_of(trial.config) is not None:
                 self._queue_members(trial, result)
@@ -142,8 +155,27 @@ class MlflowCallback(Callback):
             params = self.params_of(config)
             self.runs[unit_id] = self.tracker.child(unit_id, run_name(name, params), params)
         self._first_step.pop(trial.trial_id, None)
+        self._link({unit_id: self.runs[unit_id] for unit_id, *_ in run_units(trial)})
+
+    def _link(self, handles: Mapping[str, str]) -> None:
+        """Optuna trial <-> MLflow run: the run id onto the Optuna trial, its number onto the run.
+
+        While MLflow is away a run has no id yet; it is linked at a later result of its trial.
+        """
+        if self.links is None or not handles:
+            return
+        ids = {unit: self.tracker.known_run_id(unit) for unit in handles}
+        for unit, number in self.links.link(ids).items():
+            self.tracker.tag_child(handles[unit], {OPTUNA_TRIAL_TAG: str(number)})
+        for unit, run_id in ids.items():
+            if run_id is None:
+                self._unlinked[unit] = handles[unit]
+            else:
+                self._unlinked.pop(unit, None)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if self._unlinked:
+            self._link_later()
         if members_of(trial.config) is not None:
             self._queue_members(trial, result)
             return
@@ -154,6 +186,14 @@ class MlflowCallback(Callback):
             done = int(result.get("training_iteration", 1))
             step = done - self._first_step.setdefault(trial.trial_id, done - 1)
             self.tracker.queue_metrics(run_id, _metrics_of(result), step=step)
+
+    def _link_later(self) -> None:
+        ready = {u: h for u, h in self._unlinked.items() if self.tracker.known_run_id(u) is not None}
+        if ready and self.links is not None:
+            runs = {u: self.tracker.known_run_id(u) for u in ready}
+            self.links.link(runs)
+            for unit in ready:
+                del self._unlinked[unit]
 
     def _queue_members(self, trial, result: Mapping[str, Any]) -> None:
         """Each member's values of a population result, at the member's own epoch count.

@@ -37,6 +37,7 @@ REPORT_TAG = "mersweep.report"  # the sweep report's artifact URI (parent and ev
 SWEEP_TAG = "mersweep.sweep"  # the sweep's name; marks a run as a sweep's parent run
 GIT_SHA_TAG = "mersweep.git_sha"
 COMMAND_TAG = "mersweep.command"  # the command line, credentials redacted
+OPTUNA_STUDY_TAG = "mersweep.optuna_study"  # where the sweep's Optuna studies are: names, storage (redacted)
 BEST_TRIAL_TAG = "mersweep.best_trial"
 BEST_RUN_TAG = "mersweep.best_run_id"
 EXPORT_MODEL_TAG = "mersweep.export.model"  # `export-best`: the registered model's URI
@@ -61,6 +62,7 @@ FAILURE_TAG = "mersweep.failure_reason"
 FOLD_METRIC = "trial/fold"
 EPOCH_METRIC = "trial/epoch"  # the epoch within its stage
 ROUND_METRIC = "trial/round"  # the stage: 0 = supervised fine-tuning, r = self-training round r
+OPTUNA_TRIAL_TAG = "mersweep.optuna_trial"  # the trial's number in the sweep's Optuna study
 PHASE_TAG = "mersweep.phase"  # set by runs logged after the sweep (`export-best`'s re-runs)
 EXPORT_SOURCE_TAG = "mersweep.export.source_run"  # on a re-seeded run: the run whose config it re-ran
 VARIANT_PARAM = "ablation.variant"  # an ablation trial's variant, seed and phase

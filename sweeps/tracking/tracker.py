@@ -261,6 +261,15 @@ class SweepTracker:
             self._outbox.drain(block=True)
         return run.run_id
 
+    def known_run_id(self, trial_id: str) -> str | None:
+        """The trial's child run id if MLflow has answered already; never waits."""
+        handle = self._children.get(trial_id)
+        return None if handle is None else self._runs[handle].run_id
+
+    def tag_child(self, handle: str, tags: Mapping[str, str]) -> None:
+        """Set tags on the run `child` returned (queued behind its creation)."""
+        self._outbox.put(*self._batch_ops(self._runs[handle], "tag a trial's run", tags=tags))
+
     def queue_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
         """Buffer one step's metrics of the run `child` returned; sent in batches of `flush_every`."""
         from mlflow.entities import Metric
