@@ -33,9 +33,9 @@ from mer_core.data.featureset import FeatureSet
 from mer_core.data.synthetic import generate_synthetic
 from mer_core.models import InvariantEncoder, largest_divisor
 from mer_core.models.heads import FcHead
+from mer_core.train.capture import WARMUP_STEPS, StepGraphs, resolve_capture
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.objective import draw, fresh_net  # the trainer's exact model, temperatures and loss
-from mer_core.train.capture import WARMUP_STEPS, StepGraphs, resolve_capture
 from mer_core.train.plan import stage_terms
 from mer_core.train.single import StepFn, make_optimizer  # the trainer's exact step, not a copy
 

@@ -122,7 +122,7 @@ def test_a_diverging_member_stops_at_the_end_of_its_epoch_and_its_sibling_is_una
     reason = results[1].failure_reason
     assert reason.startswith("non-finite loss (") and "during finetune (fold 0, epoch" in reason
     diverged_at = int(reason.rsplit("epoch ", 1)[1].rstrip(")"))
-    calm, calm_seen = _fused([sane, with_overrides(sane, {"seed": 1})], data)
+    _, calm_seen = _fused([sane, with_overrides(sane, {"seed": 1})], data)
     for got, want in zip(seen[0][:diverged_at], calm_seen[0][:diverged_at], strict=True):
         for key in ("train/loss", "val/loss", "val/weighted_f1"):
             assert got[key] == pytest.approx(want[key], abs=EXACT), (key, got["epoch"])
