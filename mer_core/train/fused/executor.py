@@ -84,7 +84,8 @@ class FusedExecutor:
     def _autocast(self):
         if self.autocast_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        # The cast cache must not outlive a captured step (CUDA graphs guide: cache_enabled=False).
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=not self.graphs.enabled)
 
     def _template(self, members: Sequence[Member]) -> TrainNet:
         """The module every member runs through, with marker dropout rates where members differ."""
