@@ -61,3 +61,69 @@ def test_bf16_population_and_single_run_train_to_finite_scores(base, data):
         assert math.isfinite(result.metrics["val/weighted_f1"]) and result.metrics["val/weighted_f1"] > 0.0
     # bf16 keeps about 3 significant digits: the member and its single run agree loosely, not exactly.
     assert results[0].metrics["val/weighted_f1"] == pytest.approx(single.metrics["val/weighted_f1"], abs=0.1)
+
+
+# -- step capture (runtime.capture): CUDA graphs exist only on CUDA; tests/test_step_kernels.py
+# checks the same paths on the CPU with the executors' python replay.
+NO_DROPOUT = {"model.dropout": 0.0, "model.head_dropout": 0.0}  # graph replays draw dropout masks differently
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_captured_single_run_matches_the_uncaptured_one(base, data):
+    stages = {**NO_DROPOUT, "optim.pretrain_epochs": 1, "loss.pretrain_w_noise": 1.0, "self_training.rounds": 1}
+    cfg = with_overrides(base, stages)
+    captured, captured_seen = _single(with_overrides(cfg, {"runtime.capture": "always"}), data)
+    eager, eager_seen = _single(with_overrides(cfg, {"runtime.capture": "never"}), data)
+    assert_same_run(eager, eager_seen, captured, captured_seen, atol=GPU_ATOL)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_captured_population_matches_uncaptured_single_runs(base, data):
+    cfg = with_overrides(base, NO_DROPOUT)
+    cfgs = [
+        with_overrides(cfg, {"seed": 0, "runtime.capture": "always"}),
+        with_overrides(cfg, {"seed": 1, "optim.lr": 3e-3, "loss.w_modality": 0.5, "runtime.capture": "always"}),
+    ]
+    results, seen = _fused(cfgs, data)
+    for i, member in enumerate(cfgs):
+        single, single_seen = _single(with_overrides(member, {"runtime.capture": "never"}), data)
+        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_captured_bf16_steps_train_to_finite_scores(base, data):
+    bf16 = with_overrides(base, {"runtime.precision": "bf16", "runtime.capture": "always", "optim.pretrain_epochs": 1})
+    results, _ = _fused([with_overrides(bf16, {"seed": s}) for s in (0, 1)], data)
+    single, _ = _single(bf16, data)
+    for result in (*results, single):
+        assert result.status == "ok", result.failure_reason
+        assert math.isfinite(result.metrics["val/weighted_f1"]) and result.metrics["val/weighted_f1"] > 0.0
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_an_uncaptured_step_never_waits_for_the_device(base, data):
+    """`torch.cuda.set_sync_debug_mode("error")` raises on any synchronising call inside a step
+    (the first step of a stage builds its cached tensors and is left out)."""
+    from mer_core.train.recipe import train_members
+    from mer_core.train.single import SingleExecutor
+
+    class Strict(SingleExecutor):
+        calls = 0
+
+        def begin_stage(self, members, kind):
+            super().begin_stage(members, kind)
+            self.calls = 0
+
+        def step(self, parts, kind):
+            self.calls += 1
+            if self.calls == 1:
+                return super().step(parts, kind)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return super().step(parts, kind)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+    cfg = with_overrides(base, {"runtime.capture": "never", "optim.pretrain_epochs": 1, "loss.pretrain_w_noise": 1.0})
+    (result,) = train_members([cfg], data, Strict(torch.device("cuda")))
+    assert result.status == "ok", result.failure_reason

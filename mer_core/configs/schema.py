@@ -240,7 +240,17 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+    capture: Literal["auto", "always", "never"] = fld(
+        "auto", doc="record each training step as a CUDA graph; auto = on CUDA where the step allows (train/capture.py)"
+    )
     threads: int | None = fld(None, ge=1, doc="torch intra-op threads; null = leave as is")
+
+    def check(self, prefix: str) -> None:
+        if self.capture == "always" and self.device == "cpu":
+            raise ConfigError(
+                f"{prefix}.capture", "auto, never (CUDA graphs need runtime.device cuda or auto)", self.capture,
+                "cannot be honoured on the CPU",
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)

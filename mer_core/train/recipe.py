@@ -128,10 +128,11 @@ class Executor(Protocol):
     def begin_stage(self, members: Sequence[Member], kind: LossKind) -> None:
         """A fresh optimiser state for `members` (the recipe builds a new optimiser per stage)."""
 
-    def step(self, parts: Sequence[Part], kind: LossKind) -> list[float]:
-        """One optimisation step of each part's member on its batch; each member's loss.
+    def step(self, parts: Sequence[Part], kind: LossKind) -> list[torch.Tensor]:
+        """One optimisation step of each part's member on its batch; each member's 0-d loss.
 
-        A member whose loss is not finite is not updated.
+        The losses stay on the device (no host-device synchronisation inside a step); the recipe
+        reads them once per epoch and fails members whose epoch loss is not finite.
         """
 
     def predict(
@@ -312,13 +313,16 @@ def _epoch(
     """One epoch of every member in `members` over its own (rows, labels) set; returns train/loss.
 
     Each member draws its own batch order; step j runs batch j of every member that has one.
-    Members whose loss turns non-finite are marked diverged and removed from `members`.
+    Step losses stay on the device and are read back once, at the end of the epoch: a step
+    never waits for the device. Members whose epoch loss is not finite are marked diverged and
+    removed from `members` (a member that diverged mid-epoch stepped on to the epoch's end;
+    its weights are never used again).
     """
     plans = {}
     for m in members:
         size = m.cfg.optim.pretrain_batch_size if kind == "pretrain" else m.cfg.optim.batch_size
         plans[m.index] = list(batches(len(sets[m.index][0]), size, generator=m.batch_gen, device=ex.device))
-    totals = {m.index: [0.0, 0] for m in members}
+    losses: dict[int, list[torch.Tensor]] = {m.index: [] for m in members}  # 0-d step losses, on the device
     for j in range(max((len(p) for p in plans.values()), default=0)):
         live = [m for m in members if j < len(plans[m.index])]
         if not live:
@@ -329,14 +333,31 @@ def _epoch(
             idx, y = sets[m.index]
             parts.append(Part(m, idx[pos], None if y is None else y[pos]))
         for m, value in zip(live, ex.step(parts, kind), strict=True):
-            if not math.isfinite(value):
-                m.fail("diverged", f"non-finite loss ({value}) during {where}")
-                members.remove(m)
-                continue
-            n = len(plans[m.index][j])
-            totals[m.index][0] += value * n
-            totals[m.index][1] += n
-    return {k: total / max(count, 1) for k, (total, count) in totals.items()}
+            losses[m.index].append(value)
+    means = _epoch_means(members, losses, plans)
+    for m in list(members):
+        if not math.isfinite(means[m.index]):
+            m.fail("diverged", f"non-finite loss ({means[m.index]}) during {where}")
+            members.remove(m)
+    return means
+
+
+def _epoch_means(
+    members: Sequence[Member], losses: Mapping[int, list[torch.Tensor]], plans: Mapping[int, list[torch.Tensor]]
+) -> dict[int, float]:
+    """Each member's sample-weighted mean step loss, read back in one transfer for all members."""
+    stepped = [m for m in members if losses[m.index]]
+    out = {m.index: 0.0 for m in members}
+    if not stepped:
+        return out
+    means = []
+    for m in stepped:
+        values = torch.stack(losses[m.index]).double()  # (S,) in float64, as the sum of Python floats was
+        sizes = [len(p) for p in plans[m.index]]
+        n = torch.tensor(sizes, dtype=torch.float64).to(values.device, non_blocking=True)  # (S,)
+        means.append((values * n).sum() / sum(sizes))
+    out.update(zip((m.index for m in stepped), torch.stack(means).tolist(), strict=True))  # the epoch's one sync
+    return out
 
 
 def _pretrain(ex: Executor, members: list[Member], rows: Mapping[int, np.ndarray], fold: Fold) -> None:

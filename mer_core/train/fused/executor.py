@@ -7,11 +7,14 @@ generator (`objective.draw`), runs every member's `TrainNet` loss in one `vmap` 
 batches, self-training sets of different sizes) run in one vmap per batch size; the gradients
 still land in one (K, P) tensor. Each member then takes its single run's optimiser update
 (`optim.MemberOptimizer`).
+
+The losses stay on the device (the recipe reads them once per epoch), and with
+`runtime.capture` the whole population step, from the gathered inputs to the last member's
+update, is one CUDA graph per step signature (`mer_core.train.capture`).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -24,6 +27,7 @@ from torch.func import functional_call, vmap
 
 from mer_core.configs import with_overrides
 from mer_core.configs.schema import ExperimentConfig
+from mer_core.train.capture import Replay, StepGraphs, resolve_capture
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.fused.dropout import MemberDropout, marker_rates
 from mer_core.train.fused.optim import MemberOptimizer
@@ -39,7 +43,20 @@ __all__ = ["FusedExecutor"]
 class FusedExecutor:
     """Holds a fold's population and runs its steps (see the module docstring)."""
 
-    def __init__(self, cfgs: Sequence[ExperimentConfig], device: torch.device) -> None:
+    def __init__(
+        self,
+        cfgs: Sequence[ExperimentConfig],
+        device: torch.device,
+        *,
+        capture: bool | None = None,
+        replay: Replay = "cuda",
+    ) -> None:
+        """Args:
+        cfgs: the members' configs (one shape group).
+        device: where the population trains.
+        capture: capture each step (None: `capture.resolve_capture` of the shared runtime section).
+        replay: `python` replays captured steps on the CPU (the capture tests' stand-in).
+        """
         self.device = device
         self.cfgs = list(cfgs)
         precision = cfgs[0].runtime.precision  # a schedule field: shared
@@ -51,6 +68,11 @@ class FusedExecutor:
         self.markers: dict[str, float] = {}  # dropout field -> marker rate (fields whose rates differ)
         self._active: dict[LossKind, dict[int, tuple[bool, ...]]] = {}
         self._tensors: dict[tuple, tuple] = {}
+        self._index: dict[tuple[int, ...], Tensor | None] = {}
+        self._steps: dict[tuple, Any] = {}  # step functions by step signature (the graphs' keys)
+        if capture is None:
+            capture = resolve_capture(cfgs[0], device)  # runtime.* and missing.impute are shared
+        self.graphs = StepGraphs(capture, replay=replay)
 
     # -- setup --------------------------------------------------------------------------------
     @property
@@ -62,7 +84,8 @@ class FusedExecutor:
     def _autocast(self):
         if self.autocast_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        # The cast cache must not outlive a captured step (CUDA graphs guide: cache_enabled=False).
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=not self.graphs.enabled)
 
     def _template(self, members: Sequence[Member]) -> TrainNet:
         """The module every member runs through, with marker dropout rates where members differ."""
@@ -80,7 +103,8 @@ class FusedExecutor:
         return template
 
     def begin_fold(self, members: Sequence[Member], fold: Fold) -> None:
-        self._fold, self._tensors = fold, {}
+        self._fold, self._tensors, self._index, self._steps = fold, {}, {}, {}
+        self.graphs.clear()
         data = fold.data
         template = self._template(members)
         nets = [fresh_net(m.cfg, data.dims, data.n_classes, self.device, m.seeds.init) for m in members]
@@ -106,6 +130,8 @@ class FusedExecutor:
         for m in members:
             self.opt.set_active(self.rows[m.index], self._active[kind][m.index])
         self.opt.reset([self.rows[m.index] for m in members])
+        self.graphs.clear()  # they recorded the previous stage's optimiser state
+        self._steps = {}
         self.pop.net.train()
 
     # -- one step -----------------------------------------------------------------------------
@@ -151,19 +177,33 @@ class FusedExecutor:
             out["drop"] = torch.stack([d.drop for d in per_member])  # (Ka, B, M)
         return out
 
-    def _group_losses(self, parts: Sequence[Part], kind: LossKind, first: int) -> tuple[Tensor, Tensor]:
-        """(Ka,) losses of members that share a batch size, in one vmap, and the (Ka, P) buffer of their gradients."""
+    def _rows_index(self, members: Sequence[Member]) -> Tensor | None:
+        """`Population.rows_index` of `members`, built once per member set (no copy to the device per step)."""
         assert self.pop is not None
+        key = tuple(m.index for m in members)
+        if key not in self._index:
+            self._index[key] = self.pop.rows_index([self.rows[i] for i in key])
+        return self._index[key]
+
+    def _inputs(self, parts: Sequence[Part], kind: LossKind) -> dict[str, Any]:
+        """The step inputs of members that share a batch size: features, mask, labels, draws."""
         members = [p.member for p in parts]
-        index = self.pop.rows_index([self.rows[m.index] for m in members])
         idx = torch.stack([p.idx for p in parts])  # (Ka, B)
         ka, b = idx.shape
         dev = self.fold.dev
         x = {mod: f.index_select(0, idx.reshape(-1)).view(ka, b, -1) for mod, f in dev.features.items()}
         mask = dev.mask.index_select(0, idx.reshape(-1)).view(ka, b, -1)  # (Ka, B, M)
         y = torch.stack([p.y for p in parts]) if kind == "finetune" else None  # (Ka, B)
-        terms, present, w, rates = self._member_tensors(members, kind)
-        draws = self._draws(x, mask, members, terms)
+        terms = self._member_tensors(members, kind)[0]
+        return {"x": x, "mask": mask, "y": y, "draws": self._draws(x, mask, members, terms)}
+
+    def _group_losses(
+        self, members: Sequence[Member], inputs: dict[str, Any], kind: LossKind, first: int
+    ) -> tuple[Tensor, Tensor]:
+        """(Ka,) losses of members that share a batch size, in one vmap, and the (Ka, P) buffer of their gradients."""
+        assert self.pop is not None
+        index = self._rows_index(members)
+        _terms, present, w, rates = self._member_tensors(members, kind)
         params, grad = self.pop.trainable(index, first)
         buffers = self.pop.buffers_of(index)
         net = self.pop.net
@@ -172,37 +212,58 @@ class FusedExecutor:
             with MemberDropout(rt) if rt else nullcontext():
                 return functional_call(net, (p, bufs), (xm, mk, ym, dr, wm), {"kind": kind, "present": present})
 
+        y = inputs["y"]
         dims = (0, 0, 0, 0, None if y is None else 0, 0, 0, 0)
+        args = (params, buffers, inputs["x"], inputs["mask"], y, inputs["draws"], w, rates)
         with self._autocast():
-            out = vmap(member_loss, in_dims=dims, randomness="different")(params, buffers, x, mask, y, draws, w, rates)
+            out = vmap(member_loss, in_dims=dims, randomness="different")(*args)
         self.pop.write_buffers(index, buffers)
         return out.float(), grad  # (Ka,), (Ka, P)
 
-    def step(self, parts: Sequence[Part], kind: LossKind) -> list[float]:
+    def _step_fn(self, groups: Sequence[Sequence[Member]], kind: LossKind):
+        """The population's step over `groups` (members by batch size), as a function of their inputs.
+
+        Every member's loss, one backward for all, each member's own clipped update. A member
+        whose loss is not finite steps too (its rows only: gradients and updates are per row);
+        the recipe fails it at the end of the epoch. Returns the (n,) detached losses in group order.
+        """
         assert self.opt is not None
-        by_size: dict[int, list[int]] = {}
-        for j, part in enumerate(parts):
-            by_size.setdefault(int(part.idx.shape[0]), []).append(j)
-        groups, first = [], 0
-        for js in by_size.values():
-            losses, grad = self._group_losses([parts[j] for j in js], kind, first)
-            groups.append((js, losses, grad))
-            first += len(js)
-        values = torch.cat([losses.detach() for _, losses, _ in groups]).tolist()  # one sync, like float(loss)
-        out, finite, pos = [0.0] * len(parts), [], 0
-        for js, losses, grad in groups:
-            for local, j in enumerate(js):
-                out[j] = values[pos + local]
-                if math.isfinite(out[j]):
-                    finite.append((losses[local], self.rows[parts[j].member.index], local, grad))
-            pos += len(js)
-        if finite:
+        opt = self.opt
+        rows = [[self.rows[m.index] for m in g] for g in groups]
+
+        def step(inputs: list[dict[str, Any]]) -> Tensor:
+            losses, grads, first = [], [], 0
+            for members, group_inputs in zip(groups, inputs, strict=True):
+                loss, grad = self._group_losses(members, group_inputs, kind, first)
+                losses.append(loss)
+                grads.append(grad)
+                first += len(members)
+            total = torch.cat(losses)  # (n,)
             with warnings.catch_warnings():
                 # The leaves and their gradient buffers are strided views of the flat rows (by design).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-                torch.stack([loss for loss, *_ in finite]).sum().backward()
-            for _, row, local, grad in finite:
-                self.opt.step(row, grad[local])
+                total.sum().backward()
+            for group_rows, grad in zip(rows, grads, strict=True):
+                for local, row in enumerate(group_rows):
+                    opt.step(row, grad[local])
+            return total.detach()
+
+        return step
+
+    def step(self, parts: Sequence[Part], kind: LossKind) -> list[Tensor]:
+        by_size: dict[int, list[int]] = {}
+        for j, part in enumerate(parts):
+            by_size.setdefault(int(part.idx.shape[0]), []).append(j)
+        order = [j for js in by_size.values() for j in js]
+        groups = [[parts[j].member for j in js] for js in by_size.values()]
+        inputs = [self._inputs([parts[j] for j in js], kind) for js in by_size.values()]
+        key = (kind, tuple((size, tuple(m.index for m in g)) for size, g in zip(by_size, groups, strict=True)))
+        if key not in self._steps:
+            self._steps[key] = self._step_fn(groups, kind)
+        losses = self.graphs.run(key, self._steps[key], inputs)  # (n,) in group order
+        out: list[Tensor] = [losses] * len(parts)
+        for pos, j in enumerate(order):
+            out[j] = losses[pos]  # 0-d views: no kernel, no sync
         return out
 
     # -- prediction and state -----------------------------------------------------------------

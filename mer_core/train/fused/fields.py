@@ -139,6 +139,7 @@ FIELDS: dict[str, Rule] = {
     "runtime.device": _S,
     "runtime.precision": _S,
     "runtime.compile": Rule("refused", (False,), "fused populations run uncompiled"),
+    "runtime.capture": _S,  # one graph per step of the whole population (executor.py)
     "runtime.threads": _S,
 }
 

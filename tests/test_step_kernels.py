@@ -1,0 +1,154 @@
+"""The training step: losses stay on the device, divergence is read once per epoch, capture replays.
+
+CUDA graphs need a GPU (tests/test_gpu.py captures for real there). On the CPU the executors run
+their captured path with `replay="python"`: each key's first step function is kept and re-invoked
+on the static input copies, so a step that read a per-step value from anywhere but its
+arguments would replay a stale one, and these runs would differ from the eager ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from mer_core.configs import ExperimentConfig, load_config, with_overrides
+from mer_core.data import load_data
+from mer_core.errors import ConfigError
+from mer_core.train import run
+from mer_core.train.capture import StepGraphs, resolve_capture
+from mer_core.train.fused import FusedExecutor
+from mer_core.train.plan import LossKind
+from mer_core.train.recipe import Part, train_members
+from mer_core.train.single import SingleExecutor
+from tests.parity import assert_same_run
+from tests.test_population import SMALL, _fused, _single
+
+EXACT = 1e-6  # the captured path runs the very same kernels in the same order
+# Pre-training with the noise term, a self-training round, and batches of 24 over 72 training
+# rows plus a pool: every stage, and epochs whose last batch is shorter.
+STAGES = {
+    "optim.pretrain_epochs": 2,
+    "optim.pretrain_batch_size": 64,
+    "loss.pretrain_w_noise": 1.0,
+    "self_training.rounds": 1,
+    "self_training.oversample": False,
+    "optim.batch_size": 24,
+}
+
+
+@pytest.fixture
+def base(tiny_data_cfg) -> ExperimentConfig:
+    return with_overrides(ExperimentConfig(data=tiny_data_cfg), {**SMALL, **STAGES})
+
+
+@pytest.fixture
+def data(base):
+    return load_data(base.data)
+
+
+def _train(cfgs: Sequence[ExperimentConfig], data, executor):
+    seen: dict[int, list[dict]] = {i: [] for i in range(len(cfgs))}
+    results = train_members(cfgs, data, executor, report=lambda i, m: seen[i].append(dict(m)))
+    return results, seen
+
+
+class _Recording(SingleExecutor):
+    """The single executor, noting what its steps hand back to the recipe."""
+
+    returned: set[type]
+
+    def step(self, parts: Sequence[Part], kind: LossKind) -> list[torch.Tensor]:
+        out = super().step(parts, kind)
+        self.returned.update(type(v) for v in out)
+        assert all(v.dim() == 0 for v in out)
+        return out
+
+
+def test_steps_hand_back_device_tensors_and_the_run_is_unchanged(base, data):
+    ex = _Recording(torch.device("cpu"))
+    ex.returned = set()
+    (result,), seen = _train([base], data, ex)
+    assert ex.returned == {torch.Tensor}  # no float: nothing read back inside a step
+    single, single_seen = _single(base, data)
+    assert_same_run(single, single_seen, result, seen[0], atol=EXACT)
+
+
+def test_captured_single_run_equals_the_eager_one(base, data):
+    cfg = with_overrides(base, {"model.dropout": 0.0, "model.head_dropout": 0.0})
+    ex = SingleExecutor(torch.device("cpu"), capture=True, replay="python")
+    (result,), seen = _train([cfg], data, ex)
+    assert len(ex._members[0].graphs) >= 1  # the last stage replayed at least one captured step
+    single, single_seen = _single(cfg, data)
+    assert_same_run(single, single_seen, result, seen[0], atol=EXACT)
+
+
+def test_captured_population_equals_the_eager_one(base, data):
+    cfgs = [
+        with_overrides(base, {"seed": 0}),
+        with_overrides(base, {"seed": 1, "optim.lr": 3e-3, "loss.w_modality": 0.5, "self_training.rounds": 0}),
+    ]
+    ex = FusedExecutor(cfgs, torch.device("cpu"), capture=True, replay="python")
+    results, seen = _train(cfgs, data, ex)
+    assert len(ex.graphs) >= 1
+    eager, eager_seen = _fused(cfgs, data)
+    for i in range(len(cfgs)):
+        assert_same_run(eager[i], eager_seen[i], results[i], seen[i], atol=EXACT)
+
+
+def test_graphs_are_keyed_by_batch_size_so_the_short_last_batch_keeps_its_rows():
+    graphs = StepGraphs(True, replay="python", warmup=1)
+    calls = []
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x.sum()
+
+    for size in (4, 4, 4, 3, 3, 4):
+        x = torch.arange(size, dtype=torch.float32) + len(calls)
+        assert graphs.run(("finetune", size), step, x).item() == x.sum().item()
+    assert len(graphs) == 2 and calls == [4, 4, 4, 3, 3, 4]
+
+
+def test_a_diverging_member_stops_at_the_end_of_its_epoch_and_its_sibling_is_unaffected(base, data):
+    """A member whose loss turns NaN keeps stepping until its epoch ends (no per-step check); its
+    NaN rows must not reach its sibling, whose epochs equal those beside a sane partner."""
+    sane = with_overrides(base, {"optim.pretrain_epochs": 0, "self_training.rounds": 0, "optim.optimizer": "adamw"})
+    # AdamW with lr 10 and weight decay 1 multiplies every weight by -9 per step (tests/test_divergence.py)
+    exploding = with_overrides(sane, {"seed": 1, "optim.lr": 10.0, "optim.weight_decay": 1.0})
+    results, seen = _fused([sane, exploding], data)
+    assert results[1].status == "diverged" and results[0].status == "ok"
+    reason = results[1].failure_reason
+    assert reason.startswith("non-finite loss (") and "during finetune (fold 0, epoch" in reason
+    diverged_at = int(reason.rsplit("epoch ", 1)[1].rstrip(")"))
+    _, calm_seen = _fused([sane, with_overrides(sane, {"seed": 1})], data)
+    for got, want in zip(seen[0][:diverged_at], calm_seen[0][:diverged_at], strict=True):
+        for key in ("train/loss", "val/loss", "val/weighted_f1"):
+            assert got[key] == pytest.approx(want[key], abs=EXACT), (key, got["epoch"])
+    # Afterwards the sibling trains alone: a one-member vmap rounds like its single run, not exactly.
+    single, single_seen = _single(sane, data)
+    assert_same_run(single, single_seen, results[0], seen[0], atol=1e-3)
+
+
+def test_capture_always_is_refused_where_it_cannot_run(base):
+    with pytest.raises(ConfigError, match=r"runtime\.capture: cannot be honoured on the CPU.*given: 'always'"):
+        load_config(None, ["runtime.capture=always", "runtime.device=cpu"])
+    cuda = torch.device("cuda")  # resolve_capture only reads the device's type
+    assert resolve_capture(base, torch.device("cpu")) is False
+    assert resolve_capture(base, cuda) is True
+    for overrides, reason in (
+        ({"missing.impute": "mean"}, "missing.impute: mean"),
+        ({"runtime.compile": True}, "runtime.compile"),
+    ):
+        cfg = with_overrides(base, {**overrides, "runtime.device": "auto"})
+        assert resolve_capture(cfg, cuda) is False  # auto steps aside
+        with pytest.raises(ConfigError, match=rf"runtime\.capture: .*{reason}.*given: 'always'"):
+            resolve_capture(with_overrides(cfg, {"runtime.capture": "always"}), cuda)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_capture_always_with_device_auto_is_refused_without_cuda(base, data):
+    cfg = with_overrides(base, {"runtime.device": "auto", "runtime.capture": "always"})
+    with pytest.raises(ConfigError, match=r"runtime\.capture: cannot be honoured.*CUDA graphs need a CUDA device"):
+        run(cfg, data)
