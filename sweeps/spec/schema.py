@@ -7,7 +7,7 @@
     data: {source: uci-mfeat, folds: 1}   # merged over base's data section
     search_space: search_spaces/quick.yaml
     search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
-    scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3}
+    scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3, brackets: null}
     metric: val/weighted_f1
     mode: max
     resources: {cpu: 1, gpu: 0, max_concurrent: 2}
@@ -49,23 +49,32 @@ def _join(prefix: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    algorithm: Literal["tpe", "qmc", "random", "cmaes", "grid"] = "tpe"
+    algorithm: Literal["tpe", "bohb", "qmc", "random", "cmaes", "grid"] = "tpe"
     num_samples: int = fld(20, ge=1, doc="trials to run (for grid: at most the grid size)")
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
     n_startup_trials: int = fld(10, ge=0, doc="random trials before TPE / CMA-ES model the results")
 
 
+SCHEDULERS = ("asha", "hyperband", "median", "none")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
-    kind: Literal["asha", "median", "none"] = "asha"
+    kind: Literal["asha", "hyperband", "median", "none"] = "asha"
     grace_period: int = fld(1, ge=1, doc="results every trial reports before it can be stopped")
     max_t: int | None = fld(None, ge=1, doc="ASHA's top rung in reported results; null = the longest trial")
     reduction_factor: float = fld(3.0, gt=1.0)
+    brackets: int | None = fld(
+        None, ge=1, doc="hyperband: brackets, bracket s first cuts at grace_period * rf**s; null = every bracket"
+    )
 
     def check(self, prefix: str) -> None:
         if self.max_t is not None and self.max_t < self.grace_period:
             allowed = f">= grace_period ({self.grace_period})"
             raise ConfigError(_join(prefix, "max_t"), allowed, self.max_t, "out of range")
+        if self.brackets is not None and self.kind != "hyperband" and not (self.kind == "asha" and self.brackets == 1):
+            allowed = "null (or 1 with kind: asha; several brackets need kind: hyperband)"
+            raise ConfigError(_join(prefix, "brackets"), allowed, self.brackets, f"not used by kind={self.kind}")
 
 
 @dataclass(frozen=True)
