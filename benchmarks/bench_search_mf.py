@@ -40,6 +40,8 @@ from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
 from benchmarks.mf_hartmann import DIM, F_STAR, curve, mf_hartmann6
 from sweeps.trainable.report import FINAL_KEY
 
+log = logging.getLogger("mersweep.bench")
+
 METRIC = "loss"  # minimised
 TRUE_KEY = "true_regret"  # in the final report only; never seen by the searcher or the scheduler
 EPOCHS = 9  # fidelity steps per trial: z = 1/9 .. 1
@@ -175,7 +177,18 @@ def run_queue(sweeps: Sequence[Sweep], *, folder: Path, epochs: int) -> None:
 
         def suggest(self, trial_id: str) -> dict | None:
             while self.k < len(sweeps) and sweeps[self.k].trace.done:
-                sweeps[self.k].trace.seconds = clock() - self.started
+                trace = sweeps[self.k].trace
+                trace.seconds = clock() - self.started
+                log.info(
+                    "search_mf %d/%d: %s seed %d: %s after %d trial-epochs (%.1f s)",
+                    self.k + 1,
+                    len(sweeps),
+                    trace.arm,
+                    trace.seed,
+                    "hit" if math.isfinite(trace.hit_at) else "missed",
+                    trace.epochs,
+                    trace.seconds,
+                )
                 self.k, self.started = self.k + 1, clock()
             if self.k == len(sweeps):
                 return Searcher.FINISHED
@@ -315,7 +328,7 @@ def _ratio_interval(arm: list[Trace], base: list[Trace], *, draws: int = 2000, s
         b = [base[i] for i in rng.integers(len(base), size=len(base))]
         ea, eb = ert(a), ert(b)
         ratios.append(math.inf if math.isinf(ea) else (0.0 if math.isinf(eb) else ea / eb))
-    lo, hi = np.percentile(ratios, [5, 95])
+    lo, hi = np.quantile(ratios, [0.05, 0.95], method="inverted_cdf")  # no interpolation: ratios may be inf
     return float(lo), float(hi)
 
 
@@ -397,7 +410,7 @@ def profile(traces: Sequence[Trace], target: float) -> dict[str, float]:
         "epochs per trial": statistics.median(t.epochs / max(len(t.trials), 1) for t in traces),
         "proposals at or below target": statistics.median(good),
         "of those, cut before their end": statistics.median(cut),
-        "epochs on trials that were cut": statistics.median(share(t, lambda i: not i[2]) for t in traces),
+        "epochs on cut trials": statistics.median(share(t, lambda i: not i[2]) for t in traces),
     }
 
 

@@ -57,7 +57,7 @@ def at_budget(trials: Sequence[FrozenTrial], min_points: int) -> list[FrozenTria
         if value is None or not math.isfinite(value):
             continue
         seen = copy.copy(t)  # a view for the sampler; the study's own record is not touched
-        seen._state = TrialState.COMPLETE
+        seen.state = TrialState.COMPLETE
         seen.value = float(value)
         out.append(seen)
     return out
