@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -48,7 +49,7 @@ EPOCHS = 9  # fidelity steps per trial: z = 1/9 .. 1
 TARGET_REGRET = 1.5  # f(x, 1) <= -1.82: random search needs ~93 full trials (1 point in 93 is that good)
 EPOCH_BUDGET = 2700  # trial-epochs per sweep: 300 full trials, ~3x random search's expected cost
 CONCURRENT = 2  # trials at once, as sweeps/quickstart.yaml
-N_STARTUP = 10  # random trials before TPE models (the schema's default)
+N_STARTUP = 10  # random trials before TPE models, unless an arm names another count
 SMOKE_EPOCHS, SMOKE_BUDGET, SMOKE_TARGET = 3, 60, 2.5
 
 
@@ -379,17 +380,19 @@ def default_arm() -> str | None:
     """The arm that is the engine's default search (SearchConfig's and SchedulerConfig's defaults), if one is."""
     from mer_core.configs.fields import from_dict
     from sweeps.spec import SchedulerConfig, SearchConfig
+    from sweeps.spec.schema import STARTUP_TRIALS
 
     search, scheduler = SearchConfig(), SchedulerConfig()
+    startup = search.n_startup_trials if search.n_startup_trials is not None else max(STARTUP_TRIALS, CONCURRENT)
     for label, arm in ARMS.items():
-        same_search = arm.algorithm == search.algorithm and arm.n_startup == search.n_startup_trials
+        same_search = arm.algorithm == search.algorithm and arm.n_startup == startup
         if same_search and from_dict(SchedulerConfig, arm.scheduler, "scheduler") == scheduler:
             return label
     return None
 
 
 def _key(arm: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in arm.lower()).strip("_").replace("__", "_")
+    return re.sub(r"[^a-z0-9]+", "_", arm.lower()).strip("_")
 
 
 def profile(traces: Sequence[Trace], target: float) -> dict[str, float]:

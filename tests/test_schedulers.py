@@ -18,10 +18,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
 from benchmarks.mf_hartmann import F_STAR, NOISE_STD, X_STAR, curve, mf_hartmann6
 from mer_core.errors import ConfigError
-from sweeps.execution.tuner import SeededHyperBand, hyperband_brackets, make_scheduler
+from sweeps.execution.tuner import SeededHyperBand, hyperband_brackets, make_scheduler, make_searcher
 from sweeps.space import load_space, make_sampler
 from sweeps.space.budget_tpe import BudgetTPESampler, at_budget, model_budget
 from sweeps.spec import load_sweep
+from sweeps.spec.schema import STARTUP_TRIALS
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces/quick.yaml"
@@ -216,3 +217,21 @@ def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
         else:  # cut by Hyperband: PRUNED, with every epoch it reported, the one it was cut at included
             assert told.state == TrialState.PRUNED
             assert sorted(told.intermediate_values) == list(range(1, last["training_iteration"] + 1))
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("resources: {max_concurrent: 2}\n", STARTUP_TRIALS),
+        ("resources: {max_concurrent: 32}\n", 32),
+        ("resources: {max_concurrent: 4}\nexecution: {mode: fused, population: 8}\n", 32),
+        ("resources: {max_concurrent: 32}\nsearch: {n_startup_trials: 3}\n", 3),
+    ],
+)
+def test_startup_trials_default_to_at_least_the_trials_proposed_at_once(tmp_path, extra, expected):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: s\nsearch_space: {QUICK}\n{extra}")
+    spec = load_sweep(path)
+    assert spec.startup_trials() == expected
+    sampler = make_searcher(spec, spec.load_search_space())._sampler
+    assert sampler._n_startup_trials == expected

@@ -89,17 +89,13 @@ def make_ablation_searcher(spec: SweepSpec, space: SearchSpace | None, plan: Abl
 
 
 def make_searcher(spec: SweepSpec, space: SearchSpace) -> TellingOptunaSearch:
-    sampler = make_sampler(
-        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
-    )
+    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
     return TellingOptunaSearch(space=space.define_by_run, metric=spec.metric, mode=spec.mode, sampler=sampler)
 
 
 def make_population_searcher(spec: SweepSpec, space: SearchSpace) -> PopulationSearcher:
     """Fused mode: one Optuna study, K members per Ray trial (`execution.population`)."""
-    sampler = make_sampler(
-        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
-    )
+    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
     return PopulationSearcher(
         space,
         sampler=sampler,

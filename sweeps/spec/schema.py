@@ -38,6 +38,8 @@ from sweeps.space import SearchSpace, load_space
 from sweeps.spec.experiment import build_experiment, experiment_overrides
 from sweeps.tracking.uri import redact
 
+# Random start-up trials of the default search: chosen by `python -m benchmarks search_mf` (RESULTS.md).
+STARTUP_TRIALS = 10
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
@@ -52,7 +54,9 @@ class SearchConfig:
     algorithm: Literal["tpe", "bohb", "qmc", "random", "cmaes", "grid"] = "tpe"
     num_samples: int = fld(20, ge=1, doc="trials to run (for grid: at most the grid size)")
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
-    n_startup_trials: int = fld(10, ge=0, doc="random trials before TPE / CMA-ES model the results")
+    n_startup_trials: int | None = fld(
+        None, ge=0, doc="random trials before TPE / CMA-ES model; null = max(STARTUP_TRIALS, trials proposed at once)"
+    )
 
 
 SCHEDULERS = ("asha", "hyperband", "median", "none")
@@ -175,6 +179,18 @@ class SweepSpec:
             if self.scheduler.kind not in ("asha", "none"):
                 allowed = "asha, none (with execution.mode: fused)"
                 raise ConfigError("scheduler.kind", allowed, self.scheduler.kind, "not available in fused mode")
+
+    def startup_trials(self) -> int:
+        """`search.n_startup_trials`, or by default max(STARTUP_TRIALS, the trials proposed at once).
+
+        Trials proposed before any result comes back (`max_concurrent`, times `population` in fused
+        mode) are random for a model-based sampler anyway; tying the default to them keeps the
+        model's first fit from resting on fewer results than there are workers.
+        """
+        if self.search.n_startup_trials is not None:
+            return self.search.n_startup_trials
+        at_once = self.resources.max_concurrent * (self.execution.population if self.execution.mode == "fused" else 1)
+        return max(STARTUP_TRIALS, at_once)
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:
         """Dotted overrides applied to the base YAML: `data`, then `set`, then the variant's."""
