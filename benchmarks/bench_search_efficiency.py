@@ -71,7 +71,7 @@ SMOKE_DATA = {
     "synthetic": {"n_labelled": 240, "n_unlabelled": 0, "dims": {"audio": 24, "text": 32, "video": 16}},
 }
 SMOKE_SET = {**SET, "model.ff_dim": 64, "optim.max_epochs": 2, "optim.patience": 2}
-ASHA = {"kind": "asha", "grace_period": 3, "max_t": None, "reduction_factor": 3}  # as sweeps/quickstart.yaml
+ASHA = {"kind": "asha"}  # the schema's grace period and reduction factor: TPE + ASHA is the default search
 # label -> (algorithm, scheduler, trials as a multiple of `trials`). ASHA spends about half the
 # epochs per trial of a full trial here, so ASHA arms get twice the trials: every arm then spends
 # about the same trial-epochs, and "not reached in budget" means the same budget for all.
@@ -88,7 +88,6 @@ KEYS = {
     "BOHB-style (budget TPE + Hyperband)": "bohb",
 }  # ratio names; else the first word
 BASELINE = "random, no early stopping"
-N_STARTUP = 6  # as sweeps/quickstart.yaml
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def _sweep_yaml(
         "data": SMOKE_DATA if smoke else DATA,
         "set": SMOKE_SET if smoke else SET,
         "search_space": str(ROOT / "search_spaces/quick.yaml"),
-        "search": {"algorithm": algorithm, "num_samples": trials, "seed": seed, "n_startup_trials": N_STARTUP},
+        "search": {"algorithm": algorithm, "num_samples": trials, "seed": seed},  # start-up trials: the default
         "scheduler": {**scheduler, "grace_period": 1} if smoke and scheduler["kind"] != "none" else dict(scheduler),
         "metric": METRIC,
         "mode": "max",
@@ -303,6 +302,10 @@ def _ert_ratio(name: str, a: float, b: float, arm: str, tol: float) -> Ratio:
 
 
 def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minutes: float) -> list[str]:
+    from sweeps.spec import SchedulerConfig
+    from sweeps.spec.schema import STARTUP_TRIALS
+
+    defaults, startup = SchedulerConfig(), max(STARTUP_TRIALS, 2)  # 2 trials at a time
     holder = max(runs, key=lambda r: r.best)
     data = (
         "a tiny synthetic set"
@@ -332,8 +335,9 @@ def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minut
         "The ERT rows and `_ert_` ratios "
         "(expected running time, as in the COCO platform) do not need half: every epoch the arm spent over all "
         "seeds (a failed seed's whole budget, a successful seed's epochs up to its hit) ÷ the seeds that hit.",
-        f"Arms: TPE (multivariate, {N_STARTUP} random start-up trials, constant liar) + ASHA (grace 3, reduction 3, "
-        "max_t = the longest trial); TPE + Hyperband (same, every bracket); BOHB-style (`search.algorithm: bohb`, "
+        f"Arms: TPE (multivariate, {startup} random start-up trials, constant liar) + ASHA (grace "
+        f"{defaults.grace_period}, reduction {defaults.reduction_factor:g}, max_t = the longest trial): the default "
+        "search; TPE + Hyperband (same, every bracket); BOHB-style (`search.algorithm: bohb`, "
         "TPE fitted at one budget) + Hyperband; QMC (scrambled Sobol) + ASHA; random search, every trial to its end "
         "(early stopping inside a trial by `optim.patience` applies to all arms alike). Sampler seeds 0..S-1; "
         "arm order rotated per seed.",
