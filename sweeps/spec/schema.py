@@ -38,8 +38,9 @@ from sweeps.space import SearchSpace, load_space
 from sweeps.spec.experiment import build_experiment, experiment_overrides
 from sweeps.tracking.uri import redact
 
-# Random start-up trials of the default search: chosen by `python -m benchmarks search_mf` (RESULTS.md).
-STARTUP_TRIALS = 10
+# Random start-up trials of the default search, chosen by `python -m benchmarks search_mf` (RESULTS.md:
+# at 2 trials at a time, 5 start-up trials cost 0.15x random search's trial-epochs, 10 cost 0.27x, 20 0.37x).
+STARTUP_TRIALS = 5
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
