@@ -60,9 +60,6 @@ class SearchConfig:
     )
 
 
-SCHEDULERS = ("asha", "hyperband", "median", "none")
-
-
 @dataclass(frozen=True)
 class SchedulerConfig:
     kind: Literal["asha", "hyperband", "median", "none"] = "asha"
