@@ -5,7 +5,7 @@ name; importing its module registers it. A new benchmark (search_efficiency, mem
 is one module with `@BENCHMARKS.register("name")` plus one import line below.
 """
 
-from benchmarks import bench_epoch, bench_fused, bench_memory, bench_overhead, bench_search_efficiency
+from benchmarks import bench_epoch, bench_fused, bench_memory, bench_overhead, bench_search_efficiency, bench_search_mf
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "bench_memory",
     "bench_overhead",
     "bench_search_efficiency",
+    "bench_search_mf",
 ]

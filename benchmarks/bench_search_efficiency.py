@@ -1,8 +1,10 @@
 """`search_efficiency`: trial-epochs a sweep spends before it first finds a near-best configuration.
 
-Three arms, each a real sweep through our engine (`load_sweep` -> `prepare` -> `execute`, the
-`run_sweep.py` path: Ray Tune, Optuna, ASHA, MLflow), repeated over sampler seeds:
-TPE + ASHA, QMC (scrambled Sobol) + ASHA, and random search without early stopping.
+Five arms, each a real sweep through our engine (`load_sweep` -> `prepare` -> `execute`, the
+`run_sweep.py` path: Ray Tune, Optuna, ASHA/Hyperband, MLflow), repeated over sampler seeds:
+TPE + ASHA, TPE + Hyperband, BOHB-style (`bohb` + Hyperband), QMC (scrambled Sobol) + ASHA, and
+random search without early stopping. Its target is set by one 500-digit validation split, so
+`search_mf` (`bench_search_mf.py`) measures the same arms where the optimum is known.
 
 The cost unit is one *trial-epoch*: one reported fine-tuning epoch of one trial. A sweep has
 "found" a value when a trial that trained to its end reports it as its final metric (what
@@ -69,17 +71,23 @@ SMOKE_DATA = {
     "synthetic": {"n_labelled": 240, "n_unlabelled": 0, "dims": {"audio": 24, "text": 32, "video": 16}},
 }
 SMOKE_SET = {**SET, "model.ff_dim": 64, "optim.max_epochs": 2, "optim.patience": 2}
-ASHA = {"kind": "asha", "grace_period": 3, "max_t": None, "reduction_factor": 3}  # as sweeps/quickstart.yaml
+ASHA = {"kind": "asha"}  # the schema's grace period and reduction factor: TPE + ASHA is the default search
 # label -> (algorithm, scheduler, trials as a multiple of `trials`). ASHA spends about half the
 # epochs per trial of a full trial here, so ASHA arms get twice the trials: every arm then spends
 # about the same trial-epochs, and "not reached in budget" means the same budget for all.
+HYPERBAND = {**ASHA, "kind": "hyperband"}  # every bracket (sweeps.execution.tuner.hyperband_brackets)
 ARMS = {
     "TPE + ASHA": ("tpe", ASHA, 2),
+    "TPE + Hyperband": ("tpe", HYPERBAND, 2),
+    "BOHB-style (budget TPE + Hyperband)": ("bohb", HYPERBAND, 2),
     "QMC + ASHA": ("qmc", ASHA, 2),
     "random, no early stopping": ("random", {"kind": "none"}, 1),
 }
+KEYS = {
+    "TPE + Hyperband": "tpe_hyperband",
+    "BOHB-style (budget TPE + Hyperband)": "bohb",
+}  # ratio names; else the first word
 BASELINE = "random, no early stopping"
-N_STARTUP = 6  # as sweeps/quickstart.yaml
 
 
 @dataclass(frozen=True)
@@ -150,8 +158,8 @@ def _sweep_yaml(
         "data": SMOKE_DATA if smoke else DATA,
         "set": SMOKE_SET if smoke else SET,
         "search_space": str(ROOT / "search_spaces/quick.yaml"),
-        "search": {"algorithm": algorithm, "num_samples": trials, "seed": seed, "n_startup_trials": N_STARTUP},
-        "scheduler": {**scheduler, "grace_period": 1} if smoke and scheduler["kind"] == "asha" else dict(scheduler),
+        "search": {"algorithm": algorithm, "num_samples": trials, "seed": seed},  # start-up trials: the default
+        "scheduler": {**scheduler, "grace_period": 1} if smoke and scheduler["kind"] != "none" else dict(scheduler),
         "metric": METRIC,
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": 2},
@@ -169,7 +177,7 @@ def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, trac
     from sweeps.spec import load_sweep
 
     algorithm, scheduler, factor = ARMS[arm]
-    name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"
+    name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"  # unique per arm: (algorithm, kind) pairs differ
     path = _sweep_yaml(
         folder, name=name, algorithm=algorithm, scheduler=scheduler, seed=seed, trials=trials * factor, smoke=smoke
     )
@@ -257,7 +265,7 @@ def _result(runs: list[SweepRun], *, trials: int, seeds: int, smoke: bool, minut
 
 
 def _key(arm: str) -> str:
-    return arm.split(" ", 1)[0].lower()
+    return KEYS.get(arm) or arm.split(" ", 1)[0].lower()
 
 
 def _cost_ratio(a: float, b: float) -> float:
@@ -294,6 +302,10 @@ def _ert_ratio(name: str, a: float, b: float, arm: str, tol: float) -> Ratio:
 
 
 def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minutes: float) -> list[str]:
+    from sweeps.spec import SchedulerConfig
+    from sweeps.spec.schema import STARTUP_TRIALS
+
+    defaults, startup = SchedulerConfig(), max(STARTUP_TRIALS, 2)  # 2 trials at a time
     holder = max(runs, key=lambda r: r.best)
     data = (
         "a tiny synthetic set"
@@ -323,8 +335,10 @@ def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minut
         "The ERT rows and `_ert_` ratios "
         "(expected running time, as in the COCO platform) do not need half: every epoch the arm spent over all "
         "seeds (a failed seed's whole budget, a successful seed's epochs up to its hit) ÷ the seeds that hit.",
-        f"Arms: TPE (multivariate, {N_STARTUP} random start-up trials, constant liar) + ASHA (grace 3, reduction 3, "
-        "max_t = the longest trial); QMC (scrambled Sobol) + ASHA (same); random search, every trial to its end "
+        f"Arms: TPE (multivariate, {startup} random start-up trials, constant liar) + ASHA (grace "
+        f"{defaults.grace_period}, reduction {defaults.reduction_factor:g}, max_t = the longest trial): the default "
+        "search; TPE + Hyperband (same, every bracket); BOHB-style (`search.algorithm: bohb`, "
+        "TPE fitted at one budget) + Hyperband; QMC (scrambled Sobol) + ASHA; random search, every trial to its end "
         "(early stopping inside a trial by `optim.patience` applies to all arms alike). Sampler seeds 0..S-1; "
         "arm order rotated per seed.",
     ]

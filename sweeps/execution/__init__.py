@@ -3,7 +3,7 @@
 - `prepare`: validate the whole sweep against its data and tracking store (`PreparedSweep`), and
   what `--dry-run` prints.
 - `engine`: `execute`: open the MLflow parent run, start Ray, run the Tuner, summarise.
-- `tuner`: the Tuner: searcher (Optuna, ablation, fused), scheduler (ASHA, median), resources, storage.
+- `tuner`: the Tuner: searcher (Optuna, ablation, fused), scheduler (ASHA, Hyperband, median), resources, storage.
 - `results`: rows per trial, the best one, `runs/<sweep>/best_config.yaml`, the final table.
 - `progress`: the live status line; `interrupt`: did Ctrl-C stop the Tuner; `ray_start`: start
   or join the Ray cluster.

@@ -1,13 +1,21 @@
-"""Construction of the Ray Tune Tuner: searcher, scheduler, resources, storage, callbacks."""
+"""Construction of the Ray Tune Tuner: searcher, scheduler (ASHA, Hyperband, median), resources, storage, callbacks."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
 
 from mer_core.configs import ExperimentConfig
 from sweeps.ablation.plan import AblationPlan
@@ -18,23 +26,65 @@ from sweeps.space import SearchSpace, make_sampler
 from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WarmStart
-from sweeps.spec import SweepSpec
+from sweeps.spec import SchedulerConfig, SweepSpec
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
-def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
-    s = spec.scheduler
+class SeededHyperBand(AsyncHyperBandScheduler):
+    """Ray's asynchronous Hyperband with its bracket draws seeded (house rule 10).
+
+    Ray draws each new trial's bracket from the global NumPy generator (softmax over the
+    brackets' rung counts); here the same draw comes from a generator seeded by the sweep, so a
+    sweep's brackets repeat with its seed.
+    """
+
+    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rng = np.random.default_rng(seed)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)  # validates metric/mode and records a bracket
+        sizes = np.array([len(b._rungs) for b in self._brackets])
+        weights = np.exp(sizes - sizes.max())  # Ray's softmax: brackets with more rungs get more trials
+        self._trial_info[trial.trial_id] = self._brackets[self._rng.choice(len(sizes), p=weights / weights.sum())]
+
+
+def hyperband_brackets(grace_period: int, max_t: int, reduction_factor: float) -> int:
+    """Brackets of a full Hyperband: one per rung of the first bracket, plus one whose trials all run to `max_t`."""
+    return int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1) + 1
+
+
+def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialScheduler:
+    """The Ray scheduler `scheduler.kind` names; `max_t` = the longest trial in reported results.
+
+    ASHA's and Hyperband's top rung defaults to the longest trial, so neither ever cuts a trial
+    that would finish. `hyperband` is ASHA with several brackets (Li et al. 2020, "A System for
+    Massively Parallel Hyperparameter Tuning", section 3.3): bracket s cuts first at
+    grace_period * reduction_factor**s, so later brackets give every trial more epochs first.
+    """
+    top = s.max_t or max_t
     if s.kind == "asha":
-        # max_t defaults to the longest possible trial so ASHA never cuts a trial that would finish.
         return ASHAScheduler(
+            time_attr=TIME_ATTR, grace_period=s.grace_period, max_t=top, reduction_factor=s.reduction_factor
+        )
+    if s.kind == "hyperband":
+        brackets = s.brackets or hyperband_brackets(s.grace_period, top, s.reduction_factor)
+        return SeededHyperBand(
+            seed=seed,
             time_attr=TIME_ATTR,
             grace_period=s.grace_period,
-            max_t=s.max_t or max_iterations(base),
+            max_t=top,
             reduction_factor=s.reduction_factor,
+            brackets=brackets,
         )
     if s.kind == "median":
         return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=s.grace_period, min_samples_required=3)
     return FIFOScheduler()
+
+
+def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
+    """The sweep's scheduler (`build_scheduler`), its bracket draws seeded by `search.seed`."""
+    return build_scheduler(spec.scheduler, max_t=max_iterations(base), seed=spec.search.seed)
 
 
 def make_ablation_searcher(
@@ -67,9 +117,7 @@ def make_study(
 
     `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
     """
-    sampler = make_sampler(
-        spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.search.n_startup_trials
-    )
+    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
     study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
     if warm is not None:
         warm.seed(study)

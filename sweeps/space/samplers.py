@@ -13,9 +13,10 @@ from typing import Any
 import optuna
 
 from mer_core.errors import ConfigError
+from sweeps.space.budget_tpe import BudgetTPESampler
 from sweeps.space.search_space import SearchSpace
 
-ALGORITHMS = ("tpe", "qmc", "random", "cmaes", "grid")
+ALGORITHMS = ("tpe", "bohb", "qmc", "random", "cmaes", "grid")
 
 
 def make_sampler(
@@ -26,6 +27,9 @@ def make_sampler(
     - tpe: multivariate TPE with `group=True` (models the sub-spaces a conditional space creates
       jointly instead of falling back to independent sampling) and `constant_liar=True` (running
       trials count as bad, so parallel workers do not propose the same point).
+    - bohb: the same TPE, fitted on the trials at the largest reported epoch that at least
+      max(n_startup_trials, params + 1) finished trials reached, each scored by its value there
+      (BOHB's rule, `sweeps.space.budget_tpe`); meant for `scheduler.kind: hyperband`.
     - qmc: scrambled Sobol. Conditional params are sampled by a seeded RandomSampler.
     - random: RandomSampler.
     - cmaes: CMA-ES over the float/int params; categorical and conditional params fall back to a
@@ -47,6 +51,16 @@ def make_sampler(
         if algorithm == "tpe":
             return optuna.samplers.TPESampler(
                 seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True, constant_liar=True
+            )
+        if algorithm == "bohb":
+            min_points = max(n_startup_trials, len(space.params) + 1)
+            return BudgetTPESampler(
+                min_points=min_points,
+                seed=seed,
+                n_startup_trials=n_startup_trials,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
             )
         if algorithm == "qmc":
             return optuna.samplers.QMCSampler(
@@ -74,9 +88,10 @@ def check_algorithm(algorithm: str, space: SearchSpace) -> None:
         space.grid()
     elif algorithm == "cmaes":
         if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("search.algorithm", "tpe, qmc, random, grid", algorithm, "needs `pip install cmaes`")
+            allowed = "tpe, bohb, qmc, random, grid"
+            raise ConfigError("search.algorithm", allowed, algorithm, "needs `pip install cmaes`")
         if not any(p.kind in ("float", "int") and not p.when for p in space.params):
-            allowed = "tpe, qmc, random, grid for this space"
+            allowed = "tpe, bohb, qmc, random, grid for this space"
             raise ConfigError("search.algorithm", allowed, algorithm, f"{space.source} has no unconditional float/int")
 
 

@@ -25,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
 from sweeps.space.study import tag_ray_trial
-from sweeps.trainable.report import trial_outcome
+from sweeps.trainable.report import TIME_ATTR, trial_outcome
 
 __all__ = ["TellingOptunaSearch", "state_of", "tell"]
 
@@ -93,8 +93,11 @@ class TellingOptunaSearch(OptunaSearch):
             return
         outcome = trial_outcome(result, errored=error)
         value = (result or {}).get(self.metric)
+        trial = self._ot_trials[trial_id]
         try:
-            tell(self._ot_study, self._ot_trials[trial_id], outcome, value)
+            if outcome == "pruned":
+                self._report_last_epoch(trial, result or {})
+            tell(self._ot_study, trial, outcome, value)
         except Exception as exc:  # Optuna refuses e.g. a second tell; never fail the sweep for it
             log.warning("optuna: could not record trial %s (%s): %s", trial_id, outcome, exc)
         self._completed_trials.add(trial_id)
@@ -121,3 +124,16 @@ class TellingOptunaSearch(OptunaSearch):
         self._ot_trials.update({t: trial_by_number(self._ot_study, numbers[t]) for t in live})
         self._completed_trials -= self._errored
         self._errored = set()
+
+    def _report_last_epoch(self, trial: optuna.Trial, result: dict) -> None:
+        """Report the epoch the scheduler stopped the trial at as an intermediate value.
+
+        Ray passes a result the scheduler answered STOP to the searcher's `on_trial_complete`
+        only, never to `on_trial_result`, so without this the epoch at which ASHA cut a trial
+        (the one it was judged on) would be missing from the study.
+        """
+        value, step = result.get(self.metric), result.get(TIME_ATTR)
+        if not isinstance(value, (int, float)) or not isinstance(step, int) or not math.isfinite(value):
+            return
+        if step not in self._ot_study._storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(float(value), step)

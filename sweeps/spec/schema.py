@@ -7,7 +7,7 @@
     data: {source: uci-mfeat, folds: 1}   # merged over base's data section
     search_space: search_spaces/quick.yaml
     search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
-    scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3}
+    scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3, brackets: null}
     metric: val/weighted_f1               # selects: searcher, scheduler, best_config.yaml (never test/)
     report_metric: null                   # reports: verdicts, compare, export-best; null = test/<metric>
     mode: max
@@ -43,6 +43,9 @@ from sweeps.tracking.uri import redact
 METRICS = ("val/weighted_f1", "val/accuracy", "val/macro_f1", "val/loss")  # what `metric` may select on
 # What `report_metric` may name: a selection metric, or its score on the held-out test split.
 REPORT_METRICS = (*METRICS, *(f"test/{m.partition('/')[2]}" for m in METRICS))
+# Random start-up trials of the default search, chosen by `python -m benchmarks search_mf` (RESULTS.md:
+# at 2 trials at a time, 5 start-up trials cost 0.15x random search's trial-epochs, 10 cost 0.27x, 20 0.37x).
+STARTUP_TRIALS = 5
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
 
@@ -66,10 +69,12 @@ class StudySource:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    algorithm: Literal["tpe", "qmc", "random", "cmaes", "grid"] = "tpe"
+    algorithm: Literal["tpe", "bohb", "qmc", "random", "cmaes", "grid"] = "tpe"
     num_samples: int = fld(20, ge=1, doc="trials to run (for grid: at most the grid size)")
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
-    n_startup_trials: int = fld(10, ge=0, doc="random trials before TPE / CMA-ES model the results")
+    n_startup_trials: int | None = fld(
+        None, ge=0, doc="random trials before TPE / CMA-ES model; null = max(STARTUP_TRIALS, trials proposed at once)"
+    )
     storage: str | None = fld(None, doc="Optuna RDB storage URL of the sweep's study; null: runs/<sweep>/optuna.db")
     warm_start: str | StudySource | None = fld(
         None, doc="earlier sweep folder, or {storage, study}: its trials that fit this space seed the study"
@@ -78,15 +83,21 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    kind: Literal["asha", "median", "none"] = "asha"
+    kind: Literal["asha", "hyperband", "median", "none"] = "asha"
     grace_period: int = fld(1, ge=1, doc="results every trial reports before it can be stopped")
     max_t: int | None = fld(None, ge=1, doc="ASHA's top rung in reported results; null = the longest trial")
     reduction_factor: float = fld(3.0, gt=1.0)
+    brackets: int | None = fld(
+        None, ge=1, doc="hyperband: brackets, bracket s first cuts at grace_period * rf**s; null = every bracket"
+    )
 
     def check(self, prefix: str) -> None:
         if self.max_t is not None and self.max_t < self.grace_period:
             allowed = f">= grace_period ({self.grace_period})"
             raise ConfigError(_join(prefix, "max_t"), allowed, self.max_t, "out of range")
+        if self.brackets is not None and self.kind != "hyperband" and not (self.kind == "asha" and self.brackets == 1):
+            allowed = "null (or 1 with kind: asha; several brackets need kind: hyperband)"
+            raise ConfigError(_join(prefix, "brackets"), allowed, self.brackets, f"not used by kind={self.kind}")
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,18 @@ class SweepSpec:
         if fused_search and self.scheduler.kind not in ("asha", "none"):
             allowed = "asha, none (with execution.mode: fused)"
             raise ConfigError("scheduler.kind", allowed, self.scheduler.kind, "not available in fused mode")
+
+    def startup_trials(self) -> int:
+        """`search.n_startup_trials`, or by default max(STARTUP_TRIALS, the trials proposed at once).
+
+        Trials proposed before any result comes back (`max_concurrent`, times `population` in fused
+        mode) are random for a model-based sampler anyway; tying the default to them keeps the
+        model's first fit from resting on fewer results than there are workers.
+        """
+        if self.search.n_startup_trials is not None:
+            return self.search.n_startup_trials
+        at_once = self.resources.max_concurrent * (self.execution.population if self.execution.mode == "fused" else 1)
+        return max(STARTUP_TRIALS, at_once)
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:
         """Dotted overrides applied to the base YAML: `data`, then `set`, then the variant's."""
