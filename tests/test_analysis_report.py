@@ -16,20 +16,12 @@ import numpy as np
 import pytest
 
 from analysis.report.boundary import boundary_hit, boundary_hits
+from analysis.report.browser import FLAGS
 from analysis.report.importance import active_params, fanova_importance, rebuild_study
 from sweeps.space.params import Param
 from tests.sweep_helpers import cli_env
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_FLAGS = list(FLAGS)  # the report and README-picture scripts start Chromium the same way
 
 
 def _space(tmp_path: Path, text: str):

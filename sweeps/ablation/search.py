@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +14,8 @@ from sweeps.ablation.batches import plan_ray_trials, populations, seed_outcomes
 from sweeps.ablation.plan import INIT_KEY, PHASE_KEY, SEED_KEY, SPLIT_KEY, VARIANT_KEY, AblationPlan
 from sweeps.ablation.verdicts import UNDECIDED, Verdict, judge_all
 from sweeps.fused.members import member_trial_id
-from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
+from sweeps.resume.searcher import load_searcher, save_searcher
+from sweeps.resume.study import restore_study, snapshot, trial_by_number
 from sweeps.space import SearchSpace, make_sampler
 from sweeps.space.study import StudyRef, retune_study_name, tag_ray_trial
 from sweeps.space.tell import tell
@@ -169,19 +169,14 @@ class AblationSearcher(Searcher):
 
     # -- checkpoint (--resume) ------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        histories = {v: snapshot(study) for v, study in self._studies.items()}
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump({**self.__dict__, HISTORY_KEY: histories}, fh)
+        save_searcher(self, checkpoint_path, {v: snapshot(study) for v, study in self._studies.items()})
 
     def restore(self, checkpoint_path: str) -> None:
         """Our state as Ray saved it; each stored re-tuning study put back to match.
 
         Re-tuning trials still in `_asked` had not ended: Ray reruns them from scratch.
         """
-        with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
-        histories = state.pop(HISTORY_KEY, None)
-        self.__dict__.update(state)
+        histories = load_searcher(self, checkpoint_path)
         for variant, history in (histories or {}).items():
             rerun = {t.number for v, trials, _ in self._asked.values() if v == variant for t in trials}
             self._studies[variant] = restore_study(self._studies[variant], history, rerun=rerun)

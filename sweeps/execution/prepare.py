@@ -245,8 +245,9 @@ def _describe_plan(prepared: PreparedSweep) -> list[str]:
         f"{'at most ' if plan.adaptive else ''}{plan.total_trials} trials, no early stopping, "
         f"metric {spec.metric} ({spec.mode})",
         f"reference variant: {spec.ablation.reference}; seeds {list(plan.seeds)}",
-        f"verdicts: looks at {list(plan.looks)} paired seeds, family-wise alpha {plan.alpha} (Bonferroni across "
-        f"variants, O'Brien-Fleming-type spending across looks), min_effect {plan.min_effect}",
+        f"verdicts on {plan.judged_metric}: looks at {list(plan.looks)} paired seeds, family-wise alpha "
+        f"{plan.alpha} (Bonferroni across variants, O'Brien-Fleming-type spending across looks), "
+        f"min_effect {plan.min_effect}",
     ]
     if plan.variance_seeds:
         k = plan.variance_seeds

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from typing import Any
 
 import optuna
@@ -33,7 +32,8 @@ from sweeps.fused.members import (
     member_result,
     member_trial_id,
 )
-from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
+from sweeps.resume.searcher import load_searcher, save_searcher
+from sweeps.resume.study import restore_study, snapshot, trial_by_number
 from sweeps.space import SearchSpace
 from sweeps.space.study import tag_ray_trial
 from sweeps.space.tell import tell
@@ -128,18 +128,14 @@ class PopulationSearcher(Searcher):
 
     # -- checkpoint (--resume) ------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump({**self.__dict__, HISTORY_KEY: snapshot(self.study)}, fh)
+        save_searcher(self, checkpoint_path, snapshot(self.study))
 
     def restore(self, checkpoint_path: str) -> None:
         """Our state as Ray saved it; the stored study put back to match (`sweeps.resume.study`).
 
         Populations still in `_asked` had not ended: Ray reruns them from scratch.
         """
-        with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
-        history = state.pop(HISTORY_KEY, None)
-        self.__dict__.update(state)
+        history = load_searcher(self, checkpoint_path)
         if history is None:
             return
         rerun = {t.number for trials in self._asked.values() for t in trials}

@@ -25,8 +25,6 @@ from sweeps.space.study import MLFLOW_RUN_ATTR
 
 log = logging.getLogger("mersweep.search")
 
-HISTORY_KEY = "_study_history"  # where a searcher's checkpoint keeps the history
-
 
 def snapshot(study: optuna.Study) -> list[FrozenTrial]:
     """The study's trials now, to travel in the searcher's checkpoint (pickled at once: no copy needed)."""

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.resume.study import HISTORY_KEY, restore_study, snapshot, trial_by_number
+from sweeps.resume.searcher import load_searcher, save_searcher
+from sweeps.resume.study import restore_study, snapshot, trial_by_number
 from sweeps.space.study import tag_ray_trial
 from sweeps.trainable.report import TIME_ATTR, trial_outcome
 
@@ -105,15 +105,10 @@ class TellingOptunaSearch(OptunaSearch):
             self._errored.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {**self.__dict__, HISTORY_KEY: snapshot(self._ot_study)}
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(state, fh)
+        save_searcher(self, checkpoint_path, snapshot(self._ot_study))
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)  # Ray's own checkpoint of this sweep, written by this driver
-        history = state.pop(HISTORY_KEY, None)
-        self.__dict__.update(state)
+        history = load_searcher(self, checkpoint_path)
         if history is None:
             return
         # Ray reruns the trials it had not finished, and those that errored (resume_errored).
