@@ -88,7 +88,9 @@ def test_a_pipe_gets_one_line_per_ended_trial_and_nothing_else(piped):
     err = _driver(proc.stderr)
     assert err.startswith(dry.stderr), err[:3000]  # the sweep's description first, as --dry-run prints it
     lines = err[len(dry.stderr) :].splitlines()
-    assert len(lines) == N_TRIALS, err[-3000:]  # nothing but one line per trial
+    # One line per trial, then the one line that says where the sweep's report went.
+    assert len(lines) == N_TRIALS + 1 and lines[-1].startswith("report: "), err[-3000:]
+    assert lines.pop().endswith(")") and "report.html" in err
     assert all(ENDED.match(line) for line in lines), lines
     assert len({ENDED.match(line).group(1) for line in lines}) == N_TRIALS  # never the same trial twice
     counts = [PROGRESS.search(line).groups()[:2] for line in lines]

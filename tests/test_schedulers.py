@@ -205,13 +205,13 @@ def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
     proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "runs" / "hb"
-    study, by_ray_id = optuna_history(folder)
+    history, by_ray_id = optuna_history(folder)  # the study's trials as Ray saved them, by number
     trials = ray_trials(folder)
-    assert len(study.trials) == 8
-    states = {study.trials[t.number].state for t in by_ray_id.values()}
+    assert len(history) == 8
+    states = {history[t.number].state for t in by_ray_id.values()}
     assert {TrialState.PRUNED, TrialState.COMPLETE} <= states
     for ray_id, ot_trial in by_ray_id.items():
-        told = study.trials[ot_trial.number]
+        told = history[ot_trial.number]
         last = trials[ray_id].last_result
         if last.get("final"):
             assert told.state == TrialState.COMPLETE
