@@ -48,20 +48,13 @@ def make_sampler(
     with warnings.catch_warnings():
         # group=True and QMCSampler are flagged experimental; both are deliberate choices here.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # One TPE configuration for both: `bohb` differs only in which trials its model is fitted on.
+        tpe = {"seed": seed, "n_startup_trials": n_startup_trials, "multivariate": True, "group": True}
         if algorithm == "tpe":
-            return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True, constant_liar=True
-            )
+            return optuna.samplers.TPESampler(**tpe, constant_liar=True)
         if algorithm == "bohb":
             min_points = max(n_startup_trials, len(space.params) + 1)
-            return BudgetTPESampler(
-                min_points=min_points,
-                seed=seed,
-                n_startup_trials=n_startup_trials,
-                multivariate=True,
-                group=True,
-                constant_liar=True,
-            )
+            return BudgetTPESampler(min_points=min_points, **tpe, constant_liar=True)
         if algorithm == "qmc":
             return optuna.samplers.QMCSampler(
                 qmc_type="sobol",
