@@ -38,7 +38,9 @@ import numpy as np
 
 from benchmarks import mf_hartmann
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.ert import ert_of, ratio, ratio_interval
 from benchmarks.mf_hartmann import DIM, F_STAR, curve, mf_hartmann6
+from sweeps.spec.schema import STARTUP_TRIALS
 from sweeps.trainable.report import FINAL_KEY
 
 log = logging.getLogger("mersweep.bench")
@@ -48,8 +50,10 @@ TRUE_KEY = "true_regret"  # in the final report only; never seen by the searcher
 EPOCHS = 9  # fidelity steps per trial: z = 1/9 .. 1
 TARGET_REGRET = 1.5  # f(x, 1) <= -1.82: random search needs ~93 full trials (1 point in 93 is that good)
 EPOCH_BUDGET = 2700  # trial-epochs per sweep: 300 full trials, ~3x random search's expected cost
+SEEDS = 20  # per arm: single sweeps' costs are heavy-tailed (one seed in 20 can cost 10x the median)
 CONCURRENT = 2  # trials at once, as sweeps/quickstart.yaml
-N_STARTUP = 10  # random trials before TPE models, unless an arm names another count
+# Random trials before TPE models, unless an arm names another count: the engine's default for 2 trials at a time.
+N_STARTUP = max(STARTUP_TRIALS, CONCURRENT)
 SMOKE_EPOCHS, SMOKE_BUDGET, SMOKE_TARGET = 3, 60, 2.5
 
 
@@ -73,7 +77,7 @@ ARMS = {
     "BOHB-style (budget TPE + Hyperband)": Arm("bohb", HYPERBAND),
     "TPE + ASHA, grace 3": Arm("tpe", {**ASHA, "grace_period": 3}),
     "TPE + ASHA, reduction 2": Arm("tpe", {**ASHA, "reduction_factor": 2}),
-    "TPE + ASHA, 5 start-up trials": Arm("tpe", ASHA, n_startup=5),
+    "TPE + ASHA, 10 start-up trials": Arm("tpe", ASHA, n_startup=10),
     "TPE + ASHA, 20 start-up trials": Arm("tpe", ASHA, n_startup=20),
 }
 BASELINE = "random, no early stopping"
@@ -289,7 +293,7 @@ def bench_search_mf(opts: BenchOptions) -> BenchResult:
     """ERT to a target regret on MF-Hartmann6 for every arm, >= 20 seeds each, through Ray Tune."""
     import ray
 
-    seeds = opts.seeds or (1 if opts.smoke else 20)
+    seeds = opts.seeds or (1 if opts.smoke else SEEDS)
     epochs, budget, target = (
         (SMOKE_EPOCHS, SMOKE_BUDGET, SMOKE_TARGET) if opts.smoke else (EPOCHS, EPOCH_BUDGET, TARGET_REGRET)
     )
@@ -310,27 +314,13 @@ def bench_search_mf(opts: BenchOptions) -> BenchResult:
 
 
 def ert(traces: Sequence[Trace]) -> float:
-    """Expected trial-epochs to the target: all epochs spent (a missed seed's whole run) / seeds that hit; inf if none.
-
-    Like `search_efficiency`'s ERT, over sweeps that stop at their hit.
-    """
-    hits = sum(math.isfinite(t.hit_at) for t in traces)
-    if hits == 0:
-        return math.inf
-    return sum(t.hit_at if math.isfinite(t.hit_at) else t.epochs for t in traces) / hits
+    """Expected trial-epochs to the target over sweeps that stop at their hit (`benchmarks.ert`)."""
+    return ert_of(seeds_of(traces))
 
 
-def _ratio_interval(arm: list[Trace], base: list[Trace], *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A 90% percentile-bootstrap interval of ERT(arm) / ERT(baseline), resampling each arm's seeds."""
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for _ in range(draws):
-        a = [arm[i] for i in rng.integers(len(arm), size=len(arm))]
-        b = [base[i] for i in rng.integers(len(base), size=len(base))]
-        ea, eb = ert(a), ert(b)
-        ratios.append(math.inf if math.isinf(ea) else (0.0 if math.isinf(eb) else ea / eb))
-    lo, hi = np.quantile(ratios, [0.05, 0.95], method="inverted_cdf")  # no interpolation: ratios may be inf
-    return float(lo), float(hi)
+def seeds_of(traces: Sequence[Trace]) -> list[tuple[float, float]]:
+    """(epochs to the target, epochs spent) per seed, as `benchmarks.ert` takes them."""
+    return [(t.hit_at, float(t.epochs)) for t in traces]
 
 
 def _result(
@@ -360,8 +350,8 @@ def _result(
     for arm in arms:
         if arm == BASELINE:
             continue
-        lo, hi = _ratio_interval(by_arm[arm], by_arm[BASELINE])
-        value = erts[arm] / erts[BASELINE] if math.isfinite(erts[BASELINE]) else math.nan
+        lo, hi = ratio_interval(seeds_of(by_arm[arm]), seeds_of(by_arm[BASELINE]))
+        value = ratio(erts[arm], erts[BASELINE])
         goal = "<= 0.30x (the default search)" if arm == default_arm() else ""
         res.ratios.append(
             Ratio(

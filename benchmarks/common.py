@@ -15,7 +15,7 @@ import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -99,7 +99,11 @@ class BenchResult:
         return f"{self.name}[{suffix}]" if suffix else self.name
 
 
-BenchFn = Callable[[BenchOptions], BenchResult]
+# A benchmark returns its result, or yields several (one RESULTS.md section each, written as each arrives).
+BenchFn = Callable[[BenchOptions], BenchResult | Iterable[BenchResult]]
+
+# Benchmarks that run others as their parts: selecting both runs the part once.
+INCLUDES: dict[str, tuple[str, ...]] = {"search_efficiency": ("search_mf",)}
 
 # Filled once, by importing the benchmark modules (benchmarks/__init__.py); never mutated after.
 BENCHMARKS: Registry[BenchFn] = Registry("benchmark")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_memory import PeakSampler, read_status
-from benchmarks.bench_search_efficiency import Event, epochs_to_target, expected_epochs
+from benchmarks.bench_search_efficiency import Event, epochs_to_target
 from benchmarks.bench_search_mf import ARMS, Trace, default_arm, ert
+from benchmarks.ert import expected_epochs, ratio_interval
 from benchmarks.mf_hartmann import X_STAR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,19 @@ def test_expected_epochs_charges_failed_seeds_their_whole_budget() -> None:
     assert expected_epochs([10.0, math.inf, 30.0], [50.0, 100.0, 60.0]) == 70.0
     assert expected_epochs([5.0], [9.0]) == 5.0
     assert math.isinf(expected_epochs([math.inf, math.inf], [40.0, 50.0]))
+
+
+def test_ert_ratio_interval_brackets_the_ratio_and_separates_a_faster_arm() -> None:
+    base = [(float(100 + 10 * i), 300.0) for i in range(20)]  # every seed hits at 100..290 epochs
+    same_lo, same_hi = ratio_interval(base, base)
+    assert same_lo < 1.0 < same_hi
+    faster = [(t / 4, s) for t, s in base]
+    lo, hi = ratio_interval(faster, base)
+    assert 0.0 < lo <= 0.25 <= hi < 1.0
+    # An arm that never hits has an infinite ratio in every resample; one only it hits has 0.
+    never = [(math.inf, 300.0)] * 5
+    assert ratio_interval(never, base) == (math.inf, math.inf)
+    assert ratio_interval(base, never) == (0.0, 0.0)
 
 
 def test_peak_sampler_sees_a_private_allocation() -> None:
