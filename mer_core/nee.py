@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -104,9 +104,27 @@ class NoiseSchedules:
 
     Attributes:
         alpha_bars: modality -> (T_m,) ᾱ tensor.
+        packed: every table end to end, in the order of `alpha_bars` ((Σ T_m,)), with `offsets` (M,) and
+            `lengths` (M,) locating each: `add_noise` draws every modality's t in one kernel and looks up
+            every ᾱ_t in one more, instead of two per modality. Derived, not passed.
     """
 
     alpha_bars: Mapping[str, Tensor]
+    packed: Tensor = field(init=False, repr=False)
+    offsets: Tensor = field(init=False, repr=False)
+    lengths: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tables = list(self.alpha_bars.values())
+        if not tables:
+            raise ValueError("NoiseSchedules needs at least one modality")
+        sizes = [int(t.shape[0]) for t in tables]
+        device = tables[0].device
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        # Frozen: the derived tables are set once here, the one place a NoiseSchedules is made.
+        object.__setattr__(self, "packed", torch.cat(tables))  # (Σ T_m,)
+        object.__setattr__(self, "offsets", torch.tensor(starts, device=device))  # (M,)
+        object.__setattr__(self, "lengths", torch.tensor(sizes, device=device))  # (M,)
 
     @classmethod
     def from_config(
@@ -132,6 +150,12 @@ class NoiseSchedules:
             raise KeyError(f"no noise schedule for modality {modality!r}; known: {', '.join(self.alpha_bars)}")
         return self.alpha_bars[modality]
 
+    def lookup(self, modalities: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """(packed, offsets, lengths) for `modalities` in that order: the stored ones when the order is theirs."""
+        if tuple(modalities) == tuple(self.alpha_bars):
+            return self.packed, self.offsets, self.lengths
+        return NoiseSchedules(FrozenDict({m: self[m] for m in modalities})).lookup(modalities)
+
 
 def add_noise(
     x: Mapping[str, Tensor],
@@ -152,12 +176,16 @@ def add_noise(
     - `gaussian_dropout` (the non-NEE comparison arm, no schedule, no t):
       x·(1 + sqrt(p/(1 − p))·ε), ε ~ N(0, I), p = cfg.dropout_p.
 
-    Draws are made from `generator` in the iteration order of `x`, so the same seed and
-    the same modality order give the same result. The generator must live on the
-    device of the features.
+    Every modality is noised in one pass: the features are laid end to end, each modality's
+    (B, ...) block contiguous (the step's kernels then see the same layout as a fresh tensor's,
+    whether a step is replayed from a capture or not), all t come from one uniform draw
+    (n_t, M) and all ε from one draw over every block, in the iteration order of `x`. So a
+    step launches a handful of kernels whatever the number of modalities, and the same seed
+    and modality order give the same result. The generator must live on the device of the
+    features.
 
     Args:
-        x: modality -> (B, D_m) or (B, T, D_m) features.
+        x: modality -> (B, D_m) or (B, T, D_m) features (one dtype and device).
         schedules: ᾱ tables for every modality of `x`; may be None for `gaussian_dropout`.
         cfg: NEE config (noise kind, occur_freq, dropout_p).
         generator: source of every random draw.
@@ -167,24 +195,37 @@ def add_noise(
     Returns:
         modality -> noised tensor of the same shape and dtype.
     """
-    out: dict[str, Tensor] = {}
-    for m, feat in x.items():
-        if cfg.noise == "gaussian_dropout":
-            eps = torch.randn(feat.shape, generator=generator, device=feat.device, dtype=feat.dtype)
-            out[m] = feat * (1 + math.sqrt(cfg.dropout_p / (1 - cfg.dropout_p)) * eps)
-            continue
-        if cfg.noise not in SCHEDULED_NOISES:
-            raise ConfigError("nee.noise", "gaussian, impulse, gaussian_dropout", cfg.noise, "unknown noise kind")
-        if schedules is None:
-            raise ValueError(f"nee.noise={cfg.noise!r} needs noise schedules; got None")
-        alpha_bar = schedules[m].to(device=feat.device, dtype=feat.dtype)  # (T_m,)
-        n_t = feat.shape[0] if per_sample else 1
-        t = torch.randint(0, alpha_bar.shape[0], (n_t,), generator=generator, device=feat.device)  # (1,) or (B,)
-        # Broadcast ᾱ_t over every non-batch dimension: (1|B, 1, ...) for (B, D) and (B, T, D).
-        ab = alpha_bar[t].reshape((n_t,) + (1,) * (feat.dim() - 1))
-        eps = SCHEDULED_NOISES[cfg.noise](feat, cfg, generator)
-        out[m] = ab.sqrt() * feat + (1 - ab).sqrt() * eps
-    return out
+    if cfg.noise != "gaussian_dropout" and cfg.noise not in SCHEDULED_NOISES:
+        raise ConfigError("nee.noise", "gaussian, impulse, gaussian_dropout", cfg.noise, "unknown noise kind")
+    if cfg.noise != "gaussian_dropout" and schedules is None:
+        raise ValueError(f"nee.noise={cfg.noise!r} needs noise schedules; got None")
+    names = list(x)
+    feats = [x[m] for m in names]
+    batch = feats[0].shape[0]
+    sizes = [f.numel() for f in feats]  # B·F_m, F_m = the product of a modality's non-batch dims
+    flat = torch.cat([f.reshape(-1) for f in feats])  # (Σ B·F_m,): modality blocks end to end
+    if cfg.noise == "gaussian_dropout":
+        eps = torch.randn(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)  # (Σ B·F_m,)
+        mixed = flat * (1 + math.sqrt(cfg.dropout_p / (1 - cfg.dropout_p)) * eps)
+    else:
+        assert schedules is not None
+        packed, offsets, lengths = schedules.lookup(names)  # (Σ T_m,), (M,), (M,)
+        n_t = batch if per_sample else 1
+        u = torch.rand((n_t, len(names)), generator=generator, device=flat.device)  # (n_t, M)
+        # floor(u·T) is uniform on {0..T-1}; the clamp only guards float rounding at u -> 1.
+        t = torch.minimum((u * lengths).long(), lengths - 1)  # (n_t, M)
+        ab = packed[offsets + t].to(device=flat.device, dtype=flat.dtype)  # (n_t, M)
+        # Each modality's ᾱ_t over its block: (Σ B·F_m,). One t per batch: expanded views of a scalar, one
+        # copy; one per sample: row b of block m gets ab[b, m].
+        ab = torch.cat(
+            [ab[:, j : j + 1].expand(batch, n // batch).reshape(-1) for j, n in enumerate(sizes)]
+            if per_sample
+            else [ab[0, j].expand(n) for j, n in enumerate(sizes)]
+        )
+        eps = SCHEDULED_NOISES[cfg.noise](flat, cfg, generator)  # (Σ B·F_m,)
+        mixed = ab.sqrt() * flat + (1 - ab).sqrt() * eps
+    parts = torch.split(mixed, sizes)  # contiguous blocks
+    return {m: part.view(f.shape) for m, part, f in zip(names, parts, feats, strict=True)}
 
 
 def _gaussian(feat: Tensor, cfg: NEEConfig, generator: torch.Generator) -> Tensor:

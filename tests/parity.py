@@ -14,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mer_core.configs import ExperimentConfig
 from mer_core.train import TrialResult
+from mer_core.train.recipe import voting_setup
+from mer_core.voting import soft_vote
 
 ATOL = 1e-4  # losses reported per epoch and at the end
 # Final validation logits, relative to a head's logit scale: a few epochs of Adam amplify 1-ulp
@@ -50,11 +53,32 @@ def flipped_rows(want: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dic
     return out
 
 
+def voted(logits: dict[str, np.ndarray], cfg: ExperimentConfig) -> dict[str, np.ndarray]:
+    """The soft-voted scores of `cfg`'s ensemble as one more "head" ({} without logits).
+
+    A vote can sit at a near tie where no head does: two runs whose heads all agree may still
+    vote differently on such a row, and a discrete metric moves with it.
+    """
+    if not logits:
+        return {}
+    weights = voting_setup(cfg.voting, tuple(logits), cls_heads=cfg.loss.cls_heads)
+    return {"vote": soft_vote(logits, weights, space=cfg.voting.space)}
+
+
 def assert_same_run(
-    single: TrialResult, single_seen: list[dict], member: TrialResult, member_seen: list[dict], atol: float = ATOL
+    single: TrialResult,
+    single_seen: list[dict],
+    member: TrialResult,
+    member_seen: list[dict],
+    atol: float = ATOL,
+    cfg: ExperimentConfig | None = None,
 ) -> None:
     """Same status, stages and epochs; same losses per epoch and at the end; same predictions
-    except at near ties; same discrete metrics when no prediction flipped."""
+    except at near ties; same discrete metrics when no prediction flipped.
+
+    With `cfg` (the run's config), the voted ensemble's predictions are held to the near-tie
+    rule too, so a vote that flips at a tie excuses the discrete metrics as a head's flip does.
+    """
     assert member.status == single.status and member.epochs == single.epochs
     assert [(m["stage"], m["fold"], m["epoch"], m["iteration"]) for m in member_seen] == [
         (m["stage"], m["fold"], m["epoch"], m["iteration"]) for m in single_seen
@@ -64,9 +88,14 @@ def assert_same_run(
         for key in EPOCH_CONTINUOUS:
             assert got[key] == pytest.approx(want[key], abs=atol), (key, got["stage"], got["epoch"])
     assert set(member.metrics) == set(single.metrics)
-    flips = flipped_rows(single.val_logits(), member.val_logits()) if single.folds else {}
+    want_val, got_val = (single.val_logits(), member.val_logits()) if single.folds else ({}, {})
+    want_test, got_test = single.test_logits(), member.test_logits()
+    if cfg is not None:
+        want_val, got_val = {**want_val, **voted(want_val, cfg)}, {**got_val, **voted(got_val, cfg)}
+        want_test, got_test = {**want_test, **voted(want_test, cfg)}, {**got_test, **voted(got_test, cfg)}
+    flips = flipped_rows(want_val, got_val)
     # The held-out test predictions too: a near tie there may flip a test/ metric alone.
-    test_flips = flipped_rows(single.test_logits(), member.test_logits())
+    test_flips = flipped_rows(want_test, got_test)
     exact = not any(rows.size for rows in [*flips.values(), *test_flips.values()])
     for key, value in single.metrics.items():
         if _continuous(key) or exact:

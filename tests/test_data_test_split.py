@@ -250,7 +250,7 @@ def test_fused_members_report_the_test_scores_of_their_single_runs(tiny_data_cfg
         single = run(cfg, fs, report=single_seen.append)
         assert "test/weighted_f1" in single.metrics and "test/weighted_f1_missing_0.5" in single.metrics
         assert not any(k.startswith("test/") for m in single_seen for k in m)  # never reported per epoch
-        assert_same_run(single, single_seen, fused[i], seen[i])
+        assert_same_run(single, single_seen, fused[i], seen[i], cfg=cfg)
         np.testing.assert_allclose(fused[i].test_logits()["fusion"], single.test_logits()["fusion"], atol=1e-3)
 
 

@@ -69,7 +69,7 @@ def _check_members_equal_single_runs(cfgs: list[ExperimentConfig], data) -> list
     for i, cfg in enumerate(cfgs):
         single_seen: list[dict] = []
         single = run(cfg, data, report=single_seen.append)
-        assert_same_run(single, single_seen, results[i], seen[i])
+        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
         for got, want in zip(results[i].folds, single.folds, strict=True):
             np.testing.assert_array_equal(got.val_idx, want.val_idx)  # the member's own folds
     return results

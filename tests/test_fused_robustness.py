@@ -30,7 +30,7 @@ def _match_single_runs(cfgs, data):
     singles = []
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i])
+        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
         singles.append(single)
     return results, singles
 

@@ -46,7 +46,7 @@ def test_fused_members_match_single_runs_on_the_device(base, data):
     results, seen = _fused(cfgs, data)
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
+        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL, cfg=cfgs[i])
 
 
 # bf16 on the CPU is emulated: about 25 s here, hence slow (the fast loop leaves it to .ci/run).
@@ -87,7 +87,7 @@ def test_captured_population_matches_uncaptured_single_runs(base, data):
     results, seen = _fused(cfgs, data)
     for i, member in enumerate(cfgs):
         single, single_seen = _single(with_overrides(member, {"runtime.capture": "never"}), data)
-        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL)
+        assert_same_run(single, single_seen, results[i], seen[i], atol=GPU_ATOL, cfg=cfgs[i])
 
 
 @pytest.mark.parametrize("device", [CUDA])

@@ -109,12 +109,45 @@ def test_gaussian_formula_and_draw_order() -> None:
     sched = NoiseSchedules.from_config(cfg, ("a", "b"))
     x = {"a": torch.randn(4, 3, generator=_gen(0)), "b": torch.randn(4, 2, 7, generator=_gen(1))}
     got = add_noise(x, sched, cfg, generator=_gen(9))
+    # The documented order: one uniform per modality for t, then ε for every modality's block, end to end.
     g = _gen(9)
-    for m, v in x.items():
-        t = torch.randint(0, sched.timesteps(m), (1,), generator=g)
-        eps = torch.randn(v.shape, generator=g)
+    u = torch.rand((1, 2), generator=g)
+    eps = torch.randn(4 * 3 + 4 * 14, generator=g)
+    for j, (m, v, block) in enumerate((("a", x["a"], slice(0, 12)), ("b", x["b"], slice(12, 68)))):
+        t = int(u[0, j] * sched.timesteps(m))
         ab = sched[m][t]
-        torch.testing.assert_close(got[m], ab.sqrt() * v + (1 - ab).sqrt() * eps)
+        torch.testing.assert_close(got[m], ab.sqrt() * v + (1 - ab).sqrt() * eps[block].reshape(v.shape))
+        assert got[m].is_contiguous()
+
+
+def test_timesteps_are_uniform_over_each_modalitys_schedule() -> None:
+    # Two modalities with different T: every step of each is drawn, and none beyond its own table.
+    cfg = NEEConfig(schedule="linear", timesteps={"a": 7, "b": 3})
+    sched = NoiseSchedules.from_config(cfg, ("a", "b"))
+    x = {"a": torch.ones(4000, 1), "b": torch.ones(4000, 1)}
+    y = add_noise(
+        x,
+        sched,
+        NEEConfig(schedule="linear", timesteps={"a": 7, "b": 3}, noise="impulse", occur_freq=0.0),
+        generator=_gen(4),
+        per_sample=True,
+    )
+    for m, steps in (("a", 7), ("b", 3)):
+        seen = y[m].squeeze(1) ** 2  # ᾱ_t: impulse noise with frequency 0 leaves sqrt(ᾱ_t)·1
+        expected = sched[m]
+        hits = torch.isclose(seen[:, None], expected[None, :]).float()  # (4000, T)
+        assert bool((hits.sum(1) >= 1).all())  # every draw is one of its own table's steps
+        counts = hits.sum(0)
+        assert int((counts > 0).sum()) == steps and float(counts.min()) > 4000 / steps * 0.8
+
+
+def test_schedules_in_another_order_than_the_inputs() -> None:
+    cfg = NEEConfig(schedule="linear", timesteps={"a": 50, "b": 20})
+    x = {"b": torch.randn(4, 2), "a": torch.randn(4, 3)}
+    ab = add_noise(x, NoiseSchedules.from_config(cfg, ("a", "b")), cfg, generator=_gen(1))
+    ba = add_noise(x, NoiseSchedules.from_config(cfg, ("b", "a")), cfg, generator=_gen(1))
+    for m in x:
+        torch.testing.assert_close(ab[m], ba[m], rtol=0, atol=0)  # tables follow the inputs' order
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -170,3 +203,19 @@ def test_gaussian_dropout_needs_no_schedule() -> None:
 def test_scheduled_noise_without_schedules_fails_clearly() -> None:
     with pytest.raises(ValueError, match="schedules"):
         add_noise({"a": torch.zeros(2, 3)}, None, NEEConfig(), generator=_gen(0))
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "impulse", "gaussian_dropout"])
+def test_one_draw_for_every_modality(noise: str) -> None:
+    # Item 2 of the GPU-trainer issue: the noise of all modalities comes from a fixed number of draws,
+    # not two per modality, so a step's kernel count does not grow with the modalities.
+    from torch.profiler import ProfilerActivity, profile
+
+    names = [f"m{i}" for i in range(6)]
+    cfg = NEEConfig(noise=noise, timesteps={m: 10 + i for i, m in enumerate(names)})
+    sched = NoiseSchedules.from_config(cfg, names)
+    x = {m: torch.randn(8, 3 + i) for i, m in enumerate(names)}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        add_noise(x, sched, cfg, generator=_gen(0))
+    draws = [e.key for e in prof.key_averages() for _ in range(e.count) if e.key in ("aten::rand", "aten::randn")]
+    assert len(draws) == (1 if noise == "gaussian_dropout" else 2), draws

@@ -78,7 +78,7 @@ def test_member_matches_its_single_run_in_finetuning(base, data):
     epochs = set()
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i])
+        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
         np.testing.assert_allclose(results[i].val_logits()["fusion"], single.val_logits()["fusion"], atol=1e-3)
         epochs.add(results[i].epochs)
     assert len(epochs) > 1  # patience 1 stopped one member early while the others went on
@@ -102,7 +102,7 @@ def test_pretraining_noise_and_self_training_match_single_runs(base, data):
     results, seen = _fused(cfgs, data)
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i])
+        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
         got, want = results[i].folds[0].pseudo, single.folds[0].pseudo
         assert [r["n"] for r in got] == [r["n"] for r in want] and len(want) == cfg.self_training.rounds
 
@@ -113,7 +113,7 @@ def test_kfold_members_match_single_runs(base, data):
     results, seen = _fused(cfgs, data)
     for i, cfg in enumerate(cfgs):
         single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i])
+        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
         assert len(results[i].folds) == 3 and "val/weighted_f1_std" in results[i].metrics
 
 
@@ -173,14 +173,14 @@ def test_a_diverging_member_fails_alone(base, data):
     assert "non-finite loss" in results[1].failure_reason and "fold 0" in results[1].failure_reason
     assert run(cfgs[1], data).failure_reason == results[1].failure_reason
     single, single_seen = _single(cfgs[0], data)
-    assert_same_run(single, single_seen, results[0], seen[0])
+    assert_same_run(single, single_seen, results[0], seen[0], cfg=cfgs[0])
 
 
 def test_dropout_rates_are_per_member_and_a_zero_rate_stays_exact(base, data):
     cfgs = _variants(base, {"seed": 0}, {"seed": 1, "model.dropout": 0.3}, {"seed": 2, "model.dropout": 0.1})
     results, seen = _fused(cfgs, data)
     single, single_seen = _single(cfgs[0], data)
-    assert_same_run(single, single_seen, results[0], seen[0])
+    assert_same_run(single, single_seen, results[0], seen[0], cfg=cfgs[0])
     for i in (1, 2):
         assert results[i].ok and math.isfinite(results[i].metrics["val/loss"])
     again = train_population(cfgs, data)  # dropout draws come from the configs' seeds: reproducible
