@@ -129,6 +129,11 @@ CASES = {
         ("scheduler.max_t", "given: 2"),
         sweep={"scheduler": {"kind": "asha", "grace_period": 5, "max_t": 2}},
     ),
+    "grace-beyond-the-longest-trial": Case(
+        ["bad.yaml", "--set", "optim.max_epochs=1"],
+        ("scheduler.grace_period", "given: 9"),
+        sweep={"scheduler": {"kind": "hyperband", "grace_period": 9}},
+    ),
     # Names outside a closed list
     "unknown-metric": Case(["bad.yaml"], ("metric", "'val/auc'"), sweep={"metric": "val/auc"}),
     "select-on-test": Case(["bad.yaml"], ("metric", "'test/weighted_f1'"), sweep={"metric": "test/weighted_f1"}),

@@ -27,6 +27,7 @@ from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable.faults import plan_from_env
+from sweeps.trainable.report import max_iterations
 from sweeps.trainable.trial import TrialSettings, trial_overrides
 
 
@@ -88,6 +89,7 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     base = spec.base_config()
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
+    _check_rungs(spec, base)
     if spec.execution.mode == "fused":
         check_fusable(base, sampled=space.names if space is not None else ())
         for name in spec.ablation.variants if spec.ablation else {}:
@@ -154,6 +156,20 @@ def _warm_start(spec: SweepSpec, space: SearchSpace | None, runs_root: Path) -> 
         raise ConfigError("search.warm_start", "null for kind=ablation", to_dict(source), "not used by ablations")
     given = source if isinstance(source, str) else {"storage": source.storage, "study": source.study}
     return load_warm_start(resolve_source(given, runs_root=runs_root), space)
+
+
+def _check_rungs(spec: SweepSpec, base: ExperimentConfig) -> None:
+    """An early-stopping scheduler whose first cut lies beyond the longest trial (Ray refuses it at start)."""
+    s = spec.scheduler
+    if s.kind not in ("asha", "hyperband") or s.max_t is not None:
+        return  # an explicit max_t is checked against grace_period by the schema
+    top = max_iterations(base)
+    if s.grace_period > top:
+        allowed = (
+            f"<= {top}, the results the longest trial reports (folds x optim.max_epochs x "
+            "(1 + self_training.rounds) + 1 final), or a scheduler.max_t"
+        )
+        raise ConfigError("scheduler.grace_period", allowed, s.grace_period, "no trial reports that many results")
 
 
 def _check_against_data(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None, data: FeatureSet) -> None:
