@@ -31,7 +31,10 @@ SMALL_SET = {
 
 
 def write_sweep(folder: Path, name: str, **overrides) -> Path:
-    """A small synthetic-data search sweep YAML in `folder` (keys of `overrides` replace sections)."""
+    """A small synthetic-data search sweep YAML in `folder` (keys of `overrides` replace sections).
+
+    Without the end-of-sweep report unless `tracking` says so (`tracking={"report": True}`).
+    """
     spec = {
         "name": name,
         "kind": "search",
@@ -44,6 +47,9 @@ def write_sweep(folder: Path, name: str, **overrides) -> Path:
         "metric": "val/weighted_f1",
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": 1},
+        # The end-of-sweep report costs a few seconds of plotting per sweep; the tests of the report
+        # (test_mlflow_ui, test_cli_display, test_analysis_report) ask for it, the rest do not.
+        "tracking": {"report": False},
     }
     spec.update(overrides)
     path = folder / f"{name}.yaml"

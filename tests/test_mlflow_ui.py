@@ -52,6 +52,7 @@ def ui_sweep(tmp_path_factory):
             ablation={"reference": "full", "variants": VARIANTS, "seeds": SEEDS},
             resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
             set={**SMALL_SET, "optim.max_epochs": 3, "self_training.rounds": 1},
+            tracking={"report": True},  # the report on the parent run is what these tests look at
         )
         proc = run_cli([str(spec), "--tracking-uri", server.uri], cwd=folder, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

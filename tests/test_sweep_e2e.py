@@ -32,6 +32,13 @@ def test_cli_prints_progress_and_top_trials(finished_sweep):
     assert "val/weighted_f1" in proc.stdout.splitlines()[1]
 
 
+def test_a_sweep_without_the_end_of_sweep_report_says_how_to_write_it(finished_sweep):
+    work, _, proc = finished_sweep  # write_sweep asks for no report (tracking.report: false)
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("report: "))
+    assert "not written (tracking.report: false)" in line and "python -m analysis report --sweep-dir" in line
+    assert not (work / "runs" / "e2e" / "report").exists()
+
+
 def test_mlflow_holds_one_parent_and_a_child_per_trial(finished_sweep):
     _, uri, _ = finished_sweep
     client = MlflowClient(uri)

@@ -122,8 +122,10 @@ def execute(
             progress.close()  # the live line ends before the summary (or an error) is printed
     complete = searcher.finished if searcher is not None else True
     outcome = summarize(grid, prepared, stopped=interrupt.stopped, cut=logger.interrupted, complete=complete)
-    if not interrupt.stopped:  # Ctrl-C asks to stop now; `python -m analysis report` writes it later
+    if not interrupt.stopped and spec.tracking.report:  # Ctrl-C asks to stop now; `analysis report` writes it later
         _publish_report(tracker, prepared)
+    elif not interrupt.stopped:
+        log.info("report: not written (tracking.report: false); later: %s", _redo(prepared))
     tracker.finish_parent(
         status="FINISHED" if outcome.interrupted is False else "KILLED",
         metrics={best_metric(spec.metric): outcome.best_value} if outcome.best_value is not None else {},
@@ -139,7 +141,7 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
     """The report, the trials table and (ablations) the comparison, on the parent run and in
     runs/<sweep>/report/. A report is derived from what MLflow holds: if it cannot be written (the
     server is away, a plot fails), the sweep still ends as it ran and one line says how to redo it."""
-    redo = f"python -m analysis report --sweep-dir {prepared.folder}"
+    redo = _redo(prepared)
     tracker.flush()  # the report reads the trials back from MLflow: their ends must be there
     if tracker.backlog():
         log.warning("report: not written, the tracking server has not taken every trial yet; later: %s", redo)
@@ -155,6 +157,11 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
     base = ui_base(prepared.tracking_uri)
     where = ui_link(base, tracker.experiment_id, tracker.parent_id) if base else f"parent run {tracker.parent_id}"
     log.info("report: %s (also on the sweep's MLflow run: %s)", path, where)
+
+
+def _redo(prepared: PreparedSweep) -> str:
+    """The command that writes (or rewrites) a sweep's report afterwards."""
+    return f"python -m analysis report --sweep-dir {prepared.folder}"
 
 
 def _open_tracking(prepared: PreparedSweep, argv: list[str]) -> SweepTracker:

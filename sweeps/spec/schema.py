@@ -12,7 +12,7 @@
     report_metric: null                   # reports: verdicts, compare, export-best; null = test/<metric>
     mode: max
     resources: {cpu: 1, gpu: 0, max_concurrent: 2}
-    tracking: {uri: null, experiment: null}
+    tracking: {uri: null, experiment: null, report: true}
     time_budget_s: null
     execution: {mode: trial, population: 8}
     ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
@@ -112,6 +112,9 @@ class ResourcesConfig:
 class TrackingConfig:
     uri: str | None = fld(None, doc="null: $MLFLOW_TRACKING_URI, else the local store")
     experiment: str | None = fld(None, doc="MLflow experiment; null: the sweep name")
+    report: bool = fld(
+        True, doc="write the HTML report at the sweep's end (runs/<sweep>/report/ and the parent run); false: later"
+    )
 
 
 @dataclass(frozen=True)
