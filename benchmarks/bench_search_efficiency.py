@@ -323,6 +323,43 @@ def profile(runs: list[SweepRun], target: float) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in shares.items()}
 
 
+def early_vs_final(
+    runs: list[SweepRun], target: float, rungs: tuple[int, ...] = (1, 3)
+) -> dict[int, tuple[float, float]]:
+    """How well an early epoch predicts a trial's final value, from trials that all trained to their end.
+
+    For each rung r: (Spearman rank correlation of the value at epoch r with the final value, over
+    every finished trial of `runs`; the share of trials that ended at or above `target` whose epoch-r
+    value lies in the bottom 2/3 of all trials' epoch-r values, i.e. the good trials a reduction-3
+    rung at epoch r would tend to cut). nan where fewer than 3 trials reached epoch r.
+    Meant for the random-search arm: nothing cut its trials, so every curve is whole.
+    """
+    from scipy.stats import spearmanr
+
+    curves: dict[tuple[int, str], dict[int, float]] = {}
+    finals: dict[tuple[int, str], float] = {}
+    for run in runs:
+        for e in run.events:
+            key = (run.seed, e.trial)
+            if e.final:
+                finals[key] = e.value
+            else:
+                curves.setdefault(key, {})[e.step] = e.value
+    out: dict[int, tuple[float, float]] = {}
+    for r in rungs:
+        keys = [k for k in finals if r in curves.get(k, {})]
+        if len(keys) < 3:
+            out[r] = (math.nan, math.nan)
+            continue
+        early = [curves[k][r] for k in keys]
+        rho = float(spearmanr(early, [finals[k] for k in keys]).statistic)
+        cut_below = sorted(early)[len(early) // 3 * 2]  # the lowest epoch-r value of the top third
+        good = [k for k in keys if finals[k] >= target]
+        cut = sum(curves[k][r] < cut_below for k in good) / len(good) if good else math.nan
+        out[r] = (rho, cut)
+    return out
+
+
 def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minutes: float) -> list[str]:
     from sweeps.spec import SchedulerConfig
     from sweeps.spec.schema import STARTUP_TRIALS
@@ -377,5 +414,18 @@ def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minut
             f"| {arm} | {p['trials']:.0f} | {p['epochs']:.2f} | {p['cut']:.0%} | {p['cut_epochs']:.0%} | "
             f"{p['good']:.1%} |"
         )
+    loose = best - LOOSE
+    early = early_vs_final([r for r in runs if r.arm == BASELINE], loose)
+    table += [
+        "",
+        f"Early epochs against the end, over random search's trials (every one trained to its end): the rank "
+        f"correlation of a trial's val F1 at epoch r with its final value, and the share of its trials that ended "
+        f"within the loose target ({loose:.4f}) whose epoch-r value was in the bottom 2/3 at epoch r, where a "
+        "reduction-3 rung at r would tend to cut them.",
+        "",
+        "| epoch r | rank correlation with the final value | good trials in the bottom 2/3 at r |",
+        "|---|---|---|",
+        *(f"| {r} | {rho:.2f} | {cut:.0%} |" for r, (rho, cut) in early.items()),
+    ]
     out = [line for p in paragraphs for line in ("", p)][1:]  # blank lines: separate Markdown paragraphs
     return [*out, "", *table]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_memory import PeakSampler, read_status
-from benchmarks.bench_search_efficiency import Event, epochs_to_target
+from benchmarks.bench_search_efficiency import Event, SweepRun, early_vs_final, epochs_to_target
 from benchmarks.bench_search_mf import ARMS, Trace, default_arm, ert
 from benchmarks.ert import expected_epochs, ratio_interval
 from benchmarks.mf_hartmann import X_STAR
@@ -85,6 +85,21 @@ def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:
     assert epochs_to_target(reversed(events), 0.75) == 4.0  # order comes from the timestamps, not the input
     assert epochs_to_target(events, 0.60) == 3.0  # b's epoch that ran beside a counts too
     assert math.isinf(epochs_to_target(events, 0.85))  # c never ended: its epoch is cost, not a find
+
+
+def test_early_vs_final_ranks_curves_and_counts_the_good_trials_a_rung_would_cut() -> None:
+    # Six trials, two epochs then a final value each. At epoch 1 the order is the final order but for
+    # trial "late", which starts last and ends best: the one good trial a rung at epoch 1 would cut.
+    curves = {"a": (0.1, 0.2, 0.3), "b": (0.2, 0.3, 0.4), "c": (0.3, 0.4, 0.5), "d": (0.4, 0.5, 0.6)}
+    curves |= {"e": (0.5, 0.6, 0.7), "late": (0.0, 0.7, 0.9)}
+    events = []
+    for trial, (e1, e2, final) in curves.items():
+        events += [Event(1, trial, 1, e1, False), Event(2, trial, 2, e2, False), Event(3, trial, 3, final, True)]
+    out = early_vs_final([SweepRun("random", 0, tuple(events))], target=0.65, rungs=(1, 2, 5))
+    rho1, cut1 = out[1]
+    assert 0.0 < rho1 < 1.0 and cut1 == 0.5  # good: e (kept at epoch 1) and late (cut)
+    assert out[2] == (1.0, 0.0)  # by epoch 2 the order is the final one
+    assert all(math.isnan(v) for v in out[5])  # no trial reached epoch 5
 
 
 def test_expected_epochs_charges_failed_seeds_their_whole_budget() -> None:
