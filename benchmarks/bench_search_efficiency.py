@@ -35,7 +35,7 @@ import yaml
 from benchmarks.bench_search_mf import SEEDS as MF_SEEDS
 from benchmarks.bench_search_mf import bench_search_mf
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
-from benchmarks.ert import expected_epochs, ratio, ratio_interval
+from benchmarks.ert import ert_of, ratio, ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "val/weighted_f1"
@@ -206,8 +206,8 @@ def bench_search_efficiency(opts: BenchOptions) -> Iterator[BenchResult]:
     `--seeds` is the real-data benchmark's seed count; MF-Hartmann6 keeps at least its own default (20 seeds),
     which its heavy-tailed costs need.
     """
-    mf_seeds = None if opts.seeds is None or opts.smoke else max(opts.seeds, MF_SEEDS)
-    yield bench_search_mf(replace(opts, seeds=mf_seeds if not opts.smoke else opts.seeds))
+    mf_seeds = opts.seeds if opts.smoke or opts.seeds is None else max(opts.seeds, MF_SEEDS)
+    yield bench_search_mf(replace(opts, seeds=mf_seeds))
     yield bench_search_real(opts)
 
 
@@ -253,8 +253,7 @@ def _result(runs: list[SweepRun], *, trials: int, seeds: int, smoke: bool, minut
             arm: [(t, float(r.epochs)) for t, r in zip(to_target[arm], rs, strict=True)] for arm, rs in by_arm.items()
         }
         for arm in arms:
-            ert = expected_epochs(*zip(*seeds_of[arm], strict=True))
-            res.rows.append(Row(f"{arm}: expected epochs (ERT) to within {tol}", (ert,), "epochs"))
+            res.rows.append(Row(f"{arm}: expected epochs (ERT) to within {tol}", (ert_of(seeds_of[arm]),), "epochs"))
         for arm in arms:
             if arm != BASELINE:
                 res.ratios.append(_ert_ratio(f"{_key(arm)}_ert_vs_random{suffix}", arm, seeds_of, tol))
@@ -293,7 +292,7 @@ def _ert_ratio(name: str, arm: str, seeds: Mapping[str, list[tuple[float, float]
     lo, hi = ratio_interval(seeds[arm], seeds[BASELINE])
     return Ratio(
         name,
-        ratio(expected_epochs(*zip(*seeds[arm], strict=True)), expected_epochs(*zip(*seeds[BASELINE], strict=True))),
+        ratio(ert_of(seeds[arm]), ert_of(seeds[BASELINE])),
         f"expected trial-epochs (ERT: epochs over all seeds, failed seeds' whole budgets included, ÷ seeds that "
         f"reached it) to within {tol} of the best known, {arm} ÷ random (< 1: {arm} needs fewer; 0: only {arm} "
         f"reached it; nan: no seed of either did); 90% bootstrap interval over seeds {lo:.2f} .. {hi:.2f}",
