@@ -252,11 +252,13 @@ def classification_loss(
     if not logits:
         raise ValueError("classification_loss needs at least one head")
     labelled = labels >= 0  # (B,)
-    w = labelled.to(torch.float32) if weights is None else weights.to(torch.float32) * labelled  # (B,)
-    denom = w.sum().clamp(min=torch.finfo(torch.float32).tiny)
+    # At least float32 (bf16 logits under autocast), float64 for float64 logits.
+    dtype = torch.promote_types(next(iter(logits.values())).dtype, torch.float32)
+    w = labelled.to(dtype) if weights is None else weights.to(dtype) * labelled  # (B,)
+    denom = w.sum().clamp(min=torch.finfo(dtype).tiny)
     target = labels.clamp(min=0)  # (B,) ignored rows get class 0 as a stand-in, weighted out below
     per_head = []
     for head_logits in logits.values():
         ce = F.cross_entropy(head_logits, target, reduction="none", label_smoothing=label_smoothing)  # (B,)
-        per_head.append((ce.float() * w).sum() / denom)
+        per_head.append((ce.to(dtype) * w).sum() / denom)
     return torch.stack(per_head).mean()

@@ -128,11 +128,18 @@ class NoiseSchedules:
 
     @classmethod
     def from_config(
-        cls, cfg: NEEConfig, modalities: Sequence[str], *, device: torch.device | str | None = None
+        cls,
+        cfg: NEEConfig,
+        modalities: Sequence[str],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> NoiseSchedules:
-        """ᾱ for each modality, with T_m = cfg.timesteps.get(m, cfg.default_timesteps)."""
+        """ᾱ for each modality (as `dtype`), with T_m = cfg.timesteps.get(m, cfg.default_timesteps)."""
         tables = {
-            m: alphas_cumprod(cfg.schedule, cfg.timesteps.get(m, cfg.default_timesteps), cfg.beta_start, cfg.beta_end)
+            m: alphas_cumprod(
+                cfg.schedule, cfg.timesteps.get(m, cfg.default_timesteps), cfg.beta_start, cfg.beta_end, dtype=dtype
+            )
             for m in modalities
         }
         return cls(FrozenDict({m: t.to(device) for m, t in tables.items()}))

@@ -11,10 +11,12 @@ import torch
 
 from mer_core import losses
 from mer_core.configs import load_config
+from mer_core.data import load_data
 from mer_core.data.synthetic import generate_synthetic
 from mer_core.data.transforms import standardize
 from mer_core.errors import ConfigError, DataError
 from mer_core.train import run
+from mer_core.train.objective import fresh_net
 from mer_core.train.preflight import check_modality_keys, check_trainable
 
 FAST = [
@@ -140,6 +142,40 @@ def test_bf16_autocast_option_trains_on_cpu():
     result = run(cfg, data)
     assert result.status == "ok"
     assert result.metrics["val/weighted_f1"] > 1.0 / data.n_classes
+
+
+def test_fp64_precision_trains_in_float64_end_to_end_in_both_executors():
+    """Data, NEE noise, parameters, optimiser state, losses and logits: float64 (the parity tests' ground)."""
+    from mer_core import nee
+    from mer_core.train.fused import train_population
+    from mer_core.train.single import make_optimizer
+
+    fp64 = ["runtime.precision=fp64", "self_training.rounds=1", "optim.max_epochs=2", "loss.w_noise=0.5"]
+    cfg, data = _setup(*fp64, "data.test_fraction=0.2")
+    data = load_data(cfg.data)
+    single = run(cfg, data, keep_model=True)
+    (member,) = train_population([cfg], data, keep_model=True)
+    for result in (single, member):
+        assert result.status == "ok", result.failure_reason
+        assert {v.dtype for v in result.model_state.values() if v.is_floating_point()} == {torch.float64}
+        logits = (*result.val_logits().values(), *result.test_logits().values())
+        assert {v.dtype for v in logits} == {np.dtype(np.float64)}
+    assert single.metrics["train/loss"] == pytest.approx(member.metrics["train/loss"], abs=1e-9)
+    net = fresh_net(cfg, data.dims, data.n_classes, torch.device("cpu"), 0)
+    opt = make_optimizer(net, cfg.optim)
+    x = {m: torch.randn(4, d, dtype=torch.float64) for m, d in data.dims.items()}
+    loss = net(x, torch.ones(4, len(x), dtype=torch.bool), torch.arange(4), {}, {"cls": 1.0}, kind="finetune",
+               present=frozenset({"cls"}))  # fmt: skip
+    assert loss.dtype == torch.float64
+    loss.backward()
+    opt.step()
+    assert {s["exp_avg_sq"].dtype for s in opt.state.values()} == {torch.float64}
+    schedules = nee.NoiseSchedules.from_config(cfg.nee, data.modalities, dtype=torch.float64)
+    noisy = nee.add_noise(x, schedules, cfg.nee, generator=torch.Generator().manual_seed(0))
+    assert schedules.packed.dtype == torch.float64 and {v.dtype for v in noisy.values()} == {torch.float64}
+    cfg32, _ = _setup("self_training.rounds=0", "optim.max_epochs=1")
+    logits32 = run(cfg32, data).val_logits().values()
+    assert {v.dtype for v in logits32} == {np.dtype(np.float32)}  # the default is unchanged
 
 
 def test_fusion_head_alone_option_trains_only_the_fusion_head():

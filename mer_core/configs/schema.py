@@ -238,7 +238,11 @@ class MissingConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp64"] = fld(
+        "fp32",
+        doc="fp32; bf16 = fp32 storage, bf16 autocast; fp64 = float64 data, parameters, noise and logits "
+        "(runs agree across CPUs and thread counts to ~1e-12; train/precision.py)",
+    )
     compile: bool = False
     capture: Literal["auto", "always", "never"] = fld(
         "auto", doc="record each training step as a CUDA graph; auto = on CUDA where the step allows (train/capture.py)"

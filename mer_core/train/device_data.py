@@ -31,24 +31,28 @@ def resolve_device(cfg: RuntimeConfig) -> torch.device:
 class DeviceData:
     """A FeatureSet's arrays as device tensors (shared read-only by every stage and fold)."""
 
-    features: dict[str, torch.Tensor]  # modality -> (N, D_m) float32
+    features: dict[str, torch.Tensor]  # modality -> (N, D_m) float32 (float64 with runtime.precision fp64)
     mask: torch.Tensor  # (N, M) bool
     modalities: tuple[str, ...]
 
     @classmethod
-    def from_featureset(cls, data: FeatureSet, device: torch.device) -> DeviceData:
-        # torch.from_numpy shares memory with the (possibly object-store backed) arrays on CPU;
-        # .to(device) copies only when the device differs.
+    def from_featureset(
+        cls, data: FeatureSet, device: torch.device, *, dtype: torch.dtype = torch.float32
+    ) -> DeviceData:
+        """`data`'s features as `dtype` tensors on `device` (`precision.storage_dtype` of the run)."""
+        # torch.from_numpy shares memory with the (possibly object-store backed) float32 arrays on
+        # CPU; .to(device, dtype) copies only when the device or the dtype differs.
         with warnings.catch_warnings():
             # Arrays from Ray's object store are read-only; we never write to these tensors.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return cls._from_arrays(data, device)
+            return cls._from_arrays(data, device, dtype)
 
     @classmethod
-    def _from_arrays(cls, data: FeatureSet, device: torch.device) -> DeviceData:
+    def _from_arrays(cls, data: FeatureSet, device: torch.device, dtype: torch.dtype) -> DeviceData:
         feats = {
-            m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for m, x in data.features.items()
-        }
+            m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device=device, dtype=dtype)
+            for m, x in data.features.items()
+        }  # m -> (N, D_m)
         mask = torch.from_numpy(np.ascontiguousarray(data.mask, dtype=bool)).to(device)
         return cls(features=feats, mask=mask, modalities=data.modalities)
 

@@ -27,6 +27,7 @@ from mer_core import losses, nee, negative
 from mer_core.configs.schema import ExperimentConfig, LossConfig
 from mer_core.models import MRCCL, build_model
 from mer_core.train.plan import LossKind, StageTerms
+from mer_core.train.precision import storage_dtype
 
 __all__ = ["Draws", "TrainNet", "Weight", "draw", "fresh_net"]
 
@@ -169,9 +170,11 @@ def fresh_net(cfg: ExperimentConfig, dims: Mapping[str, int], n_classes: int, de
     and the temperatures are built (the caller runs inside `torch.random.fork_rng`).
 
     Every executor builds its members here, so a member of a fused population starts from exactly
-    its single run's weights.
+    its single run's weights. The weights are drawn in float32 and then cast to the run's
+    `runtime.precision` storage dtype, so an fp64 run starts from its fp32 twin's values.
     """
     torch.manual_seed(seed)
-    model = build_model(cfg.model, dims, n_classes).to(device)
-    temps = losses.Temperatures.from_config(cfg.loss, tuple(dims)).to(device)
+    dtype = storage_dtype(cfg.runtime.precision)
+    model = build_model(cfg.model, dims, n_classes).to(device=device, dtype=dtype)
+    temps = losses.Temperatures.from_config(cfg.loss, tuple(dims)).to(device=device, dtype=dtype)
     return TrainNet(model, temps, cfg.loss)

@@ -46,6 +46,7 @@ from mer_core.data.splits import make_splits
 from mer_core.missing.protocol import drop_pairs, drops_any, fold_mask, rate_vector, val_mask_at_rate
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.plan import FoldSeeds, LossKind, noise_seed, round_stage
+from mer_core.train.precision import storage_dtype
 from mer_core.train.result import FoldResult, Status, TrialResult
 from mer_core.train.scores import GRID_METRICS, aggregate, metric_name, score_logits
 
@@ -187,8 +188,9 @@ def train_members(
     base, device = cfgs[0], executor.device
     if base.runtime.threads is not None:
         torch.set_num_threads(base.runtime.threads)
-    dev = DeviceData.from_featureset(data, device)
-    test = HeldOut.of(data, base.missing, device)
+    dtype = storage_dtype(base.runtime.precision)  # runtime.* is shared by every member
+    dev = DeviceData.from_featureset(data, device, dtype=dtype)
+    test = HeldOut.of(data, base.missing, device, dtype=dtype)
     splits = {
         s: make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=s)
         for s in sorted({c.data.seed for c in cfgs})
@@ -237,7 +239,8 @@ def fold_data(dev: DeviceData, data: FeatureSet, split: Split, cfg: MissingConfi
 
 
 def _fresh_randomness(m: Member, data: FeatureSet, device: torch.device, init_seed: int) -> None:
-    m.schedules = nee.NoiseSchedules.from_config(m.cfg.nee, data.modalities, device=device)
+    dtype = storage_dtype(m.cfg.runtime.precision)
+    m.schedules = nee.NoiseSchedules.from_config(m.cfg.nee, data.modalities, device=device, dtype=dtype)
     m.noise_gen = torch.Generator(device=device).manual_seed(noise_seed(init_seed))
 
 
@@ -472,15 +475,17 @@ class HeldOut:
     dev: DeviceData  # features and the test-time mask
 
     @classmethod
-    def of(cls, data: FeatureSet, cfg: MissingConfig, device: torch.device) -> HeldOut | None:
-        """The test split of `data`, or None when it has none."""
+    def of(
+        cls, data: FeatureSet, cfg: MissingConfig, device: torch.device, *, dtype: torch.dtype = torch.float32
+    ) -> HeldOut | None:
+        """The test split of `data` (features as `dtype`), or None when it has none."""
         if data.test is None or data.test.n_samples == 0:
             return None
         test = data.test
         draws = np.random.default_rng([cfg.seed, _TEST_DRAWS]).random(test.mask.shape)  # (T, M)
         rates = rate_vector(cfg.test_rate, cfg.test_rates, test.modalities)  # (M,)
         mask = drop_pairs(test.mask, rates, draws) if rates.any() else test.mask  # (T, M)
-        dev = DeviceData.from_featureset(dataclasses.replace(test, mask=mask), device)
+        dev = DeviceData.from_featureset(dataclasses.replace(test, mask=mask), device, dtype=dtype)
         return cls(labels=test.labels, data_mask=test.mask, draws=draws, dev=dev)
 
     @property

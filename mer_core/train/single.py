@@ -31,6 +31,7 @@ from mer_core.train.capture import Replay, StepGraphs, resolve_capture
 from mer_core.train.device_data import DeviceData, batches
 from mer_core.train.objective import TrainNet, draw, fresh_net
 from mer_core.train.plan import LossKind, StageTerms, stage_terms
+from mer_core.train.precision import autocast_dtype, widened
 from mer_core.train.recipe import Fold, Member, Part
 
 __all__ = ["SingleExecutor", "StepFn", "make_optimizer", "optimizer_step", "predict"]
@@ -113,7 +114,7 @@ class StepFn:
 
 @torch.no_grad()
 def predict(model: MRCCL, data: DeviceData, idx: np.ndarray, *, batch_size: int) -> dict[str, np.ndarray]:
-    """head -> (len(idx), C) float32 logits, in eval mode, in the order of `idx`."""
+    """head -> (len(idx), C) logits (float32; float64 for an fp64 model), in eval mode, in the order of `idx`."""
     was_training = model.training
     model.eval()
     device = data.mask.device
@@ -123,7 +124,7 @@ def predict(model: MRCCL, data: DeviceData, idx: np.ndarray, *, batch_size: int)
         x, mask = data.take(index[pos])
         out = model(x, mask)
         for h, logit in out.logits.items():
-            chunks[h].append(logit.float())  # (B, C)
+            chunks[h].append(widened(logit))  # (B, C)
     model.train(was_training)
     return {h: torch.cat(c).cpu().numpy() if c else np.zeros((0, 0), np.float32) for h, c in chunks.items()}
 
@@ -157,7 +158,7 @@ class SingleExecutor:
         replay: `python` replays captured steps on the CPU (the capture tests' stand-in).
         """
         self.device = device
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(precision)
         self.compile_model = compile_model
         self.capture, self.replay = capture, replay
         self._members: dict[int, _Trainee] = {}

@@ -35,6 +35,7 @@ from mer_core.train.fused.probe import active_parameters, probe_key
 from mer_core.train.fused.stack import Population, Snapshot
 from mer_core.train.objective import TrainNet, draw, fresh_net
 from mer_core.train.plan import LOSS_KINDS, TERMS, LossKind, StageTerms, stage_terms
+from mer_core.train.precision import autocast_dtype, storage_dtype, widened
 from mer_core.train.recipe import Fold, Member, Part
 
 __all__ = ["FusedExecutor"]
@@ -60,7 +61,8 @@ class FusedExecutor:
         self.device = device
         self.cfgs = list(cfgs)
         precision = cfgs[0].runtime.precision  # a schedule field: shared
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(precision)
+        self.dtype = storage_dtype(precision)  # of the stacked rows, the data and the per-member weights
         self._fold: Fold | None = None
         self.pop: Population | None = None
         self.opt: MemberOptimizer | None = None
@@ -145,12 +147,15 @@ class FusedExecutor:
         if key not in self._tensors:
             terms = [stage_terms(m.cfg, kind) for m in members]
             present = frozenset().union(*(t.present for t in terms))
-            w = {k: torch.tensor([t.weights[k] for t in terms], device=self.device) for k in TERMS}  # (Ka,)
+            # In the storage dtype: an fp64 member weighs its terms by its single run's Python floats.
+            w = {
+                k: torch.tensor([t.weights[k] for t in terms], device=self.device, dtype=self.dtype) for k in TERMS
+            }  # each (Ka,)
             rates = {}
             for dotted, marker in self.markers.items():
                 section, name = dotted.split(".")
                 values = [float(getattr(getattr(m.cfg, section), name)) for m in members]
-                rates[marker] = torch.tensor(values, device=self.device)  # (Ka,)
+                rates[marker] = torch.tensor(values, device=self.device, dtype=self.dtype)  # (Ka,)
             self._tensors[key] = (terms, present, w, rates)
         return self._tensors[key]
 
@@ -218,7 +223,7 @@ class FusedExecutor:
         with self._autocast():
             out = vmap(member_loss, in_dims=dims, randomness="different")(*args)
         self.pop.write_buffers(index, buffers)
-        return out.float(), grad  # (Ka,), (Ka, P)
+        return widened(out), grad  # (Ka,), (Ka, P)
 
     def _step_fn(self, groups: Sequence[Sequence[Member]], kind: LossKind):
         """The population's step over `groups` (members by batch size), as a function of their inputs.
@@ -321,7 +326,7 @@ class FusedExecutor:
         if not chunks:
             return [{h: np.zeros((0, 0), np.float32) for h in heads} for _ in members]
         # per head (Ka, n, C)
-        logits = [torch.cat([c[h] for c in chunks], dim=1).float().cpu().numpy() for h in range(len(heads))]
+        logits = [widened(torch.cat([c[h] for c in chunks], dim=1)).cpu().numpy() for h in range(len(heads))]
         return [{h: logits[i][j] for i, h in enumerate(heads)} for j in range(len(members))]
 
     def snapshot(self, member: Member) -> Snapshot:

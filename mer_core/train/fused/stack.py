@@ -66,7 +66,8 @@ class Population:
     def __init__(self, net: TrainNet, members: Sequence[TrainNet], device: torch.device) -> None:
         self.net = net.to(device)
         self.layout = Layout.of(net)
-        self.flat = torch.zeros(len(members), self.layout.width, device=device)
+        dtype = next(net.parameters()).dtype  # runtime.precision's storage dtype (fresh_net)
+        self.flat = torch.zeros(len(members), self.layout.width, device=device, dtype=dtype)
         self.buffers = {n: torch.stack([b.to(device) for _ in members]) for n, b in net.named_buffers()}
         for k, member in enumerate(members):
             self.load_row(k, member)
