@@ -232,26 +232,21 @@ def test_features_test_labels_errors(tmp_path: Path) -> None:
         load_data(missing)
 
 
-def test_fused_members_report_the_test_scores_of_their_single_runs(tiny_data_cfg: DataConfig) -> None:
+@pytest.mark.parity
+def test_fused_members_report_the_test_scores_of_their_single_runs() -> None:
     from mer_core.configs import with_overrides
-    from mer_core.train import run
-    from mer_core.train.fused import train_population
-    from tests.parity import assert_same_run
+    from tests.parity import FP64, assert_same_run, fused_runs, parity_data_cfg, single_run
 
-    data_cfg = _data_cfg(tiny_data_cfg, folds=2)
+    data_cfg = parity_data_cfg(folds=2, test_fraction=0.25)
     fs = load_data(data_cfg)
     common = {"self_training.rounds": 0, "optim.pretrain_epochs": 0, "optim.max_epochs": 3, "optim.patience": 3}
-    base = _experiment(data_cfg, **common, **{"missing.eval_rates": [0.5]})
+    base = _experiment(data_cfg, **common, **FP64, **{"missing.eval_rates": [0.5]})
     cfgs = [with_overrides(base, {"seed": 0}), with_overrides(base, {"seed": 1, "optim.lr": 3e-3})]
-    seen: dict[int, list[dict]] = {0: [], 1: []}
-    fused = train_population(cfgs, fs, report=lambda i, m: seen[i].append(dict(m)))
-    for i, cfg in enumerate(cfgs):
-        single_seen: list[dict] = []
-        single = run(cfg, fs, report=single_seen.append)
-        assert "test/weighted_f1" in single.metrics and "test/weighted_f1_missing_0.5" in single.metrics
-        assert not any(k.startswith("test/") for m in single_seen for k in m)  # never reported per epoch
-        assert_same_run(single, single_seen, fused[i], seen[i], cfg=cfg)
-        np.testing.assert_allclose(fused[i].test_logits()["fusion"], single.test_logits()["fusion"], atol=1e-3)
+    for cfg, member in zip(cfgs, fused_runs(cfgs, fs), strict=True):
+        single = single_run(cfg, fs)
+        assert "test/weighted_f1" in single.result.metrics and "test/weighted_f1_missing_0.5" in single.result.metrics
+        assert not any(k.startswith("test/") for m in single.seen for k in m)  # never reported per epoch
+        assert_same_run(single, member)  # every prediction, the test split's too
 
 
 @pytest.mark.slow

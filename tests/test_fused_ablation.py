@@ -2,7 +2,7 @@
 
 An ablation seed sets `seed` and `data.seed`, so the members of one variant's population have
 different folds of the same data. The parity tests train such populations and compare every
-member with `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`), with
+member with `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`, in float64), with
 k-fold and hold-out splits, pre-training, self-training and test-time missing rates. The sweep
 tests drive the ablation searcher's batches (no Ray) and, marked slow, run the session's
 trial-mode ablation again fused through `run_sweep.py`, against MLflow and `python -m analysis compare`.
@@ -22,7 +22,6 @@ from ray.tune.search import Searcher
 from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.data import load_data
 from mer_core.errors import ConfigError
-from mer_core.train import run
 from mer_core.train.fused import group_by_shape, train_population
 from sweeps.ablation.batches import populations, ray_trials, seed_outcomes
 from sweeps.ablation.plan import PHASE_KEY, SEED_KEY, VARIANT_KEY, AblationPlan
@@ -31,7 +30,7 @@ from sweeps.fused.members import MEMBERS_KEY, RUNGS_KEY
 from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
-from tests.parity import assert_same_run
+from tests.parity import FP64, assert_same_run, fused_runs, parity_data_cfg, single_run
 from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
@@ -58,34 +57,45 @@ def data(base):
     return load_data(base.data)
 
 
+@pytest.fixture
+def parity() -> ExperimentConfig:
+    return with_overrides(ExperimentConfig(data=parity_data_cfg(folds=2)), {**SMALL, **FP64})
+
+
+@pytest.fixture
+def parity_data(parity):
+    return load_data(parity.data)
+
+
 def _seeds(cfg: ExperimentConfig, seeds: list[int]) -> list[ExperimentConfig]:
     """What an ablation makes of one variant's seeds: `seed` and `data.seed` both set (ablation_overrides)."""
     return [with_overrides(cfg, {"seed": s, "data.seed": s}) for s in seeds]
 
 
 def _check_members_equal_single_runs(cfgs: list[ExperimentConfig], data) -> list:
-    seen: dict[int, list[dict]] = {i: [] for i in range(len(cfgs))}
-    results = train_population(cfgs, data, report=lambda i, m: seen[i].append(dict(m)))
-    for i, cfg in enumerate(cfgs):
-        single_seen: list[dict] = []
-        single = run(cfg, data, report=single_seen.append)
-        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
-        for got, want in zip(results[i].folds, single.folds, strict=True):
+    results = []
+    for cfg, member in zip(cfgs, fused_runs(cfgs, data), strict=True):
+        single = single_run(cfg, data)
+        assert_same_run(single, member)
+        for got, want in zip(member.result.folds, single.result.folds, strict=True):
             np.testing.assert_array_equal(got.val_idx, want.val_idx)  # the member's own folds
+        results.append(member.result)
     return results
 
 
-def test_seeds_with_their_own_kfold_splits_match_their_single_runs(base, data):
-    cfgs = _seeds(base, [0, 1, 2])
-    results = _check_members_equal_single_runs(cfgs, data)
+@pytest.mark.parity
+def test_seeds_with_their_own_kfold_splits_match_their_single_runs(parity, parity_data):
+    cfgs = _seeds(parity, [0, 1, 2])
+    results = _check_members_equal_single_runs(cfgs, parity_data)
     vals = [set(r.folds[0].val_idx.tolist()) for r in results]
     assert vals[0] != vals[1] and vals[1] != vals[2]  # the folds really differ between members
-    assert all(len(r.folds) == 3 for r in results)
+    assert all(len(r.folds) == 2 for r in results)
 
 
-def test_holdout_splits_pretraining_and_self_training_match_single_runs(base, data):
+@pytest.mark.parity
+def test_holdout_splits_pretraining_and_self_training_match_single_runs(parity, parity_data):
     variant = with_overrides(
-        base,
+        parity,
         {
             "data.folds": 1,
             "optim.pretrain_epochs": 1,
@@ -96,7 +106,7 @@ def test_holdout_splits_pretraining_and_self_training_match_single_runs(base, da
             "missing.eval_rates": [0.5],
         },
     )
-    results = _check_members_equal_single_runs(_seeds(variant, [3, 4]), data)
+    results = _check_members_equal_single_runs(_seeds(variant, [3, 4]), parity_data)
     assert all(r.folds[0].pseudo for r in results)
 
 

@@ -2,7 +2,7 @@
 
 The missing-modality protocol (train- and test-time drops, the missing-rate scores), the
 negative-information term and label-guided fusion are run by the recipe and the objective that
-both executors share; these tests hold each member to its single run (`tests.parity`), and check
+both executors share; these tests hold each member to its single run (`tests.parity`, in float64), and check
 that the arm really changes what a member trains (a silently ignored field would not).
 A fused sweep that sets a refused field (`missing.impute: retrieval`) exits 2 naming it.
 """
@@ -15,31 +15,20 @@ from mer_core.configs import ExperimentConfig, with_overrides
 from mer_core.data import load_data
 from mer_core.train import run
 from mer_core.train.missing_eval import metric_name
-from tests.parity import assert_same_run
+from tests.parity import FP64, parity_data_cfg
 from tests.sweep_helpers import run_cli, write_sweep
-from tests.test_population import SMALL, _fused, _single, _variants
+from tests.test_population import SMALL, _match_single_runs, _variants
 
 
-@pytest.fixture
-def base(tiny_data_cfg) -> ExperimentConfig:
-    return with_overrides(ExperimentConfig(data=tiny_data_cfg), SMALL)
+def _base(*, missing_rate: float) -> ExperimentConfig:
+    return with_overrides(ExperimentConfig(data=parity_data_cfg(missing_rate=missing_rate)), {**SMALL, **FP64})
 
 
-def _match_single_runs(cfgs, data):
-    results, seen = _fused(cfgs, data)
-    singles = []
-    for i, cfg in enumerate(cfgs):
-        single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
-        singles.append(single)
-    return results, singles
-
-
-def test_missing_protocol_and_missing_rate_scores_match_single_runs(base):
+@pytest.mark.parity
+def test_missing_protocol_and_missing_rate_scores_match_single_runs():
     cfg = with_overrides(
-        base,
+        _base(missing_rate=0.1),
         {
-            "data.synthetic.missing_rate": 0.1,
             "missing.train_rate": 0.3,
             "missing.test_rate": 0.2,
             "missing.seed": 3,
@@ -52,7 +41,7 @@ def test_missing_protocol_and_missing_rate_scores_match_single_runs(base):
         {"seed": 0, "missing.eval_rates": [0.0, 0.5]},  # test-time rates are per member
         {"seed": 1, "optim.lr": 3e-3, "missing.eval_rates": [0.7]},
     )
-    results, _ = _match_single_runs(cfgs, data)
+    results = [r.result for r in _match_single_runs(cfgs, data)]
     assert metric_name(0.5) in results[0].metrics and metric_name(0.7) in results[1].metrics
     assert metric_name(0.7) not in results[0].metrics
     # The protocol is trained, not ignored: without the drops the same member trains differently.
@@ -60,25 +49,23 @@ def test_missing_protocol_and_missing_rate_scores_match_single_runs(base):
     assert plain.metrics["train/loss"] != pytest.approx(results[0].metrics["train/loss"], abs=1e-3)
 
 
-def test_negative_removal_members_match_single_runs(base):
-    cfg = with_overrides(
-        base, {"loss.neg_alpha": 0.2, "loss.neg_beta": 0.05, "data.synthetic.missing_rate": 0.2, "optim.max_epochs": 3}
-    )
+@pytest.mark.parity
+def test_negative_removal_members_match_single_runs():
+    cfg = with_overrides(_base(missing_rate=0.2), {"loss.neg_alpha": 0.2, "loss.neg_beta": 0.05, "optim.max_epochs": 3})
     data = load_data(cfg.data)
     cfgs = _variants(
         cfg,
         {"seed": 0, "loss.w_noise": 0.3},  # draws NEE noise, then the negative views, from one generator
         {"seed": 1, "loss.w_noise": 0.0, "optim.lr": 3e-3},  # draws only the negative views
     )
-    results, _ = _match_single_runs(cfgs, data)
+    results = [r.result for r in _match_single_runs(cfgs, data)]
     plain = run(with_overrides(cfgs[1], {"loss.neg_alpha": 0.0, "loss.neg_beta": 0.0}), data)
     assert plain.metrics["train/loss"] != pytest.approx(results[1].metrics["train/loss"], abs=1e-3)
 
 
-def test_label_guided_fusion_members_match_single_runs(base):
-    cfg = with_overrides(
-        base, {"model.fusion": "label_guided", "data.synthetic.missing_rate": 0.2, "optim.max_epochs": 2}
-    )
+@pytest.mark.parity
+def test_label_guided_fusion_members_match_single_runs():
+    cfg = with_overrides(_base(missing_rate=0.2), {"model.fusion": "label_guided", "optim.max_epochs": 2})
     data = load_data(cfg.data)
     _match_single_runs(_variants(cfg, {"seed": 0}, {"seed": 1, "optim.lr": 3e-3, "model.dropout": 0.0}), data)
 

@@ -1,10 +1,11 @@
 """Fused population training: each member equals its own single run, and members stop on their own.
 
 The key check (`test_member_matches_its_single_run_in_finetuning`): K configs that differ in
-every per-member field train as one stacked model, and each member's per-epoch reports and
-final results equal `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`:
-losses and logits at a float tolerance, predictions equal except at near ties). The single run
-is the reference: same seeds, same batches, same NEE draws, same optimiser.
+every per-member field train as one stacked model, and each member's per-epoch reports, every
+prediction and its final results equal `mer_core.train.run` of its config alone
+(`tests.parity.assert_same_run`: in float64, losses and logits at a tolerance no machine can
+exceed, discrete metrics exactly where no prediction is near a tie). The single run is the
+reference: same seeds, same batches, same NEE draws, same optimiser.
 
 Runs are kept short and oversampling off (duplicated rows make the InfoNCE gradients cancel to
 rounding noise, which Adam then amplifies into full-size steps).
@@ -25,7 +26,7 @@ from mer_core.models import FUSIONS, HEADS, build_model
 from mer_core.train import predict, run
 from mer_core.train.device_data import DeviceData
 from mer_core.train.fused import group_by_shape, train_population
-from tests.parity import ATOL, assert_same_run
+from tests.parity import FP64, LOGIT_RTOL, LOSS_ATOL, assert_same_run, fused_runs, parity_data_cfg, single_run
 
 SMALL = {
     "data.folds": 1,
@@ -47,44 +48,49 @@ def base(tiny_data_cfg) -> ExperimentConfig:
 
 
 @pytest.fixture
+def parity() -> ExperimentConfig:
+    """SMALL in float64 on the parity data (tests.parity): the base of every member-vs-single-run check."""
+    return with_overrides(ExperimentConfig(data=parity_data_cfg()), {**SMALL, **FP64})
+
+
+@pytest.fixture
 def data(base):
     return load_data(base.data)
+
+
+@pytest.fixture
+def parity_data(parity):
+    return load_data(parity.data)
 
 
 def _variants(base: ExperimentConfig, *overrides: dict) -> list[ExperimentConfig]:
     return [with_overrides(base, o) for o in overrides]
 
 
-def _fused(cfgs, data, **kwargs):
-    seen: dict[int, list[dict]] = {i: [] for i in range(len(cfgs))}
-    results = train_population(cfgs, data, report=lambda i, m: seen[i].append(dict(m)), **kwargs)
-    return results, seen
+def _match_single_runs(cfgs: list[ExperimentConfig], data, members=None) -> list:
+    """Trains `cfgs` as one population; each member in `members` (default all) must equal its single run."""
+    runs = fused_runs(cfgs, data)
+    for i in range(len(cfgs)) if members is None else members:
+        assert_same_run(single_run(cfgs[i], data), runs[i])
+    return runs
 
 
-def _single(cfg, data, **kwargs):
-    seen: list[dict] = []
-    return run(cfg, data, report=seen.append, **kwargs), seen
-
-
-def test_member_matches_its_single_run_in_finetuning(base, data):
+@pytest.mark.parity
+def test_member_matches_its_single_run_in_finetuning(parity, parity_data):
     cfgs = _variants(
-        base,
+        parity,
         {"seed": 0},
-        {"seed": 2, "optim.lr": 3e-2, "optim.weight_decay": 1e-4, "optim.patience": 1, "optim.grad_clip": None},
+        # lr 0.1 overshoots in its third epoch, so patience 1 stops it while the others go on
+        {"seed": 2, "optim.lr": 1e-1, "optim.weight_decay": 1e-4, "optim.patience": 1, "optim.grad_clip": None},
         {"seed": 1, "loss.w_modality": 0.0, "loss.w_cls": 0.5, "voting.weights": {"fusion": 2.0}},
         {"seed": 3, "loss.temperature_init": 0.5, "loss.learnable_temperature": False, "voting.space": "prob"},
     )
-    results, seen = _fused(cfgs, data)
-    epochs = set()
-    for i, cfg in enumerate(cfgs):
-        single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
-        np.testing.assert_allclose(results[i].val_logits()["fusion"], single.val_logits()["fusion"], atol=1e-3)
-        epochs.add(results[i].epochs)
-    assert len(epochs) > 1  # patience 1 stopped one member early while the others went on
+    runs = _match_single_runs(cfgs, parity_data)
+    assert len({r.result.epochs for r in runs}) > 1  # patience 1 stopped one member early while the others went on
 
 
-def test_pretraining_noise_and_self_training_match_single_runs(base, data):
+@pytest.mark.parity
+def test_pretraining_noise_and_self_training_match_single_runs(parity, parity_data):
     common = {
         "optim.pretrain_epochs": 1,
         "optim.max_epochs": 3,
@@ -94,27 +100,23 @@ def test_pretraining_noise_and_self_training_match_single_runs(base, data):
         "self_training.minority_threshold": 0.3,
     }
     cfgs = _variants(
-        with_overrides(base, common),
+        with_overrides(parity, common),
         {"seed": 0, "loss.w_noise": 0.5},
         {"seed": 1, "loss.w_noise": 0.3, "nee.noise": "impulse", "nee.timesteps": {"alpha": 20}, "nee.beta_end": 0.3},
         {"seed": 2, "self_training.rounds": 2, "loss.pretrain_w_noise": 0.0, "nee.schedule": "linear"},
     )
-    results, seen = _fused(cfgs, data)
-    for i, cfg in enumerate(cfgs):
-        single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
-        got, want = results[i].folds[0].pseudo, single.folds[0].pseudo
-        assert [r["n"] for r in got] == [r["n"] for r in want] and len(want) == cfg.self_training.rounds
+    runs = _match_single_runs(cfgs, parity_data)
+    for r, cfg in zip(runs, cfgs, strict=True):
+        pseudo = r.result.folds[0].pseudo  # equal to the single run's (assert_same_run)
+        assert len(pseudo) == cfg.self_training.rounds and all(p["n"] > 0 for p in pseudo)
 
 
-def test_kfold_members_match_single_runs(base, data):
-    cfgs = _variants(base, {"seed": 0, "data.folds": 3, "optim.max_epochs": 2}, {"seed": 5, "data.folds": 3,
-                     "optim.max_epochs": 2, "optim.lr": 2e-3})  # fmt: skip
-    results, seen = _fused(cfgs, data)
-    for i, cfg in enumerate(cfgs):
-        single, single_seen = _single(cfg, data)
-        assert_same_run(single, single_seen, results[i], seen[i], cfg=cfg)
-        assert len(results[i].folds) == 3 and "val/weighted_f1_std" in results[i].metrics
+@pytest.mark.parity
+def test_kfold_members_match_single_runs(parity):
+    kfold = with_overrides(parity, {"data.folds": 3, "optim.max_epochs": 2})
+    runs = _match_single_runs(_variants(kfold, {"seed": 0}, {"seed": 5, "optim.lr": 2e-3}), load_data(kfold.data))
+    for r in runs:
+        assert len(r.result.folds) == 3 and "val/weighted_f1_std" in r.result.metrics
 
 
 STRUCTURES = [
@@ -131,70 +133,65 @@ STRUCTURES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
-def test_every_registered_structure_fuses_exactly(base, structure):
-    """Every fusion operator and head (and the structural switches) under vmap, with missing modalities.
-
-    Compares the continuous metrics: with 24 validation rows a float-level logit difference can
-    flip one near-tie argmax, which moves F1 by far more than the rounding that caused it.
-    """
-    cfg = with_overrides(base, {**structure, "optim.max_epochs": 2, "data.synthetic.missing_rate": 0.2})
-    data = load_data(cfg.data)
-    cfgs = _variants(cfg, {"seed": 0}, {"seed": 1, "optim.lr": 3e-3})
-    results, seen = _fused(cfgs, data)
-    single, single_seen = _single(cfgs[1], data)  # one member is enough here: the others test the rest
-    assert results[1].status == single.status == "ok" and results[0].ok
-    for got, want in zip(seen[1], single_seen, strict=True):
-        assert got["val/loss"] == pytest.approx(want["val/loss"], abs=ATOL)
-        assert got["train/loss"] == pytest.approx(want["train/loss"], abs=ATOL)
-    np.testing.assert_allclose(results[1].val_logits()["fusion"], single.val_logits()["fusion"], atol=1e-3)
+def test_every_registered_structure_fuses_exactly(parity, structure):
+    """Every fusion operator and head (and the structural switches) under vmap, with missing modalities."""
+    cfg = with_overrides(parity, {**structure, "optim.max_epochs": 2})
+    data = load_data(parity_data_cfg(missing_rate=0.2))
+    # One member is enough here: the others test the rest.
+    _match_single_runs(_variants(cfg, {"seed": 0}, {"seed": 1, "optim.lr": 3e-3}), data, members=[1])
 
 
-def test_report_prunes_one_member_and_the_others_go_on(base, data):
-    cfgs = _variants(base, {"seed": 0}, {"seed": 1}, {"seed": 2})
+@pytest.mark.parity
+def test_report_prunes_one_member_and_the_others_go_on(parity, parity_data):
+    cfgs = _variants(parity, {"seed": 0}, {"seed": 1}, {"seed": 2})
 
     def stop_member_1_at_2(index, metrics):
         return index == 1 and metrics["iteration"] == 2
 
-    results = train_population(cfgs, data, report=stop_member_1_at_2)
+    results = train_population(cfgs, parity_data, report=stop_member_1_at_2)
     assert [r.status for r in results] == ["ok", "pruned", "ok"]
-    single_pruned = run(cfgs[1], data, report=lambda m: m["iteration"] == 2)
+    single_pruned = run(cfgs[1], parity_data, report=lambda m: m["iteration"] == 2)
     assert results[1].epochs == single_pruned.epochs == 2
     assert results[1].failure_reason == single_pruned.failure_reason
     assert results[1].metrics == single_pruned.metrics == {}  # the only fold never finished
-    for i in (0, 2):
-        assert results[i].metrics["val/loss"] == pytest.approx(run(cfgs[i], data).metrics["val/loss"], abs=ATOL)
+    for i in (0, 2):  # the others run on as if alone (losses: a continuous quantity)
+        alone = run(cfgs[i], parity_data).metrics["val/loss"]
+        assert results[i].metrics["val/loss"] == pytest.approx(alone, abs=LOSS_ATOL)
 
 
-def test_a_diverging_member_fails_alone(base, data):
-    exploding = {"seed": 1, "optim.lr": 10.0, "optim.weight_decay": 1.0}  # AdamW: weights x(1 - 10) per step
-    cfgs = _variants(with_overrides(base, {"optim.optimizer": "adamw"}), {"seed": 0}, exploding)
-    results, seen = _fused(cfgs, data)
-    assert results[1].status == "diverged"
-    assert "non-finite loss" in results[1].failure_reason and "fold 0" in results[1].failure_reason
-    assert run(cfgs[1], data).failure_reason == results[1].failure_reason
-    single, single_seen = _single(cfgs[0], data)
-    assert_same_run(single, single_seen, results[0], seen[0], cfg=cfgs[0])
+@pytest.mark.parity
+def test_a_diverging_member_fails_alone(parity, parity_data):
+    # AdamW with lr 10 multiplies every weight by (1 - 10 * weight_decay) per step: float64 overflows within an epoch.
+    exploding = {"seed": 1, "optim.lr": 10.0, "optim.weight_decay": 1e30}
+    cfgs = _variants(with_overrides(parity, {"optim.optimizer": "adamw"}), {"seed": 0}, exploding)
+    runs = _match_single_runs(cfgs, parity_data, members=[0])
+    assert runs[1].result.status == "diverged"
+    reason = runs[1].result.failure_reason
+    assert "non-finite loss" in reason and "fold 0" in reason
+    assert run(cfgs[1], parity_data).failure_reason == reason
 
 
-def test_dropout_rates_are_per_member_and_a_zero_rate_stays_exact(base, data):
-    cfgs = _variants(base, {"seed": 0}, {"seed": 1, "model.dropout": 0.3}, {"seed": 2, "model.dropout": 0.1})
-    results, seen = _fused(cfgs, data)
-    single, single_seen = _single(cfgs[0], data)
-    assert_same_run(single, single_seen, results[0], seen[0], cfg=cfgs[0])
-    for i in (1, 2):
-        assert results[i].ok and math.isfinite(results[i].metrics["val/loss"])
-    again = train_population(cfgs, data)  # dropout draws come from the configs' seeds: reproducible
-    assert [r.metrics for r in again] == [r.metrics for r in results]
+@pytest.mark.parity
+def test_dropout_rates_are_per_member_and_a_zero_rate_stays_exact(parity, parity_data):
+    cfgs = _variants(parity, {"seed": 0}, {"seed": 1, "model.dropout": 0.3}, {"seed": 2, "model.dropout": 0.1})
+    runs = _match_single_runs(cfgs, parity_data, members=[0])
+    for r in runs[1:]:
+        assert r.result.ok and math.isfinite(r.result.metrics["val/loss"])
+    again = train_population(cfgs, parity_data)  # dropout draws come from the configs' seeds: reproducible
+    assert [r.metrics for r in again] == [r.result.metrics for r in runs]
 
 
-def test_keep_model_state_loads_into_the_single_model(base, data):
-    cfgs = _variants(base, {"seed": 0}, {"seed": 1, "optim.lr": 2e-3})
-    results = train_population(cfgs, data, keep_model=True)
-    model = build_model(cfgs[1].model, data.dims, data.n_classes)
+@pytest.mark.parity
+def test_keep_model_state_loads_into_the_single_model(parity, parity_data):
+    cfgs = _variants(parity, {"seed": 0}, {"seed": 1, "optim.lr": 2e-3})
+    results = train_population(cfgs, parity_data, keep_model=True)
+    model = build_model(cfgs[1].model, parity_data.dims, parity_data.n_classes).double()
     model.load_state_dict(results[1].model_state)
     val_idx = results[1].folds[0].val_idx
-    logits = predict(model, DeviceData.from_featureset(data, torch.device("cpu")), val_idx, batch_size=256)
-    np.testing.assert_allclose(logits["fusion"], results[1].val_logits()["fusion"], atol=1e-5)
+    dev = DeviceData.from_featureset(parity_data, torch.device("cpu"), dtype=torch.float64)
+    logits = predict(model, dev, val_idx, batch_size=256)
+    want = results[1].val_logits()["fusion"]
+    np.testing.assert_allclose(logits["fusion"], want, rtol=0, atol=LOGIT_RTOL * max(1.0, np.abs(want).max()))
 
 
 def test_population_leaves_the_global_rng_untouched(base, data):
