@@ -32,13 +32,6 @@ STOP_GRACE_S = 2.0  # a UI server holds nothing worth a longer graceful shutdown
 POLL_S = 0.05  # how often a stop looks whether the servers are gone
 
 
-def python_module(module: str) -> list[str] | None:
-    """`python -m module` with this interpreter, or None if `module` is not importable here."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    return [sys.executable, "-m", module]
-
-
 def console_script(name: str) -> list[str] | None:
     """The console script `name` (e.g. `optuna-dashboard`) run by this interpreter, or None if no
     installed distribution provides it; arguments go after the returned list.
