@@ -84,8 +84,8 @@ class ServerGroup:
 
     Inside the block (in the main thread) the first SIGINT or SIGTERM raises KeyboardInterrupt, as
     Ctrl-C does; any later one, or one that comes while the servers stop, only hurries the stop
-    along (SIGKILL at once) instead of interrupting it halfway and leaving servers behind. The servers' logs live in a
-    temporary folder (`logs`) removed at the end.
+    along (SIGKILL at once) instead of interrupting it halfway and leaving servers behind. The
+    servers' logs live in a temporary folder (`logs`) removed at the end.
     """
 
     def __init__(self, *, prefix: str = "mersweep-servers-", quiet: bool = True) -> None:
