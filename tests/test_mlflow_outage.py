@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -141,18 +142,20 @@ def _wait_for_a_child_run(client: MlflowClient, experiment: str, sweep: subproce
 def _wait_for_a_trial_inside_the_outage(
     folder: Path, stderr: Path, down_at: float, sweep: subprocess.Popen, timeout: float = 600
 ) -> None:
-    """Until the sweep has reported the server unreachable and a trial started after `down_at` has
-    ended (Ray's own records), and the clock is a second past that end (Ray's timestamps are whole
-    seconds). Returns early if the sweep ends: the assertions afterwards then say what was missed."""
+    """Until the sweep has reported the server unreachable and a trial that Ray started after
+    `down_at` has ended (the sweep's line for it), and the clock is a second past its last result
+    (Ray's timestamps are whole seconds). Returns early if the sweep ends: the assertions
+    afterwards then say what was missed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and sweep.poll() is None:
+        said = stderr.read_text()
+        ended = set(re.findall(r"\] trial (\S+) (?:done|pruned|failed) ", said))
         try:
             histories = _ray_histories(folder)
         except ValueError:  # a result line half-written
             histories = {}
-        ended = [_last_time(h) for h in histories.values() if h and h[-1].get("done") and down_at < _first_time(h)]
-        said = "unreachable" in stderr.read_text()
-        if said and ended and time.time() >= min(ended) + 1:
+        inside = [_last_time(h) for t, h in histories.items() if t in ended and h and down_at < _first_time(h)]
+        if "unreachable" in said and inside and time.time() >= min(inside) + 1:
             return
         time.sleep(0.5)
 
