@@ -127,7 +127,9 @@ def test_peak_sampler_sees_a_private_allocation() -> None:
         pytest.skip("needs /proc/self/status")
     with PeakSampler(period_s=0.001) as mem:
         block = b"\x01" * (64 * 2**20)  # written byte by byte: every page is resident
-        time.sleep(0.05)  # held long enough for the sampler to see it
+        deadline = time.monotonic() + 60
+        while mem.peak["RssAnon"] - mem.start["RssAnon"] < 60 and time.monotonic() < deadline:
+            time.sleep(0.001)  # held until the sampler's thread has seen it, however busy the machine
         del block
     assert mem.peak["RssAnon"] - mem.start["RssAnon"] >= 60
     assert mem.peak["VmHWM"] >= mem.peak["VmRSS"] >= mem.start["VmRSS"]
