@@ -274,6 +274,8 @@ def test_a_seed_schedule_loads_into_looks_and_seed_values(tmp_path):
     ("variant", "field"),
     [
         ({"seed": 3}, "ablation.variants.bad.seed"),
+        ({"data.fold_seed": 3}, "ablation.variants.bad.data.fold_seed"),
+        ({"data.seed": 3}, "ablation.variants.bad.data.seed"),
         ({"data.source": "uci-mfeat"}, "ablation.variants.bad.data.source"),
         ({"optim.lr": -1.0}, "ablation.variants.bad.optim.lr"),
     ],

@@ -106,7 +106,7 @@ def test_a_protocol_that_drops_pairs_keeps_each_fold_seed_in_its_own_population(
     cfgs = [*_seeds(dropping, [0, 1]), with_overrides(dropping, {"seed": 7, "data.fold_seed": 0})]
     assert group_by_shape(cfgs) == [[0, 2], [1]]
     assert group_by_shape(_seeds(base, [0, 1, 2])) == [[0, 1, 2]]  # no drops: every seed in one
-    with pytest.raises(ConfigError, match=r"data\.seed"):
+    with pytest.raises(ConfigError, match=r"data\.fold_seed"):
         train_population(cfgs, data)
 
 
