@@ -155,7 +155,7 @@ def header(sweep: SweepRuns, group: SeedGroup, out: Path) -> str:
     lines += [
         f"Runs: {', '.join(f'{r.run_id} (seed {r.seed})' for r in group.runs)}",
         f"This file is the config of run {run.run_id} (seed {run.seed}), which logged {own}",
-        f"Reproduce (same device and thread count as written below): python -m mer_core.train {out}",
+        f"Reproduce: python -m mer_core.train {out} (on this machine: the device and thread count below)",
     ]
     return "\n".join(lines)
 
