@@ -100,9 +100,8 @@ def _rows(result, metric: str, reported: str) -> list[TrialRow]:
         outcome = member_outcome(last, i, errored=errored)
         iterations = int(values.get("iteration", 0))
         value, report = _float(values.get(metric)), _float(values.get(reported))
-        row = TrialRow(member_trial_id(trial_id, i), outcome, value, params, iterations, report)
-        row.checkpoint, row.prefix = result.checkpoint, member_prefix(i)
-        rows.append(row)
+        member = member_trial_id(trial_id, i)
+        rows.append(TrialRow(member, outcome, value, params, iterations, report, result.checkpoint, member_prefix(i)))
     return rows
 
 
