@@ -247,13 +247,15 @@ class MissingConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # a logged config says which device `auto` found
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     capture: Literal["auto", "always", "never"] = fld(
         "auto", doc="record each training step as a CUDA graph; auto = on CUDA where the step allows (train/capture.py)"
     )
-    threads: int | None = fld(None, ge=1, doc="torch intra-op threads; null = leave as is")
+    threads: int | None = fld(
+        None, ge=1, doc="torch intra-op threads; null = as is (a sweep's trial: its CPU share); logged: the count used"
+    )
 
     def check(self, prefix: str) -> None:
         if self.capture == "always" and self.device == "cpu":
