@@ -1,6 +1,6 @@
 """Fused ablations: the seeds of one variant train as one population, each member equal to its single run.
 
-An ablation seed sets `seed` and `data.seed`, so the members of one variant's population have
+An ablation seed sets `seed` and `data.fold_seed`, so the members of one variant's population have
 different folds of the same data. The parity tests train such populations and compare every
 member with `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`), with
 k-fold and hold-out splits, pre-training, self-training and test-time missing rates. The sweep
@@ -59,8 +59,8 @@ def data(base):
 
 
 def _seeds(cfg: ExperimentConfig, seeds: list[int]) -> list[ExperimentConfig]:
-    """What an ablation makes of one variant's seeds: `seed` and `data.seed` both set (ablation_overrides)."""
-    return [with_overrides(cfg, {"seed": s, "data.seed": s}) for s in seeds]
+    """What an ablation makes of one variant's seeds: `seed` and `data.fold_seed` both set (ablation_overrides)."""
+    return [with_overrides(cfg, {"seed": s, "data.fold_seed": s}) for s in seeds]
 
 
 def _check_members_equal_single_runs(cfgs: list[ExperimentConfig], data) -> list:
@@ -100,13 +100,13 @@ def test_holdout_splits_pretraining_and_self_training_match_single_runs(base, da
     assert all(r.folds[0].pseudo for r in results)
 
 
-def test_a_protocol_that_drops_pairs_keeps_each_data_seed_in_its_own_population(base, data):
-    """With missing-rate drops the fold mask depends on the validation rows: one data.seed per population."""
+def test_a_protocol_that_drops_pairs_keeps_each_fold_seed_in_its_own_population(base, data):
+    """With missing-rate drops the fold mask depends on the validation rows: one fold seed per population."""
     dropping = with_overrides(base, {"missing.train_rate": 0.3, "missing.test_rate": 0.5})
-    cfgs = [*_seeds(dropping, [0, 1]), with_overrides(dropping, {"seed": 7, "data.seed": 0})]
+    cfgs = [*_seeds(dropping, [0, 1]), with_overrides(dropping, {"seed": 7, "data.fold_seed": 0})]
     assert group_by_shape(cfgs) == [[0, 2], [1]]
     assert group_by_shape(_seeds(base, [0, 1, 2])) == [[0, 1, 2]]  # no drops: every seed in one
-    with pytest.raises(ConfigError, match=r"data\.seed"):
+    with pytest.raises(ConfigError, match=r"data\.fold_seed"):
         train_population(cfgs, data)
 
 

@@ -94,9 +94,9 @@ class Member:
 class Fold:
     """Fold `index` of every member: each member's rows (`split_of`) and the data.
 
-    Members whose `data.seed` differs (the seeds of an ablation) have different folds of the same
-    data; `dev` carries the missing-protocol mask, which is the same for all of them because a
-    protocol with drops trains members of one `data.seed` together only (`_check_shared`).
+    Members whose fold seed differs (`data.fold_seed`: the seeds of an ablation) have different folds
+    of the same data; `dev` carries the missing-protocol mask, which is the same for all of them
+    because a protocol with drops trains members of one fold seed together only (`_check_shared`).
     """
 
     index: int
@@ -168,8 +168,8 @@ def train_members(
     """Train every config in `cfgs` with `executor`; one result per config, in order.
 
     Args:
-        cfgs: the configs; they share the data section except `data.seed` (each member's
-            folds) and the missing protocol (one fold mask; with drops, one `data.seed`), which
+        cfgs: the configs; they share the data section except `data.fold_seed` (each member's
+            folds) and the missing protocol (one fold mask; with drops, one fold seed), which
             the callers guarantee.
         data: the dataset (shared, never modified).
         executor: how steps run.
@@ -191,16 +191,16 @@ def train_members(
     test = HeldOut.of(data, base.missing, device)
     splits = {
         s: make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=s)
-        for s in sorted({c.data.seed for c in cfgs})
+        for s in sorted({c.data.split_seed for c in cfgs})
     }
     members = [Member(index=i, cfg=c) for i, c in enumerate(cfgs)]
     # Model init and dropout use the global generator: seed it per fold, leave the caller's alone.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        for k, split in enumerate(splits[base.data.seed]):
+        for k, split in enumerate(splits[base.data.split_seed]):
             alive = [m for m in members if m.alive]
             if not alive:
                 break
-            own = {m.index: splits[m.cfg.data.seed][k] for m in members}
+            own = {m.index: splits[m.cfg.data.split_seed][k] for m in members}
             fold = Fold(k, own, data, fold_data(dev, data, split, base.missing))
             _train_fold(executor, alive, fold, report=report, keep_model=keep_model)
             if test is not None:
@@ -211,20 +211,20 @@ def train_members(
 
 
 def _check_shared(cfgs: Sequence[ExperimentConfig]) -> None:
-    # One dataset and one fold mask serve every member; `data.seed` only picks a member's folds.
+    # One dataset and one fold mask serve every member; `data.fold_seed` only picks a member's folds.
     # The mask drops pairs at the test-time rate on a fold's validation rows, so members whose
     # folds differ can share it only when the protocol drops nothing.
     protocol = ("train_rate", "train_rates", "test_rate", "test_rates", "seed")
     first = cfgs[0]
     for cfg in cfgs[1:]:
-        same_data = dataclasses.replace(cfg.data, seed=first.data.seed) == first.data
+        same_data = dataclasses.replace(cfg.data, fold_seed=first.data.fold_seed) == first.data
         if not same_data or any(getattr(cfg.missing, f) != getattr(first.missing, f) for f in protocol):
             raise ValueError(
-                "members trained together must share `data` (but data.seed) and the missing protocol "
+                "members trained together must share `data` (but data.fold_seed) and the missing protocol "
                 "(missing.*_rate(s), seed)"
             )
-        if cfg.data.seed != first.data.seed and drops_any(first.missing):
-            raise ValueError("members whose data.seed differs cannot share a missing protocol that drops pairs")
+        if cfg.data.split_seed != first.data.split_seed and drops_any(first.missing):
+            raise ValueError("members whose fold seed differs cannot share a missing protocol that drops pairs")
 
 
 def fold_data(dev: DeviceData, data: FeatureSet, split: Split, cfg: MissingConfig) -> DeviceData:

@@ -15,6 +15,7 @@ from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
+from mer_core.train.effective import pin_threads_and_folds
 from mer_core.train.fused.fields import check_fusable
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
 from sweeps.ablation.batches import plan_ray_trials
@@ -79,9 +80,12 @@ class PreparedSweep:
         """Flattened full config of a trial (its MLflow params), plus its ablation variant and seed.
 
         In fused mode the callbacks call it with one member's sampled params (`members_of`).
+        The thread count and the fold seed are what the trial runs with (its `config.yaml` says
+        the same); `runtime.device` is as configured, since `auto` resolves on the trial's worker.
         """
         cfg = build_config(self.settings.base, trial_overrides(config, self.settings))
-        return {**flatten(cfg), **ablation_params(config)}
+        resolved = pin_threads_and_folds(cfg, threads=self.settings.threads)
+        return {**flatten(resolved), **ablation_params(config)}
 
 
 def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:

@@ -25,6 +25,7 @@ from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult
+from mer_core.train.effective import effective_config
 from mer_core.train.fused import MemberReport, group_by_shape, train_population
 from mer_core.train.fused.fields import schedule_key
 from sweeps.fused.members import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
@@ -179,11 +180,8 @@ def population_main(
             faults.on_epoch()
         tune.report({**result, **node})
 
-    first = next(iter(cfgs.values()), None)
-    if first is not None and first.runtime.threads is None:
-        import torch
-
-        torch.set_num_threads(settings.threads)
+    # As a one-trial Ray trial does: each member's config says the threads, device and folds it ran with.
+    cfgs = {i: effective_config(cfg, threads=settings.threads) for i, cfg in cfgs.items()}
     relay = PopulationRelay(settings=settings, stopper=RungStopper(schedule, config.get(RUNGS_KEY, ())), send=send)
     results = train_groups(cfgs, data, relay)
     final = relay.final(results, invalid)

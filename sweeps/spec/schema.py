@@ -9,7 +9,7 @@
     search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
     scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3, brackets: null}
     metric: val/weighted_f1               # selects: searcher, scheduler, best_config.yaml (never test/)
-    report_metric: null                   # reports: verdicts, compare, export-best; null = test/<metric>
+    report_metric: null                   # reports: verdicts, compare, export-best's score; null = test/<metric>
     mode: max
     resources: {cpu: 1, gpu: 0, max_concurrent: 2}
     tracking: {uri: null, experiment: null, report: true}
@@ -157,7 +157,7 @@ class VaryConfig:
     """Which sources of randomness a paired seed varies (the others stay at the base config's seeds)."""
 
     init: bool = fld(True, doc="model initialisation, batch order and noise (`seed`)")
-    split: bool = fld(True, doc="the cross-validation folds / validation split (`data.seed`)")
+    split: bool = fld(True, doc="the cross-validation folds / validation split (`data.fold_seed`)")
 
     def check(self, prefix: str) -> None:
         if not (self.init or self.split):
@@ -227,7 +227,9 @@ class SweepSpec:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     metric: str = fld("val/weighted_f1", doc="<split>/<name>, one of METRICS; what trials are selected on")
     report_metric: str | None = fld(
-        None, doc="what verdicts, compare and export-best use; null = test/<metric> with a test split, else metric"
+        None,
+        doc="what verdicts and compare judge and export-best reports (it chooses by metric); "
+        "null = test/<metric> with a test split, else metric",
     )
     mode: Literal["max", "min"] = "max"
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)

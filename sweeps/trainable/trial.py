@@ -21,6 +21,7 @@ from mer_core.configs import build_config, save_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
+from mer_core.train.effective import effective_config
 from sweeps.ablation.plan import ablation_overrides
 from sweeps.tracking.names import CONFIG_ARTIFACT, LOGITS_ARTIFACT, TRIAL_ARTIFACT, final_metric
 from sweeps.trainable.faults import injector_from_env
@@ -82,11 +83,9 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
             faults.on_epoch()
         tune.report({**_numeric(metrics), **node})
 
-    if cfg.runtime.threads is None:
-        import torch
-
-        torch.set_num_threads(settings.threads)
-
+    # The config the trial runs and logs says what shaped it: the thread count (the trial's CPU share
+    # unless the config names one), the device `auto` found in this worker, the folds' seed.
+    cfg = effective_config(cfg, threads=settings.threads)
     result = run(cfg, data, report=report)
     final = _final_metrics(result, settings)
     with tempfile.TemporaryDirectory(prefix="mersweep-trial-") as tmp:
@@ -104,7 +103,8 @@ def _final_metrics(result: TrialResult, settings: TrialSettings) -> dict[str, An
 
 
 def write_trial_artifacts(folder: Path, cfg, result: TrialResult) -> None:
-    """config.yaml (reproduces the trial), val_logits.npz, trial.json (status, pseudo-labels)."""
+    """config.yaml (`cfg`, the effective config: reproduces the trial), val_logits.npz, trial.json
+    (status, pseudo-labels)."""
     save_config(
         cfg, folder / CONFIG_ARTIFACT, header="Config of one mersweep trial: python -m mer_core.train config.yaml"
     )

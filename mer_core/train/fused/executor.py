@@ -272,7 +272,7 @@ class FusedExecutor:
         self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None
     ) -> list[dict[str, np.ndarray]]:
         """Members that share one rows array (the pool, one split) read the same inputs; members with
-        rows of their own (folds of different `data.seed`) gather theirs, one vmap per row count."""
+        rows of their own (folds of different `data.fold_seed`) gather theirs, one vmap per row count."""
         if all(r is rows[0] for r in rows):
             return self._predict(members, rows[0], shared=True, dev=dev)
         by_size: dict[int, list[int]] = {}
