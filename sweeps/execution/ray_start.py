@@ -95,7 +95,8 @@ def worker_runtime_env(verbose: bool) -> dict[str, Any] | None:
 def local_capacity() -> tuple[int, int] | None:
     """(CPUs, GPUs) a Ray cluster started on this machine will have, by Ray's own detection.
 
-    Ray's detection is not public API: when it cannot be asked, None (and no check is made).
+    Ray's detection is not public API: when it cannot be asked, None (and no check is made);
+    tests/test_third_party_internals.py fails on a Ray release that moves it.
     """
     try:
         from ray._private.accelerators import get_accelerator_manager_for_resource

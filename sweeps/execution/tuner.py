@@ -35,7 +35,8 @@ class SeededHyperBand(AsyncHyperBandScheduler):
 
     Ray draws each new trial's bracket from the global NumPy generator (softmax over the
     brackets' rung counts); here the same draw comes from a generator seeded by the sweep, so a
-    sweep's brackets repeat with its seed.
+    sweep's brackets repeat with its seed. Ray's bracket bookkeeping is private; pinned by
+    tests/test_third_party_internals.py.
     """
 
     def __init__(self, *, seed: int, **kwargs: Any) -> None:
@@ -106,7 +107,8 @@ def make_ablation_searcher(
 
 def ablation_searcher(tuner: tune.Tuner) -> AblationSearcher | None:
     """The ablation searcher a Tuner runs (the restored one on `--resume`), for its status; else None."""
-    alg = tuner._local_tuner._tune_config.search_alg  # Ray keeps no public handle on it
+    # Ray keeps no public handle on the (restored) searcher; pinned by tests/test_third_party_internals.py.
+    alg = tuner._local_tuner._tune_config.search_alg
     return alg if isinstance(alg, AblationSearcher) else None
 
 
@@ -204,7 +206,8 @@ def build_tuner(
     if resume:
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
         # Callbacks are pickled with the tuner without their live MLflow client; give the
-        # restored run the fresh ones (same parent run, reopened by the caller).
+        # restored run the fresh ones (same parent run, reopened by the caller). Tuner.restore takes
+        # no callbacks; pinned by tests/test_third_party_internals.py.
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
     study = study or StudyRef(default_storage(folder), spec.name)

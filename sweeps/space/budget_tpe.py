@@ -64,7 +64,11 @@ def at_budget(trials: Sequence[FrozenTrial], min_points: int) -> list[FrozenTria
 
 
 class _StudyAtBudget:
-    """The study as the sampler reads it: `_get_trials` answers with `at_budget`; all else passes through."""
+    """The study as the sampler reads it: `_get_trials` answers with `at_budget`; all else passes through.
+
+    TPESampler reads the trials through the private `Study._get_trials`; pinned by
+    tests/test_third_party_internals.py.
+    """
 
     def __init__(self, study: optuna.Study, min_points: int) -> None:
         self._study = study

@@ -91,7 +91,7 @@ def check_algorithm(algorithm: str, space: SearchSpace) -> None:
 class AskTellGridSampler(optuna.samplers.GridSampler):
     """GridSampler whose after_trial does not call `Study.stop`.
 
-    Ray's OptunaSearch drives Optuna by ask/tell, where `Study.stop` (called by GridSampler once
+    The sweep's searchers drive Optuna by ask/tell, where `Study.stop` (called by GridSampler once
     the grid is exhausted) raises RuntimeError; the sweep's num_samples bounds the run instead.
     """
 
