@@ -117,8 +117,11 @@ def launch(jobs: Sequence[dict[str, Any]], workdir: Path, *, env: dict[str, str]
 
 
 def _fail(run_dir: Path, i: int, code: int | None) -> None:
-    tail = (run_dir / f"log-{i}.txt").read_text()[-2000:]
-    raise RuntimeError(f"GPU check worker {i} exited with status {code}:\n{tail}")
+    log = (run_dir / f"log-{i}.txt").read_text()
+    last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
+    # The CLI prints one line: the worker's last line goes first, its log's tail to stderr.
+    print(log[-3000:], file=sys.stderr)
+    raise RuntimeError(f"GPU check worker {i} exited with status {code}: {last}")
 
 
 @contextmanager
