@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         check_local_cuda(spec.resources.gpu, device=spec.base_config().runtime.device)
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
     if address is None:  # a cluster's nodes may have what this machine lacks
-        check_local_resources(spec.resources.cpu, spec.resources.gpu, device=prepared.base.runtime.device)
+        resources = prepared.spec.resources  # execution.population: auto may have set the GPU share
+        check_local_resources(resources.cpu, resources.gpu, device=prepared.base.runtime.device)
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK
