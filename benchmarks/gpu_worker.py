@@ -63,27 +63,40 @@ def _member(result: Any, index: int) -> dict[str, Any]:
     }
 
 
-def _why_skip(spec: dict[str, Any], last: dict[str, float]) -> str:
+def _why_skip(spec: dict[str, Any], last: dict[str, dict[str, float]]) -> str:
     """Why an arm should not run: past its deadline, or predicted (from the last fused arm's
     per-member time and memory) to miss it or not to fit in the GPU's free memory."""
     deadline = spec.get("deadline", float("inf"))
     if time.time() > deadline:
         return "the check's time budget ran out before this arm"
     k = len(spec["sets"])
-    if spec["mode"] == "fused" and "seconds" in last:
-        if time.time() + last["seconds"] * k > deadline:
-            return f"predicted {last['seconds'] * k:.0f} s from the previous fused arm: beyond the time budget"
-        if last["bytes"] * k > 0.9 * spec.get("free_bytes", float("inf")):
-            return f"predicted {last['bytes'] * k / 2**30:.1f} GiB: more than the free GPU memory"
+    before = last.get(spec.get("family", ""))
+    if spec["mode"] == "fused" and before is not None:
+        if time.time() + before["seconds"] * k > deadline:
+            return f"predicted {before['seconds'] * k:.0f} s from the previous fused arm: beyond the time budget"
+        if before["bytes"] * k > 0.9 * spec.get("free_bytes", float("inf")):
+            return f"predicted {before['bytes'] * k / 2**30:.1f} GiB: more than the free GPU memory"
     return ""
 
 
-def _arm(spec: dict[str, Any], data: Any, device: str, last: dict[str, float]) -> dict[str, Any]:
-    """Run one arm; `last` keeps the per-member seconds and bytes of the latest fused arm."""
+def _data(cfg: Any, cache: dict[str, Any]) -> Any:
+    """The dataset of `cfg`, loaded once per data section (an arms job mixes quickstart and MER2024 data)."""
+    key = repr(cfg.data)
+    if key not in cache:
+        cache[key] = load_data(cfg.data)
+    return cache[key]
+
+
+def _arm(
+    spec: dict[str, Any], datasets: dict[str, Any], device: str, last: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """Run one arm; `last` keeps the per-member seconds and bytes of the latest fused arm of each family
+    (quickstart-sized or MER2024 dims: their members cost very differently)."""
     cfgs = [load_config(None, sets) for sets in spec["sets"]]
     why = _why_skip(spec, last)
     if why:
         return {"label": spec["label"], "skipped": why}
+    data = _data(cfgs[0], datasets)
     if _cuda(device):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -92,7 +105,7 @@ def _arm(spec: dict[str, Any], data: Any, device: str, last: dict[str, float]) -
     end = time.time()
     peak = torch.cuda.max_memory_allocated() if _cuda(device) else 0
     if spec["mode"] == "fused":
-        last.update(seconds=(end - start) / len(cfgs), bytes=peak / len(cfgs))
+        last[spec.get("family", "")] = {"seconds": (end - start) / len(cfgs), "bytes": peak / len(cfgs)}
     first = spec.get("first_index", 0)
     return {
         "label": spec["label"],
@@ -104,15 +117,19 @@ def _arm(spec: dict[str, Any], data: Any, device: str, last: dict[str, float]) -
     }
 
 
-def _warm_up(job: dict[str, Any], data: Any) -> None:
-    """Imports, the CUDA context, cuBLAS and vmap's first trace: costs no timed arm should carry."""
-    sets = [a["sets"][0] for a in job["arms"]][:1]
-    if not sets:
-        return
-    cfg = with_overrides(load_config(None, sets[0]), WARM)
-    run(cfg, data)
-    if any(a["mode"] == "fused" for a in job["arms"]):
-        train_population([cfg, with_overrides(cfg, {"seed": cfg.seed + 1})], data)
+def _warm_up(job: dict[str, Any], datasets: dict[str, Any]) -> None:
+    """Imports, the CUDA context, cuBLAS and vmap's first trace, once per kind of data in the job:
+    costs no timed arm should carry."""
+    seen: set[str] = set()
+    for spec in job["arms"]:
+        cfg = with_overrides(load_config(None, spec["sets"][0]), WARM)
+        if repr(cfg.data) in seen:
+            continue
+        seen.add(repr(cfg.data))
+        data = _data(cfg, datasets)
+        run(cfg, data)
+        if any(a["mode"] == "fused" for a in job["arms"]):
+            train_population([cfg, with_overrides(cfg, {"seed": cfg.seed + 1})], data)
 
 
 def _epoch_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -135,12 +152,14 @@ def main(argv: list[str]) -> int:
         _wait_for(job.get("go"))
         out = _epoch_job(job)
     else:
-        data = load_data(load_config(None, job["arms"][0]["sets"][0]).data)
-        _warm_up(job, data)
+        datasets: dict[str, Any] = {}
+        for spec in job["arms"]:  # loaded before the clock: data generation is no arm's cost
+            _data(load_config(None, spec["sets"][0]), datasets)
+        _warm_up(job, datasets)
         Path(job["ready"]).touch()
         _wait_for(job.get("go"))
-        last: dict[str, float] = {}
-        out = {"arms": [_arm(spec, data, job["device"], last) for spec in job["arms"]]}
+        last: dict[str, dict[str, float]] = {}
+        out = {"arms": [_arm(spec, datasets, job["device"], last) for spec in job["arms"]]}
     out["device"] = torch.cuda.get_device_name() if _cuda(job["device"]) else "cpu"
     Path(out_path).write_text(json.dumps(out))
     return 0
