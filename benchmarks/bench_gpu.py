@@ -57,6 +57,7 @@ FULL = Sizes(sequential=8, processes=(4, 8, 16), fused=(4, 8, 16, 64, 256), mer=
 SMOKE = Sizes(sequential=2, processes=(2,), fused=(2,), mer=(1, 2), repeats=1)
 TINY = [  # the smoke form: a few seconds per trial on a CPU
     "data.source=synthetic-mer",
+    "data.labelled_fraction=1.0",
     "data.synthetic.n_labelled=120",
     "data.synthetic.n_unlabelled=60",
     "data.synthetic.dims={audio: 16, text: 16, video: 8}",

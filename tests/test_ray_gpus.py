@@ -21,7 +21,10 @@ from tests.sweep_helpers import SMALL_SET, run_cli, write_sweep
 
 N_TRIALS = 8
 # Every trial holds its GPU share for a while at its first epoch, so all 8 hold one at the same time.
-HOLD = json.dumps({"hang_s": 10, "at_epoch": 1})
+HOLD = json.dumps({"hang_s": 5, "at_epoch": 1})
+# Trials that cost little beside Ray's own start of 8 worker processes.
+TINY = {"n_labelled": 120, "n_unlabelled": 0, "dims": {"audio": 8, "text": 8, "video": 8}}
+SHORT = {"optim.max_epochs": 1, "optim.pretrain_epochs": 0, "self_training.rounds": 0}
 
 
 def _devices(trial_dir: Path) -> set[str]:
@@ -35,14 +38,15 @@ def test_a_quarter_gpu_per_trial_runs_four_trials_on_each_of_two_gpus(tmp_path):
     spec = write_sweep(
         tmp_path,
         "quarters",
-        set={**SMALL_SET, "optim.max_epochs": 2, "optim.pretrain_epochs": 0, "runtime.device": "cpu"},
+        data={"source": "synthetic-mer", "seed": 0, "folds": 1, "synthetic": TINY},
+        set={**SMALL_SET, **SHORT, "runtime.device": "cpu"},
         search={"algorithm": "random", "num_samples": N_TRIALS, "seed": 0},
         scheduler={"kind": "none"},
         resources={"cpu": 1, "gpu": 0.25, "max_concurrent": N_TRIALS},
     )
     with private_cluster(head_cpus=N_TRIALS, head_gpus=2) as (cluster, env):
         args = [str(spec), "--address", cluster.address, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-        proc = run_cli(args, cwd=tmp_path, env={**env, FAULTS_ENV: HOLD})
+        proc = run_cli(args, cwd=tmp_path, env={**env, FAULTS_ENV: HOLD}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"trials {N_TRIALS}/{N_TRIALS} ended: {N_TRIALS} done" in proc.stderr
     folder = tmp_path / "runs" / "quarters"
