@@ -66,10 +66,13 @@ def _ratio(stdout: str, name: str) -> float:
     return float(line.group(1))
 
 
-def test_registry_lists_the_benchmarks() -> None:
-    from benchmarks import BENCHMARKS
+def test_registry_lists_the_benchmarks_and_each_module_registers_its_own() -> None:
+    from benchmarks import BENCHMARKS, DEFAULT, MODULES, load
 
-    assert {"epoch", "overhead", "search_efficiency", "search_mf", "memory", "fused"} <= set(BENCHMARKS)
+    assert {"epoch", "overhead", "search_efficiency", "search_mf", "memory", "fused", "gpu"} <= set(MODULES)
+    assert "gpu" not in DEFAULT  # the GPU check needs a GPU; it runs when named
+    for name in MODULES:
+        assert load(name) is BENCHMARKS.get(name)
 
 
 def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:

@@ -21,6 +21,7 @@ from mer_core.train.preflight import check_modality_keys, check_registry_choices
 from sweeps.ablation.batches import plan_ray_trials
 from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
+from sweeps.execution.packing import is_auto, resolve_packing, resumed_packing
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
 from sweeps.space.study import StudyRef, check_storage, default_storage, retune_study_name
@@ -46,6 +47,7 @@ class PreparedSweep:
     state: SweepState | None
     study: StudyRef | None = None  # the sweep's Optuna study (None: an ablation without re-tuning)
     warm: WarmStart | None = None  # `search.warm_start`: earlier trials the new study starts with
+    packing: str = ""  # population auto: what the probe chose and why (the header's execution line)
 
     @property
     def settings(self) -> TrialSettings:
@@ -94,16 +96,18 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
     _check_rungs(spec, base)
+    forced: ConfigError | None = None  # population auto: a field that forces trial mode
     if spec.execution.mode == "fused":
-        check_fusable(base, sampled=space.names if space is not None else ())
-        for name in spec.ablation.variants if spec.ablation else {}:
-            try:
-                check_fusable(spec.variant_config(name))
-            except ConfigError as err:  # the field is the variant's override: name the variant
-                raise prefixed(err, f"ablation.variants.{name}") from None
+        try:
+            _check_fusable(spec, base, space)
+        except ConfigError as err:
+            if not is_auto(spec):
+                raise
+            forced = err
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
     if state is not None:
+        spec = resumed_packing(spec, state)
         check_same_sweep(state, spec.to_yaml())
     if not resume and folder.exists() and any(folder.iterdir()):
         raise UserInputError(
@@ -118,7 +122,20 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     warm = _warm_start(spec, space, runs_root)
     data = load_data(base.data)
     _check_against_data(spec, base, space, data)
-    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm)
+    plan = ablation_plan(spec)
+    spec, packing = resolve_packing(
+        spec, base, data, forced=forced, num_samples=plan.total_trials if plan else spec.search.num_samples
+    )
+    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm, packing)
+
+
+def _check_fusable(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None) -> None:
+    check_fusable(base, sampled=space.names if space is not None else ())
+    for name in spec.ablation.variants if spec.ablation else {}:
+        try:
+            check_fusable(spec.variant_config(name))
+        except ConfigError as err:  # the field is the variant's override: name the variant
+            raise prefixed(err, f"ablation.variants.{name}") from None
 
 
 def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resume: bool) -> StudyRef | None:
@@ -224,8 +241,9 @@ def _space_of(spec: SweepSpec) -> SearchSpace | None:
 
 
 def _describe_execution(prepared: PreparedSweep) -> list[str]:
+    chosen = [prepared.packing] if prepared.packing else []
     if not prepared.fused:
-        return []
+        return chosen
     k, plan = prepared.spec.execution.population, prepared.plan
     n = prepared.total_trials
     if plan is None:
@@ -234,8 +252,9 @@ def _describe_execution(prepared: PreparedSweep) -> list[str]:
         batches = plan_ray_trials(plan, population=k)
         what = f"(a look's seeds of a variant, or its re-tuning trials: {n} trials in {batches} Ray trials)"
     return [
+        *chosen,
         f"execution: fused populations of up to {k} members {what}; members of one shape train as one "
-        "stacked model, resources per trial apply to the whole population"
+        "stacked model, resources per trial apply to the whole population",
     ]
 
 

@@ -15,6 +15,7 @@ member's status, failure reason and final metrics, and a checkpoint folder with 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from sweeps.fused.members import RUNGS_KEY, RUNGS_RESULT, member_prefix, members
 from sweeps.fused.rungs import RungSchedule, RungStopper
 from sweeps.tracking.names import final_metric
 from sweeps.trainable.faults import injector_from_env
-from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.report import FINAL_KEY, placement
 from sweeps.trainable.trial import TrialSettings, trial_overrides, write_trial_artifacts
 from sweeps.trainable.worker_setup import quiet_worker
 
@@ -173,7 +174,7 @@ def population_main(
     members = members_of(config) or []
     cfgs, invalid = build_members(members, settings)
     faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))
-    node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+    node = placement(ray.get_runtime_context().get_node_id(), os.environ)
 
     def send(result: dict[str, Any]) -> None:
         if faults is not None:

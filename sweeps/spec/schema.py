@@ -120,7 +120,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class ExecutionConfig:
     mode: Literal["trial", "fused"] = "trial"
-    population: int = fld(8, ge=1, doc="fused mode: trials trained together as one population")
+    population: int | Literal["auto"] = fld(
+        8, ge=1, doc="fused mode: trials trained together as one population; auto: sized by a short probe here"
+    )
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,9 @@ class SweepSpec:
             if self.search_space is not None:
                 allowed = "null (use ablation.retune.search_space)"
                 raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
+        if self.execution.population == "auto" and self.execution.mode != "fused":
+            allowed = "an integer >= 1 (auto sizes fused populations: execution.mode: fused)"
+            raise ConfigError("execution.population", allowed, "auto", "only with execution.mode: fused")
         # Fused populations stop members by ASHA's rule themselves (sweeps.fused.rungs); ablations stop none.
         fused_search = self.execution.mode == "fused" and self.kind == "search"
         if fused_search and self.scheduler.kind not in ("asha", "none"):
@@ -277,7 +282,10 @@ class SweepSpec:
         """
         if self.search.n_startup_trials is not None:
             return self.search.n_startup_trials
-        at_once = self.resources.max_concurrent * (self.execution.population if self.execution.mode == "fused" else 1)
+        population = self.execution.population
+        # auto is resolved before any study exists (sweeps.execution.packing); 8 is its largest probe
+        k = (8 if population == "auto" else population) if self.execution.mode == "fused" else 1
+        at_once = self.resources.max_concurrent * k
         return max(STARTUP_TRIALS, at_once)
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:

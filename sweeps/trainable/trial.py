@@ -9,6 +9,7 @@ logits and pseudo-label reports, which the driver logs to MLflow as artifacts.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from mer_core.train.effective import effective_config
 from sweeps.ablation.plan import ablation_overrides
 from sweeps.tracking.names import CONFIG_ARTIFACT, LOGITS_ARTIFACT, TRIAL_ARTIFACT, final_metric
 from sweeps.trainable.faults import injector_from_env
-from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.report import FINAL_KEY, placement
 from sweeps.trainable.worker_setup import quiet_worker
 
 
@@ -76,7 +77,7 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
     # in the trial's storage folder (get_trial_dir() moves when Ray reuses an actor). The node id
     # lets multi-node tests see where each trial ran (all nodes of a test cluster share one IP).
     faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))
-    node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+    node = placement(ray.get_runtime_context().get_node_id(), os.environ)
 
     def report(metrics: Mapping[str, Any]) -> None:
         if faults is not None:
