@@ -34,8 +34,7 @@ from sweeps.tracking.names import (
     spec_param,
 )
 from sweeps.tracking.uri import redact, ui_base, ui_link
-from sweeps.trainable.report import max_iterations
-from sweeps.trainable.trial import trial_main
+from sweeps.trainable.objectives import objective_of, trial_iterations
 
 if TYPE_CHECKING:
     from sweeps.tracking.tracker import SweepTracker
@@ -90,7 +89,7 @@ def execute(
         metric=spec.metric,
         mode=spec.mode,
         total=prepared.total_trials,
-        max_iterations=max_iterations(prepared.base),
+        max_iterations=trial_iterations(spec, prepared.base),
         verbose=verbose,
     )
     callbacks = [logger, progress, StateSnapshot(prepared.folder)]
@@ -215,7 +214,8 @@ def _trainable(prepared: PreparedSweep) -> Any:
     from ray import tune
 
     if not prepared.fused:
-        return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+        trainable = objective_of(prepared.spec).trainable
+        return tune.with_parameters(trainable, data=prepared.data, settings=prepared.settings)
     from sweeps.execution.tuner import population_schedule
     from sweeps.fused.trial import population_main
 

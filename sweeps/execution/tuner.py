@@ -27,6 +27,7 @@ from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WarmStart
 from sweeps.spec import SchedulerConfig, SweepSpec
+from sweeps.trainable.objectives import trial_iterations
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
@@ -84,7 +85,7 @@ def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialSchedu
 
 def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     """The sweep's scheduler (`build_scheduler`), its bracket draws seeded by `search.seed`."""
-    return build_scheduler(spec.scheduler, max_t=max_iterations(base), seed=spec.search.seed)
+    return build_scheduler(spec.scheduler, max_t=trial_iterations(spec, base), seed=spec.search.seed)
 
 
 def make_ablation_searcher(

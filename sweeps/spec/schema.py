@@ -15,6 +15,7 @@
     tracking: {uri: null, experiment: null, report: true}
     time_budget_s: null
     execution: {mode: trial, population: 8}
+    objective: {name: mrccl}              # bookkeeping: a benchmark's sleeping trial (trial_s, report_every_s)
     ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
     #   adaptive: seeds: {initial: 3, max: 10}, min_effect: 0.01, alpha: 0.05, vary: {init: true, split: true}
 
@@ -121,6 +122,19 @@ class TrackingConfig:
 class ExecutionConfig:
     mode: Literal["trial", "fused"] = "trial"
     population: int = fld(8, ge=1, doc="fused mode: trials trained together as one population")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What one trial runs (`sweeps.trainable.objectives`): MR-CCL training, or a benchmark's stand-in."""
+
+    name: str = fld("mrccl", doc="mrccl: train the experiment config; bookkeeping: sleep and report (benchmarks)")
+    trial_s: float = fld(1.0, gt=0.0, doc="bookkeeping: seconds one trial lasts")
+    report_every_s: float = fld(1.0, gt=0.0, doc="bookkeeping: seconds between a trial's reports")
+
+    def reports(self) -> int:
+        """Results a bookkeeping trial reports: one per `report_every_s` of its `trial_s` (at least one)."""
+        return max(1, round(self.trial_s / self.report_every_s))
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,7 @@ class SweepSpec:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     time_budget_s: float | None = fld(None, gt=0.0, doc="stop starting trials after this many seconds")
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     ablation: AblationConfig | None = None
 
     def check(self, prefix: str) -> None:
@@ -260,6 +275,10 @@ class SweepSpec:
             if self.search_space is not None:
                 allowed = "null (use ablation.retune.search_space)"
                 raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
+        if self.objective.name != ObjectiveConfig.name and (self.kind != "search" or self.execution.mode != "trial"):
+            # A stand-in objective trains nothing: ablation verdicts or fused populations of it mean nothing.
+            allowed = f"{ObjectiveConfig.name} (other objectives need kind: search and execution.mode: trial)"
+            raise ConfigError("objective.name", allowed, self.objective.name, "not available for this sweep")
         # Fused populations stop members by ASHA's rule themselves (sweeps.fused.rungs); ablations stop none.
         fused_search = self.execution.mode == "fused" and self.kind == "search"
         if fused_search and self.scheduler.kind not in ("asha", "none"):

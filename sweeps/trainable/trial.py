@@ -38,6 +38,7 @@ class TrialSettings:
     fixed: Mapping[str, Any]  # dotted overrides every trial gets (fixed params)
     threads: int = 1  # torch threads per trial = its CPU share, so concurrent trials do not oversubscribe
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ablation: name -> overrides
+    objective: Mapping[str, Any] = field(default_factory=dict)  # the sweep's `objective` section, as plain data
 
     @property
     def fail_value(self) -> float:
