@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import subprocess
+import time
 from concurrent.futures import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,7 @@ def execute(
     )
     searcher = ablation_searcher(tuner)
     progress.status = searcher.status if searcher is not None else None
+    progress.backlog = tracker.backlog
     with watch_interrupt() as interrupt:
         try:
             grid = tuner.fit()
@@ -145,6 +147,7 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
     if tracker.backlog():
         log.warning("report: not written, the tracking server has not taken every trial yet; later: %s", redo)
         return
+    began = time.perf_counter()
     try:
         from analysis.report.publish import publish_sweep_end
 
@@ -155,7 +158,8 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
         return
     base = ui_base(prepared.tracking_uri)
     where = ui_link(base, tracker.experiment_id, tracker.parent_id) if base else f"parent run {tracker.parent_id}"
-    log.info("report: %s (also on the sweep's MLflow run: %s)", path, where)
+    took = time.perf_counter() - began
+    log.info("report: %s written in %.1f s (also on the sweep's MLflow run: %s)", path, took, where)
 
 
 def _redo(prepared: PreparedSweep) -> str:

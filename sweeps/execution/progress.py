@@ -15,7 +15,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -25,6 +26,7 @@ from sweeps.fused.members import member_outcome, member_result, members_of, run_
 from sweeps.trainable.report import ENDED, TIME_ATTR, trial_outcome
 
 REDRAW_EVERY_S = 1.0  # the live line's clock and estimate tick at most this often
+BACKLOG_SHOWN = 50  # MLflow operations waiting before the line mentions them (a few trials' worth is normal)
 CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to the end of the line (every terminal since the VT100)
 
 
@@ -38,12 +40,38 @@ class Unit:
     iterations: int  # epochs reported so far (Tune's `training_iteration`)
 
 
+class Tally:
+    """The ended trials, kept as counts (outcomes, epochs, the best so far) as each one ends, so a
+    status line costs the same after 10,000 trials as after 10."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.n = 0
+        self.done = 0
+        self.pruned = 0
+        self.epochs = 0  # summed over the ended trials
+        self.lengths: Counter[int] = Counter()  # epochs trained -> ended trials that trained that many
+        self.best: Unit | None = None
+
+    def add(self, unit: Unit) -> None:
+        self.n += 1
+        self.done += unit.outcome == "ok"
+        self.pruned += unit.outcome == "pruned"
+        self.epochs += unit.iterations
+        self.lengths[unit.iterations] += 1
+        self.best = best_unit([self.best, unit] if self.best is not None else [unit], self.mode)
+
+    @property
+    def failed(self) -> int:
+        return self.n - self.done - self.pruned
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one status line shows."""
 
     total: int
-    ended: tuple[Unit, ...]  # in the order they ended
+    tally: Tally  # the trials that ended, counted as they ended
     running: tuple[Unit, ...]
     metric: str
     mode: str
@@ -52,7 +80,9 @@ class Snapshot:
     note: str = ""  # what the searcher adds (an ablation's looks and verdicts: AblationSearcher.status)
 
 
-def remaining_iterations(ended: Sequence[int], running: Sequence[int], pending: int, max_iterations: int) -> float:
+def remaining_iterations(
+    ended: Sequence[int] | Mapping[int, int], running: Sequence[int], pending: int, max_iterations: int
+) -> float:
     """Epochs still to train, estimated from the trials that ended.
 
     A running trial that has trained `d` epochs is expected to go on as far as the ended trials
@@ -61,21 +91,29 @@ def remaining_iterations(ended: Sequence[int], running: Sequence[int], pending: 
     `max_iterations`. A pending trial is a running one at 0.
 
     Args:
-        ended: Epochs each ended trial trained.
+        ended: Epochs each ended trial trained (or epochs -> how many ended trials trained that many).
         running: Epochs each running trial has trained so far.
         pending: Trials not started yet.
         max_iterations: The most epochs one trial can report (the base config's).
     """
 
+    lengths = ended if isinstance(ended, Mapping) else Counter(ended)
+
     def left(done: int) -> float:
-        longer = [n - done for n in ended if n > done]
-        return sum(longer) / len(longer) if longer else float(max(max_iterations - done, 0))
+        longer = [(n - done, k) for n, k in lengths.items() if n > done]
+        count = sum(k for _, k in longer)
+        return sum(d * k for d, k in longer) / count if count else float(max(max_iterations - done, 0))
 
     return sum(left(d) for d in running) + pending * left(0)
 
 
 def estimate_left(
-    ended: Sequence[int], running: Sequence[int], pending: int, *, max_iterations: int, rate: float | None
+    ended: Sequence[int] | Mapping[int, int],
+    running: Sequence[int],
+    pending: int,
+    *,
+    max_iterations: int,
+    rate: float | None,
 ) -> float | None:
     """Seconds left at `rate` epochs per second (over all trials together); None without a rate."""
     if not rate or rate <= 0:
@@ -108,15 +146,13 @@ def _clock(snap: Snapshot) -> str:
 
 def _counts(snap: Snapshot, *, short: bool = False) -> str:
     """The status without the clock; `short` leaves out the metric's name and the best trial's id."""
-    done = sum(u.outcome == "ok" for u in snap.ended)
-    pruned = sum(u.outcome == "pruned" for u in snap.ended)
-    failed = len(snap.ended) - done - pruned
-    best = best_unit(snap.ended, snap.mode)
+    tally = snap.tally
+    best = tally.best
     best_text = "-"
     if best is not None and best.value is not None:
         best_text = f"{best.value:.4f}" if short else f"{best.value:.4f} ({best.trial_id})"
-    eta = "done" if len(snap.ended) >= snap.total else _eta_text(snap.eta_s)
-    counts = f"{len(snap.ended)}/{snap.total} ended: {done} done, {pruned} pruned, {failed} failed"
+    eta = "done" if tally.n >= snap.total else _eta_text(snap.eta_s)
+    counts = f"{tally.n}/{snap.total} ended: {tally.done} done, {tally.pruned} pruned, {tally.failed} failed"
     note = f" | {snap.note}" if snap.note else ""
     if short:
         return f"{counts}; {len(snap.running)} running | best {best_text}{note} | {eta}"
@@ -125,17 +161,17 @@ def _counts(snap: Snapshot, *, short: bool = False) -> str:
 
 def _tiny(snap: Snapshot) -> str:
     """The live line for a narrow terminal: ended/total, running, best, time left."""
-    best = best_unit(snap.ended, snap.mode)
+    best = snap.tally.best
     best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
-    eta = "done" if len(snap.ended) >= snap.total else _eta_text(snap.eta_s).replace("time left: ", "")
-    return f"{len(snap.ended)}/{snap.total} ended, {len(snap.running)} running, best {best_text}, {eta}"
+    eta = "done" if snap.tally.n >= snap.total else _eta_text(snap.eta_s).replace("time left: ", "")
+    return f"{snap.tally.n}/{snap.total} ended, {len(snap.running)} running, best {best_text}, {eta}"
 
 
 def _eta_text(eta_s: float | None) -> str:
     return "time left: estimating" if eta_s is None else f"~{format_duration(eta_s)} left"
 
 
-def best_unit(units: Sequence[Unit], mode: str) -> Unit | None:
+def best_unit(units: Iterable[Unit], mode: str) -> Unit | None:
     """The finished trial with the best metric (`mode` max or min), if any has one."""
     scored = [u for u in units if u.outcome == "ok" and isinstance(u.value, (int, float))]
     if not scored:
@@ -196,6 +232,8 @@ class ProgressCallback(Callback):
         self._stream, self._live, self.verbose, self._now = stream, live, verbose, clock
         self._started = clock()
         self._ended: dict[str, Unit] = {}
+        self._tally = Tally(mode)
+        self._retired: set[str] = set()  # Ray trials whose every unit ended and is counted: not read again
         self._seen_running: set[str] = set()
         self._first_step = True
         self._clock: tuple[float, int] | None = None  # (time, epochs done) when training began in this run
@@ -204,10 +242,12 @@ class ProgressCallback(Callback):
         # A phrase appended to the line (an ablation's looks and verdicts: AblationSearcher.status);
         # set by the engine, not pickled (it belongs to the live searcher).
         self.status: Callable[[], str] | None = None
+        # MLflow operations the driver has not sent yet (SweepTracker.backlog); set by the engine, not pickled.
+        self.backlog: Callable[[], int] | None = None
 
     def __getstate__(self) -> dict:
         # A terminal does not travel (the unpickled callback writes to stderr); nor does the live searcher.
-        return {**self.__dict__, "_stream": None, "status": None}
+        return {**self.__dict__, "_stream": None, "status": None, "backlog": None}
 
     @property
     def stream(self) -> TextIO:
@@ -220,11 +260,20 @@ class ProgressCallback(Callback):
         return self._live
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        self.update(_units(trials, self.metric))
+        self._update_from(trials)
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        self.update(_units(trials, self.metric))
+        self._update_from(trials)
         self.close()
+
+    def _update_from(self, trials: list) -> None:
+        """`update` with the Ray trials not retired yet: Tune steps many times a second, and a scan of
+        every trial each time would grow with the sweep's history."""
+        live = [t for t in trials if t.trial_id not in self._retired]
+        self.update(_units(live, self.metric))
+        for trial in live:
+            if trial.status in ENDED and all(unit[0] in self._ended for unit in run_units(trial)):
+                self._retired.add(trial.trial_id)
 
     def close(self) -> None:
         """End the live line (a newline), so what is printed next starts on a line of its own."""
@@ -238,19 +287,21 @@ class ProgressCallback(Callback):
         now = self._now()
         running = tuple(u for u in units if u.outcome is None and u.trial_id not in self._ended)
         newly_ended = [u for u in units if u.outcome is not None and u.trial_id not in self._ended]
-        done_epochs = sum(u.iterations for u in units)
+        done_epochs = self._tally.epochs + sum(u.iterations for u in units if u.trial_id not in self._ended)
         if self._clock is None and running:
             self._clock = (now, done_epochs)
         if self._first_step and newly_ended:
             # A resumed sweep: trials that ended in an earlier run are counted, not announced again.
-            self._ended.update((u.trial_id, u) for u in newly_ended)
+            for unit in newly_ended:
+                self._end(unit)
             newly_ended = []
             if not self.live:
                 snap = self._snapshot(running, units, now, done_epochs)
                 self._write(f"{_clock(snap)} resumed | {_counts(snap)}\n")
         self._first_step = False
         if self.live:
-            self._ended.update((u.trial_id, u) for u in newly_ended)
+            for unit in newly_ended:
+                self._end(unit)
             self._redraw(self._snapshot(running, units, now, done_epochs), now)
             return
         if self.verbose:
@@ -259,8 +310,12 @@ class ProgressCallback(Callback):
                     self._seen_running.add(unit.trial_id)
                     self._write(started_line(unit, self._snapshot(running, units, now, done_epochs)) + "\n")
         for unit in newly_ended:  # one at a time, so each line's counts go up by one
-            self._ended[unit.trial_id] = unit
+            self._end(unit)
             self._write(ended_line(unit, self._snapshot(running, units, now, done_epochs)) + "\n")
+
+    def _end(self, unit: Unit) -> None:
+        self._ended[unit.trial_id] = unit
+        self._tally.add(unit)
 
     def _snapshot(self, running: tuple[Unit, ...], units: Sequence[Unit], now: float, done_epochs: int) -> Snapshot:
         rate = None
@@ -269,7 +324,7 @@ class ProgressCallback(Callback):
         still_running = tuple(u for u in running if u.trial_id not in self._ended)
         pending = max(self.total - len(self._ended) - len(still_running), 0)
         eta = estimate_left(
-            [u.iterations for u in self._ended.values()],
+            self._tally.lengths,
             [u.iterations for u in still_running],
             pending,
             max_iterations=self.max_iterations,
@@ -277,14 +332,22 @@ class ProgressCallback(Callback):
         )
         return Snapshot(
             total=self.total,
-            ended=tuple(self._ended.values()),
+            tally=self._tally,
             running=still_running,
             metric=self.metric,
             mode=self.mode,
             elapsed_s=now - self._started,
             eta_s=eta,
-            note=self.status() if self.status is not None else "",
+            note=self._note(),
         )
+
+    def _note(self) -> str:
+        """The searcher's phrase, and the MLflow backlog once it is more than a few trials' worth."""
+        parts = [self.status()] if self.status is not None else []
+        waiting = self.backlog() if self.backlog is not None else 0
+        if waiting >= BACKLOG_SHOWN:
+            parts.append(f"mlflow backlog {waiting}")
+        return "; ".join(p for p in parts if p)
 
     def _redraw(self, snap: Snapshot, now: float) -> None:
         content = _counts(snap).rsplit(" | ", 1)[0]  # without the clock and the estimate

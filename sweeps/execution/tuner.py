@@ -118,7 +118,13 @@ def make_study(
 
     `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
     """
-    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
+    sampler = make_sampler(
+        spec.search.algorithm,
+        spec.search.seed,
+        space=space,
+        n_startup_trials=spec.startup_trials(),
+        history=spec.search.history,
+    )
     study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
     if warm is not None:
         warm.seed(study)

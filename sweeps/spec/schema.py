@@ -38,6 +38,7 @@ from mer_core.configs.fields import FrozenDict, fld, to_dict
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.space import SearchSpace, load_space
+from sweeps.space.window import BEST_KEPT
 from sweeps.spec.experiment import build_experiment, experiment_overrides
 from sweeps.tracking.uri import redact
 
@@ -47,6 +48,10 @@ REPORT_METRICS = (*METRICS, *(f"test/{m.partition('/')[2]}" for m in METRICS))
 # Random start-up trials of the default search, chosen by `python -m benchmarks search_mf` (RESULTS.md:
 # at 2 trials at a time, 5 start-up trials cost 0.15x random search's trial-epochs, 10 cost 0.27x, 20 0.37x).
 STARTUP_TRIALS = 5
+# Finished trials TPE's model sees at most (`sweeps.space.window`): an ask over 1,000 trials stays
+# within a few ms on the driver, where the whole history of 10,000 costs ~10x that
+# (`python -m benchmarks scale`, RESULTS.md); sweeps of up to 1,000 trials are not changed by it.
+HISTORY = 1000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
 
@@ -75,6 +80,11 @@ class SearchConfig:
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
     n_startup_trials: int | None = fld(
         None, ge=0, doc="random trials before TPE / CMA-ES model; null = max(STARTUP_TRIALS, trials proposed at once)"
+    )
+    history: int | None = fld(
+        HISTORY,
+        ge=BEST_KEPT,
+        doc="tpe/bohb: past this many finished trials the model sees the best 25 and the most recent ones; null: all",
     )
     storage: str | None = fld(None, doc="Optuna RDB storage URL of the sweep's study; null: runs/<sweep>/optuna.db")
     warm_start: str | StudySource | None = fld(

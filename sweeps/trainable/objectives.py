@@ -33,9 +33,7 @@ OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 OBJECTIVES.register("mrccl")(Objective(trial_main, lambda base, _: max_iterations(base)))
-OBJECTIVES.register("bookkeeping")(
-    Objective(bookkeeping_main, lambda _, objective: objective.reports())
-)
+OBJECTIVES.register("bookkeeping")(Objective(bookkeeping_main, lambda _, objective: objective.reports()))
 
 
 def objective_of(spec: Any) -> Objective:
