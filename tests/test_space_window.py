@@ -85,5 +85,5 @@ def test_a_window_smaller_than_the_kept_best_is_refused(tmp_path, history: int) 
     from tests.sweep_helpers import write_sweep
 
     path = write_sweep(tmp_path, "w", search={"algorithm": "tpe", "num_samples": 4, "history": history})
-    with pytest.raises(ConfigError, match="search.history"):
+    with pytest.raises(ConfigError, match=r"search\.history"):
         load_sweep(path)
