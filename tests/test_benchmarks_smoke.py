@@ -37,7 +37,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,  # 75 s on 2 idle cores, 3 minutes at load 5 (each sweep starts its own worker processes)
+        timeout=900,  # 2 minutes on 2 idle cores, 5 at load 5 (each sweep starts its own worker processes)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     positive = ("epoch.speedup", "overhead.engine_vs_optuna", "overhead.plain_tune_vs_optuna")
@@ -47,6 +47,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
         "memory.shared_private_vs_dataset",
         "memory.shared_rss_vs_dataset",
         "fused.fused_vs_trial",
+        "scale.wall_vs_plain_tune",
     )
     for name in positive:
         assert _ratio(proc.stdout, name) > 0.0
@@ -69,7 +70,30 @@ def _ratio(stdout: str, name: str) -> float:
 def test_registry_lists_the_benchmarks() -> None:
     from benchmarks import BENCHMARKS
 
-    assert {"epoch", "overhead", "search_efficiency", "search_mf", "memory", "fused"} <= set(BENCHMARKS)
+    assert {"epoch", "overhead", "search_efficiency", "search_mf", "memory", "fused", "scale"} <= set(BENCHMARKS)
+
+
+@pytest.mark.slow
+def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() -> None:
+    before = _snapshot(RESULTS)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "scale", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,  # under a minute on 2 idle cores; a 3-node cluster and four drivers under load take longer
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _ratio(proc.stdout, "scale.wall_vs_plain_tune") > 0.0
+    assert _ratio(proc.stdout, "scale_resume.lost_runs") == 0.0
+    assert _ratio(proc.stdout, "scale_resume.duplicate_runs") == 0.0
+    assert _ratio(proc.stdout, "scale_ask.model_growth_whole") > 0.0
+    for figure in ("driver peak RSS", "end report", "ask at 100 finished trials", "MLflow largest backlog"):
+        assert figure in proc.stdout
+    assert _snapshot(RESULTS) == before
 
 
 def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:
