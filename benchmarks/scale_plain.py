@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray import tune
 
     from sweeps.trainable.bookkeeping import bookkeeping_main
-    from sweeps.trainable.trial import TrialSettings
+    from sweeps.trainable.settings import TrialSettings
 
     started = time.perf_counter()
     ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
