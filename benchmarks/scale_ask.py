@@ -23,7 +23,7 @@ from sweeps.trainable.bookkeeping import config_score
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces/quick.yaml"
-ASKS = 5
+ASKS = 9
 STARTUP = 5
 
 
@@ -43,15 +43,17 @@ def stored_study(folder: Path, n: int) -> str:
 
 @dataclass(frozen=True)
 class AskTime:
-    """Median milliseconds of one ask: in all (what the driver waits), and of it TPE's model
-    (search space and sampling; the rest is the storage's writes of the new trial and its params)."""
+    """Median milliseconds of one ask: wall (what the driver waits, the machine's load included),
+    CPU (this process's own work, which load hardly moves), and of that CPU TPE's model (search
+    space and sampling; the rest is writing the new trial and its params to the storage)."""
 
     total_ms: float
+    cpu_ms: float
     model_ms: float
 
 
 class _ModelClock:
-    """Seconds spent in a sampler's model methods (wraps them on the instance; the benchmark's own sampler)."""
+    """CPU seconds spent in a sampler's model methods (wraps them on the instance; the benchmark's own sampler)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
         self.seconds = 0.0
@@ -60,11 +62,11 @@ class _ModelClock:
 
     def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                self.seconds += time.process_time() - start
 
         return timed
 
@@ -75,18 +77,20 @@ def ask_ms(url: str, *, history: int | None) -> AskTime:
     sampler = make_sampler("tpe", 0, space=space, n_startup_trials=STARTUP, history=history)
     clock = _ModelClock(sampler)
     study = optuna.load_study(study_name="ask", storage=url, sampler=sampler)
-    totals, models = [], []
+    totals, cpus, models = [], [], []
     for i in range(ASKS + 1):
         clock.seconds = 0.0
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         trial = study.ask()
         space.define_by_run(trial)
-        took = time.perf_counter() - start
+        took, cpu_took = time.perf_counter() - start, time.process_time() - cpu
         study.tell(trial, config_score(trial.params))
         if i:  # the first ask also reads the whole study into the storage's cache: not per trial
             totals.append(took)
+            cpus.append(cpu_took)
             models.append(clock.seconds)
-    return AskTime(1000 * statistics.median(totals), 1000 * statistics.median(models))
+    ms = [1000 * statistics.median(x) for x in (totals, cpus, models)]
+    return AskTime(*ms)
 
 
 def ask_latencies(folder: Path, sizes: tuple[int, ...], *, history: int | None) -> dict[int, tuple[AskTime, AskTime]]:
