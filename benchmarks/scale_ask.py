@@ -101,3 +101,55 @@ def ask_latencies(folder: Path, sizes: tuple[int, ...], *, history: int | None) 
         url = stored_study(folder, n)
         out[n] = (ask_ms(url, history=history), ask_ms(url, history=None))
     return out
+
+
+def memory_study(n: int) -> optuna.Study:
+    """`stored_study`'s trials in memory: building 10,000 of them in SQLite takes minutes, and TPE's
+    model (what grows with n) costs the same whichever storage holds them."""
+    space = load_space(SPACE)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(n):
+        trial = study.ask()
+        space.define_by_run(trial)
+        study.tell(trial, config_score(trial.params))
+    return study
+
+
+def model_cpu_ms(study: optuna.Study, *, history: int | None) -> float:
+    """Median CPU milliseconds of TPE's model per ask on `study` (in memory), as `ask_ms` counts it."""
+    space = load_space(SPACE)
+    sampler = make_sampler("tpe", 0, space=space, n_startup_trials=STARTUP, history=history)
+    clock = _ModelClock(sampler)
+    study.sampler = sampler
+    models = []
+    for _ in range(ASKS):
+        clock.seconds = 0.0
+        trial = study.ask()
+        space.define_by_run(trial)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # not part of the history the next ask sees
+        models.append(clock.seconds)
+    return 1000 * statistics.median(models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.scale_ask [N ...]`: TPE's model CPU per ask at N finished trials (in memory),
+    with the default `search.history` and without a window."""
+    import argparse
+
+    from sweeps.spec.schema import HISTORY
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale_ask")
+    p.add_argument("sizes", nargs="*", type=int, default=[1000, 3000, 10000])
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"| finished trials | model ms, search.history {HISTORY} | model ms, whole history |")
+    print("|---|---|---|")
+    for n in args.sizes:
+        study = memory_study(n)
+        windowed, whole = model_cpu_ms(study, history=HISTORY), model_cpu_ms(study, history=None)
+        print(f"| {n} | {windowed:.1f} | {whole:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
