@@ -289,8 +289,9 @@ def _ask_result(asks: dict[int, Any]) -> BenchResult:
     ]
     res.notes = [
         "Median of 9 asks (`study.ask()` + the space's define-by-run, each told before the next) after one that "
-        "fills Optuna's cache. *CPU*: this process's CPU time, which a loaded machine hardly moves (the wall "
-        "time beside it is what the driver waited, load included); *model*: TPE's search-space inference and "
+        "fills Optuna's cache. *CPU*: this process's CPU time, which a loaded machine moves far less than the "
+        "wall time beside it (what the driver waited, load included), though contention still inflates it: "
+        "compare figures of one run; *model*: TPE's search-space inference and "
         "sampling, the rest is writing the new trial and its params (one SQLite commit each), which does not "
         "grow with the history. At n <= search.history the two samplers are the same computation."
     ]
