@@ -23,12 +23,14 @@ MODULES: dict[str, str] = {
     "gpu": "bench_gpu",
     "memory": "bench_memory",
     "overhead": "bench_overhead",
+    "scale": "bench_scale",
     "search_efficiency": "bench_search_efficiency",
     "search_mf": "bench_search_mf",
 }
 
-# What `python -m benchmarks` runs without names: all but the GPU check, which needs a CUDA device.
-DEFAULT: tuple[str, ...] = tuple(n for n in MODULES if n != "gpu")
+# What `python -m benchmarks` runs without names: all but the GPU check, which needs a CUDA device,
+# and the driver-scale benchmark, which starts a multi-node cluster of its own and runs by name.
+DEFAULT: tuple[str, ...] = tuple(n for n in MODULES if n not in ("gpu", "scale"))
 
 
 def load(name: str) -> BenchFn:

@@ -29,7 +29,7 @@ from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable.faults import plan_from_env
-from sweeps.trainable.report import max_iterations
+from sweeps.trainable.objectives import objective_of, trial_iterations
 from sweeps.trainable.trial import TrialSettings, trial_overrides
 
 
@@ -60,6 +60,7 @@ class PreparedSweep:
             fixed={},
             threads=threads,
             variants=variants,
+            objective=to_dict(self.spec.objective),
         )
 
     @property
@@ -93,6 +94,7 @@ class PreparedSweep:
 def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:
     """Validate the whole sweep; raises UserInputError (exit 2) before writing anything."""
     base = spec.base_config()
+    objective_of(spec)  # an unknown objective.name exits 2 here, listing the registered ones
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
     _check_rungs(spec, base)
@@ -184,7 +186,7 @@ def _check_rungs(spec: SweepSpec, base: ExperimentConfig) -> None:
     s = spec.scheduler
     if s.kind not in ("asha", "hyperband") or s.max_t is not None:
         return  # an explicit max_t is checked against grace_period by the schema
-    top = max_iterations(base)
+    top = trial_iterations(spec, base)
     if s.grace_period > top:
         allowed = (
             f"<= {top}, the results the longest trial reports (folds x optim.max_epochs x "

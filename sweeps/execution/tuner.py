@@ -27,6 +27,7 @@ from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WarmStart
 from sweeps.spec import SchedulerConfig, SweepSpec
+from sweeps.trainable.objectives import trial_iterations
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
@@ -85,7 +86,7 @@ def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialSchedu
 
 def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     """The sweep's scheduler (`build_scheduler`), its bracket draws seeded by `search.seed`."""
-    return build_scheduler(spec.scheduler, max_t=max_iterations(base), seed=spec.search.seed)
+    return build_scheduler(spec.scheduler, max_t=trial_iterations(spec, base), seed=spec.search.seed)
 
 
 def make_ablation_searcher(
@@ -119,7 +120,13 @@ def make_study(
 
     `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
     """
-    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
+    sampler = make_sampler(
+        spec.search.algorithm,
+        spec.search.seed,
+        space=space,
+        n_startup_trials=spec.startup_trials(),
+        history=spec.search.history,
+    )
     study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
     if warm is not None:
         warm.seed(study)

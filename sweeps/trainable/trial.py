@@ -12,7 +12,6 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +26,8 @@ from sweeps.ablation.plan import ablation_overrides
 from sweeps.tracking.names import CONFIG_ARTIFACT, LOGITS_ARTIFACT, TRIAL_ARTIFACT, final_metric
 from sweeps.trainable.faults import injector_from_env
 from sweeps.trainable.report import FINAL_KEY, placement
+from sweeps.trainable.settings import TrialSettings
 from sweeps.trainable.worker_setup import quiet_worker
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a sweep shares besides the data (small, pickled per trial)."""
-
-    base: Mapping[str, Any]  # raw mapping of the sweep's base ExperimentConfig
-    metric: str
-    mode: str
-    fixed: Mapping[str, Any]  # dotted overrides every trial gets (fixed params)
-    threads: int = 1  # torch threads per trial = its CPU share, so concurrent trials do not oversubscribe
-    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ablation: name -> overrides
-
-    @property
-    def fail_value(self) -> float:
-        """The metric a diverged trial reports, so searchers rank it last rather than crash."""
-        return 0.0 if self.mode == "max" else 1e9
 
 
 def trial_overrides(config: Mapping[str, Any], settings: TrialSettings) -> dict[str, Any]:
