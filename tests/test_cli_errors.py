@@ -15,24 +15,18 @@ stdout/stderr: a fresh interpreter per case spent its seconds importing torch, R
 
 from __future__ import annotations
 
-import io
-import logging
-import os
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from mer_core.cli_util import guarded_main
 from mer_core.data import load_data
-from mer_core.verbosity import DRIVER_CHATTER
 from sweeps.spec import load_sweep
 from tests.cli_error_cases import CASES, FEATURE_CLASSES, FEATURE_DIMS, FEATURES_DATA, Case, make_features
-from tests.sweep_helpers import ROOT, free_port, run_program, write_sweep
+from tests.sweep_helpers import ROOT, free_port, run_main_here, run_program, write_sweep
 
 
 def _listing(folder: Path) -> set[str]:
@@ -96,38 +90,6 @@ def _main_of(case: Case) -> Callable[[Sequence[str] | None], int]:
     return main
 
 
-@contextmanager
-def _as_a_fresh_process(work: Path) -> Iterator[None]:
-    """`work` as the working folder and a user's environment (no ambient tracking URI, no debug
-    tracebacks); afterwards the process state a CLI's start-up sets (environment, log levels,
-    the `mersweep` logger's handler) is put back, so later tests in this process see none of it."""
-    env, cwd = dict(os.environ), os.getcwd()
-    named = [logging.getLogger(name) for name in (*DRIVER_CHATTER, "optuna", "mersweep")]
-    saved = [(log, log.level, log.handlers[:], log.propagate) for log in named]
-    for key in ("MLFLOW_TRACKING_URI", "MERSWEEP_DEBUG"):
-        os.environ.pop(key, None)
-    os.chdir(work)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        for log, level, handlers, propagate in saved:
-            log.setLevel(level)
-            log.handlers[:] = handlers
-            log.propagate = propagate
-
-
-def _run_in_process(case: Case, args: list[str], work: Path) -> subprocess.CompletedProcess:
-    """The case's CLI entry point as `exit_cli` runs it, in this process: (status, stdout, stderr)."""
-    main = _main_of(case)
-    out, err = io.StringIO(), io.StringIO()
-    with _as_a_fresh_process(work), redirect_stdout(out), redirect_stderr(err):
-        status = guarded_main(main, args)
-    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
-
-
 def _run_case(name: str, tmp_path: Path, *, in_subprocess: bool) -> Outcome:
     case = CASES[name]
     work, fill = _set_up(case, tmp_path)
@@ -138,7 +100,7 @@ def _run_case(name: str, tmp_path: Path, *, in_subprocess: bool) -> Outcome:
         program = ["-m", "mer_core.train"] if case.train else [str(ROOT / "run_sweep.py")]
         proc = run_program(program, args, work, timeout=120)
     else:
-        proc = _run_in_process(case, args, work)
+        proc = run_main_here(_main_of(case), args, work)
     return Outcome(proc, tmp_path, work, before, fill)
 
 
@@ -155,10 +117,6 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
         if item.originalname == "test_bad_input_exits_2_with_one_line" and item.nodeid.startswith(this)
     ]
     folders = {name: tmp_path_factory.mktemp(f"case-{name}") for name in selected}
-    # Ray reads some switches at import (run_sweep.py sets one before it imports Ray): imported
-    # here with this process's own environment, a case cannot change them for later tests.
-    import ray  # noqa: F401
-
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
             name: pool.submit(_run_case, name, folder, in_subprocess=True)

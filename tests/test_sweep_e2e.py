@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.train import run
-from tests.sweep_helpers import children_of, run_cli, write_sweep
+from tests.sweep_helpers import children_of, run_cli_here, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def test_best_config_reproduces_the_best_trial(finished_sweep):
 
 def test_dry_run_starts_nothing_and_writes_nothing(tmp_path):
     spec = write_sweep(tmp_path, "dry")
-    proc = run_cli([str(spec), "--dry-run"], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec), "--dry-run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "search space:" in proc.stderr and "optim.lr" in proc.stderr
     assert not (tmp_path / "runs").exists()
