@@ -139,6 +139,13 @@ def run_cli_here(args: list[str], cwd: Path, *, env: dict | None = None) -> subp
     return run_main_here(main, args, cwd, env=env)
 
 
+def run_analysis_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`run_analysis` for bad input: `python -m analysis`'s main in this process (`run_main_here`)."""
+    from analysis.cli import main
+
+    return run_main_here(main, args, cwd)
+
+
 def run_analysis(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m analysis ARGS` in `cwd`, as a user would run it."""
     return run_program(["-m", "analysis"], args, cwd, timeout=timeout)

@@ -19,7 +19,7 @@ from analysis.report.boundary import boundary_hit, boundary_hits
 from analysis.report.browser import FLAGS
 from analysis.report.importance import active_params, fanova_importance, rebuild_study
 from sweeps.space.params import Param
-from tests.sweep_helpers import cli_env
+from tests.sweep_helpers import cli_env, run_analysis_here
 
 CHROMIUM_FLAGS = list(FLAGS)  # the report and README-picture scripts start Chromium the same way
 
@@ -348,7 +348,7 @@ def test_bad_selectors_and_options_exit_2_with_one_line(search_sweep, tmp_path):
         (["--experiment", "nope", "--tracking-uri", uri], "--experiment: no such MLflow experiment"),
         (["--experiment", "an-search", "--tracking-uri", uri, "--top-k", "0"], "--top-k"),
     ]:
-        proc = _report_cli(args, cwd=tmp_path)
+        proc = run_analysis_here(["report", *args], tmp_path)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)
