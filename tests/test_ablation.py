@@ -30,7 +30,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.driver_helpers import Drivers
-from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, run_analysis_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 
@@ -337,11 +337,10 @@ def test_compare_writes_the_table_with_cis_tests_and_verdicts(ablation_sweep, tm
 @pytest.mark.slow
 def test_compare_refuses_a_search_sweep_and_unknown_selectors(search_sweep, tmp_path):
     work, uri, experiment = search_sweep
-    proc = run_analysis(
-        ["compare", "--experiment", experiment, "--tracking-uri", uri, "--out", str(tmp_path)], cwd=work
-    )
+    args = ["compare", "--experiment", experiment, "--tracking-uri", uri, "--out", str(tmp_path)]
+    proc = run_analysis_here(args, work)
     assert proc.returncode == 2 and "kind" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_analysis(["compare", "--experiment", "nope", "--tracking-uri", uri], cwd=work)
+    proc = run_analysis_here(["compare", "--experiment", "nope", "--tracking-uri", uri], work)
     assert proc.returncode == 2 and "no such MLflow experiment" in proc.stderr and experiment in proc.stderr
     assert not list(tmp_path.iterdir())
 

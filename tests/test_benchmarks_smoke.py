@@ -50,7 +50,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
     )
     for name in positive:
         assert _ratio(proc.stdout, name) > 0.0
-    # With 2 trials and 1 seed an arm may miss the target: inf, 0 or nan are legitimate there.
+    # With 1-2 trials and 1 seed an arm may miss the target: inf, 0 or nan are legitimate there.
     for name in ("search_efficiency.tpe_vs_random", "search_efficiency.tpe_ert_vs_random"):
         assert not math.isnan(_ratio(proc.stdout, name)) or "reached 0/1" in proc.stdout
     # search_mf: 1 seed of 3 arms through Ray Tune; a missed target gives inf, 0 or nan, but the line is there.

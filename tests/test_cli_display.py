@@ -29,7 +29,7 @@ import pytest
 from sweeps.execution.progress import CLEAR_LINE
 from sweeps.tracking.names import UI_TRAINING_QUERY
 from tests.driver_helpers import PROGRESS
-from tests.sweep_helpers import ROOT, cli_env, run_program
+from tests.sweep_helpers import ROOT, cli_env, run_cli_here, run_program
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def piped(tmp_path_factory):
     """The quickstart run with stdout and stderr going to pipes, and its `--dry-run` (same description)."""
     work = tmp_path_factory.mktemp("piped")
     args = [*QUICK, "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
-    dry = run_program([str(ROOT / "run_sweep.py")], [*args, "--dry-run"], work, timeout=120)
+    dry = run_cli_here([*args, "--dry-run"], work)  # the description a dry run prints: no fresh interpreter needed
     assert dry.returncode == 0, dry.stderr[-3000:]
     proc = run_program([str(ROOT / "run_sweep.py")], args, work, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -32,7 +32,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.parity import assert_same_run
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, run_cli_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 SMALL = {
@@ -222,7 +222,7 @@ def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs
     work.mkdir()
     text = path.read_text().replace("nee.enabled: false", "missing.impute: mean")
     path.write_text(text)
-    proc = run_cli([str(path), "--dry-run"], cwd=work)
+    proc = run_cli_here([str(path), "--dry-run"], cwd=work)
     assert proc.returncode == 2, proc.stderr
     assert "ablation.variants.no_nee.missing.impute" in proc.stderr and "execution.mode: fused" in proc.stderr
     assert not (work / "runs").exists()
