@@ -9,10 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from mer_core.configs.fields import FrozenDict
 from mer_core.configs.schema import DataConfig, SyntheticConfig
 from tests.pg_helpers import postgres  # noqa: F401  (session fixture: one PostgreSQL for all server tests)
+
+# Test workers share the machine's cores (pytest-xdist runs one per core): torch's default of one
+# thread per core makes every small matmul of one worker contend with the other's, measured 12x
+# slower (tests/test_train.py: 253 s against 21 s under load). One thread each; a test that needs
+# more sets runtime.threads, and subprocesses a test starts inherit the limit (OMP_NUM_THREADS).
+TEST_THREADS = 1
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Every test starts at TEST_THREADS torch threads (a run with runtime.threads may have left more)."""
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture
