@@ -125,7 +125,7 @@ def test_tpe_still_reads_the_trials_through_study_get_trials(monkeypatch: pytest
         return answer(self, *args, **kwargs)
 
     monkeypatch.setattr(budget_tpe._StudyAtBudget, "_get_trials", counted)
-    sampler = BudgetTPESampler(min_points=2, seed=0, n_startup_trials=2)
+    sampler = BudgetTPESampler(min_points=2, history=None, seed=0, n_startup_trials=2)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for value in (0.1, 0.9, 0.5):
         trial = study.ask()

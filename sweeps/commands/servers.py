@@ -170,6 +170,10 @@ def stop(procs: list[subprocess.Popen], *, hurry=lambda: False, grace: float = S
     for proc in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(max(deadline - time.monotonic(), 0.01))
+    # A descendant in a session of its own is not ours to reap: wait until the kernel has ended it,
+    # so a caller that returns from stop() finds the port free and nothing left running.
+    while time.monotonic() < deadline and any(_running(pid) for pid in tree):
+        time.sleep(POLL_S)
 
 
 def _signal_all(procs: list[subprocess.Popen], tree: set[int], sig: int) -> None:
