@@ -16,7 +16,9 @@ COMMANDS = {
     "report": Command("analysis.report", "self-contained HTML report (and PNGs) of a search or an ablation"),
     "fit-voting": Command("analysis.fit_voting", "re-fit the voting weights of the top trials from their val logits"),
     "export-best": Command(
-        "analysis.export", "write the best configuration as YAML and register its model", aliases=("export",)
+        "analysis.export",
+        "write the best configuration (best validation mean over seeds) as YAML and register its model",
+        aliases=("export",),
     ),
 }
 DESCRIPTION = "Analyse mersweep sweeps logged to MLflow."

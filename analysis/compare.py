@@ -36,7 +36,8 @@ from sweeps.tracking.names import CONFIG_SEED_PARAM, EVAL_PHASE, VARIANCE_PHASE
 COLUMNS = ("variant", "n_seeds", "mean", "ci_low", "ci_high", "n", "diff_mean", "diff_ci_low", "diff_ci_high",
            "level", "p_value", "p_adj", "p_improve", "p_improve_low", "p_improve_high", "mde", "seeds_needed",
            "decision", "verdict", "failed")  # fmt: skip
-SPLIT_SEED_PARAM = "data.seed"  # the flattened config's data seed (a trial's split)
+SPLIT_SEED_PARAM = "data.fold_seed"  # the flattened config's fold seed (a trial's split)
+OLD_SPLIT_SEED_PARAM = "data.seed"  # runs logged before data.fold_seed existed: their folds' seed
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def variance_cells(sweep: SweepRuns, metric: str) -> dict[tuple[int, int], float
         if trial.phase != VARIANCE_PHASE or trial.status != "ok" or metric not in trial.metrics:
             continue
         init, split = trial.param_value(CONFIG_SEED_PARAM), trial.param_value(SPLIT_SEED_PARAM)
+        if split is None:
+            split = trial.param_value(OLD_SPLIT_SEED_PARAM)
         if isinstance(init, int) and isinstance(split, int):
             cells[(init, split)] = trial.metrics[metric]
     return cells

@@ -2,10 +2,13 @@
 
 Steps: group the finished trials into configurations over seeds (`analysis.export_select`); when the
 sweep measured every configuration on one seed, re-run the top `--top` by the sweep's (validation)
-`metric` over `--seeds` and log those runs (`analysis.export_reseed`); choose the best mean of the
-sweep's `report_metric` (the held-out test score when the data has a test split); write a complete
-config YAML whose header says where it came from; train it once more and register the model with a
-signature (`analysis.export_model`); log the YAML on the sweep's parent run.
+`metric` over `--seeds` and log those runs (`analysis.export_reseed`); choose the best mean of that
+validation `metric` over seeds; report the chosen configuration's `report_metric` (the held-out test
+score when the data has a test split), which chooses nothing: the best test score of several
+candidates would be a selected score, no longer a held-out one. Write the effective config of the
+chosen configuration's representative run, with a header that says where it came from and the
+numbers that run logged; train it once more, check it gives those numbers back, and register the
+model with a signature (`analysis.export_model`); log the YAML on the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from analysis.export_select import SeedGroup
 from analysis.runs import SweepRuns
@@ -35,7 +40,10 @@ REGISTRY_SCHEMES = ("sqlite:", "postgresql", "mysql", "mssql", "http:", "https:"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_args(parser)
     parser.add_argument(
-        "--top", type=int, default=3, help="a one-seed search: re-run this many best configs over --seeds (default 3)"
+        "--top",
+        type=int,
+        default=3,
+        help="a one-seed search: re-run this many best configs (by the validation metric) over --seeds (default 3)",
     )
     parser.add_argument(
         "--seeds",
@@ -83,7 +91,8 @@ def _note(message: str) -> None:
 
 
 def select(sweep: SweepRuns, args: argparse.Namespace, data: DataCache) -> tuple[SweepRuns, SeedGroup]:
-    """The best group, after re-seeding the top configurations when the sweep has one seed each."""
+    """The best group by the validation `metric` (mean over seeds), after re-seeding the top
+    configurations when the sweep has one seed each."""
     from analysis.export_reseed import reseed, trial_config
     from analysis.export_select import choose_best, eligible, extra_seeds, group_runs, needs_reseed, rank
     from analysis.runs import load_sweep_runs
@@ -102,30 +111,53 @@ def select(sweep: SweepRuns, args: argparse.Namespace, data: DataCache) -> tuple
             source = group.representative
             reseed(sweep, source, trial_config(sweep, source), seeds, data, progress=_note)
         sweep = load_sweep_runs(sweep.tracking_uri, parent_run_id=sweep.parent_run_id)
-    reported = group_runs(eligible(sweep), metric=sweep.report_metric, by_variant=by_variant)
-    if not reported:  # runs logged before the test split existed: they carry only the selection metric
-        _note(f"no finished run reports {sweep.report_metric}; choosing by {sweep.metric}")
-        reported = group_runs(eligible(sweep), metric=sweep.metric, by_variant=by_variant)
-    return sweep, choose_best(reported, mode=sweep.mode)
+        groups = group_runs(eligible(sweep), metric=sweep.metric, by_variant=by_variant)
+    return sweep, choose_best(groups, mode=sweep.mode)
+
+
+def _mean_line(group: SeedGroup, metric: str, mode: str) -> str:
+    from analysis.stats import bootstrap_ci
+
+    runs = [r for r in group.runs if metric in r.metrics]
+    if not runs:
+        return f"{metric}: not logged by these runs"
+    values = np.array([r.metrics[metric] for r in runs], dtype=np.float64)  # (n_runs,)
+    low, high = bootstrap_ci(values, confidence=CONFIDENCE, seed=BOOTSTRAP_SEED)
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
+    return (
+        f"{metric} ({mode}): mean {values.mean():.4f} over {len(runs)} runs (seeds {', '.join(map(str, seeds))}), "
+        f"{CONFIDENCE:.0%} bootstrap CI [{low:.4f}, {high:.4f}]"
+    )
+
+
+def stated_metrics(sweep: SweepRuns, group: SeedGroup) -> dict[str, float]:
+    """The numbers the exported YAML states for itself: its representative run's `metric` and
+    `report_metric`, which `python -m mer_core.train` on the YAML gives back."""
+    run = group.representative
+    return {m: run.metrics[m] for m in dict.fromkeys([sweep.metric, sweep.report_metric]) if m in run.metrics}
 
 
 def header(sweep: SweepRuns, group: SeedGroup, out: Path) -> str:
-    """Where the config came from: sweep, runs, metric mean and bootstrap CI over seeds, how to reproduce."""
-    from analysis.stats import bootstrap_ci
-
-    low, high = bootstrap_ci(group.values, confidence=CONFIDENCE, seed=BOOTSTRAP_SEED)
-    runs = ", ".join(f"{r.run_id} (seed {r.seed})" for r in group.runs)
-    return "\n".join(
-        [
-            f"Best configuration of sweep '{sweep.sweep}' ({sweep.kind}), exported by python -m analysis export-best",
-            f"MLflow experiment: {sweep.experiment}; parent run: {sweep.parent_run_id}",
-            f"Chosen: {group.label}, config of run {group.representative.run_id}",
-            f"{group.metric} ({sweep.mode}): mean {group.mean:.4f} over {len(group.runs)} runs "
-            f"(seeds {', '.join(map(str, group.seeds))}), {CONFIDENCE:.0%} bootstrap CI [{low:.4f}, {high:.4f}]",
-            f"Runs: {runs}",
-            f"Reproduce: python -m mer_core.train {out}",
-        ]
-    )
+    """Where the config came from: sweep, runs, the validation mean it was chosen by, the held-out
+    mean it reports, the numbers this very config logged, and how to reproduce them."""
+    run = group.representative
+    held_out = sweep.report_metric != sweep.metric
+    own = ", ".join(f"{m} {v:.4f}" for m, v in stated_metrics(sweep, group).items())
+    lines = [
+        f"Best configuration of sweep '{sweep.sweep}' ({sweep.kind}), exported by python -m analysis export-best",
+        f"MLflow experiment: {sweep.experiment}; parent run: {sweep.parent_run_id}",
+        f"Chosen by the best mean {sweep.metric} over seeds (validation rows): {group.label}",
+        _mean_line(group, sweep.metric, sweep.mode),
+    ]
+    if held_out:
+        reported = _mean_line(group, sweep.report_metric, sweep.mode)
+        lines.append(f"Held out, selected on by nothing (this configuration's only): {reported}")
+    lines += [
+        f"Runs: {', '.join(f'{r.run_id} (seed {r.seed})' for r in group.runs)}",
+        f"This file is the config of run {run.run_id} (seed {run.seed}), which logged {own}",
+        f"Reproduce: python -m mer_core.train {out} (on this machine: the device and thread count below)",
+    ]
+    return "\n".join(lines)
 
 
 def write_config(cfg: ExperimentConfig, out: Path, text: str) -> None:
@@ -137,8 +169,13 @@ def write_config(cfg: ExperimentConfig, out: Path, text: str) -> None:
         raise RuntimeError(f"{out} does not load back to the exported config")
 
 
-def train_and_register(sweep: SweepRuns, cfg: ExperimentConfig, data: DataCache, name: str) -> RegisteredModel:
-    """Train the chosen config once (keeping its model) and register it; returns the RegisteredModel."""
+def train_and_register(
+    sweep: SweepRuns, cfg: ExperimentConfig, data: DataCache, name: str, *, stated: dict[str, float]
+) -> RegisteredModel:
+    """Train the chosen config once (keeping its model) and register it; returns the RegisteredModel.
+
+    `stated`: the numbers the YAML's header gives for this config; a retrained model that does not
+    give them back is said so (another machine, device or library version than the run's)."""
     from analysis.export_model import VotedMRCCL, register_model
     from mer_core import voting
     from mer_core.models import build_model
@@ -157,6 +194,13 @@ def train_and_register(sweep: SweepRuns, cfg: ExperimentConfig, data: DataCache,
         f"{m} {result.metrics.get(m, float('nan')):.4f}" for m in dict.fromkeys([sweep.metric, sweep.report_metric])
     )
     _note(f"trained the exported config: {scores} ({result.seconds:.1f} s)")
+    differ = {m: v for m, v in stated.items() if result.metrics.get(m) != v}
+    if differ:
+        _note(
+            "note: the retrained model does not give back the logged "
+            + ", ".join(f"{m} {v:.4f}" for m, v in differ.items())
+            + " (a machine, device or library version other than the run's changes the last bits of the sums)"
+        )
     return register_model(served, features, tracking_uri=sweep.tracking_uri, run_id=sweep.parent_run_id, name=name)
 
 
@@ -174,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     text = header(sweep, best, out)
     write_config(cfg, out, text)
     sweep.client().log_artifact(sweep.parent_run_id, str(out), artifact_path=EXPORT_ARTIFACT_DIR)
-    model = train_and_register(sweep, cfg, data, args.model_name or f"mersweep-{sweep.sweep}")
+    stated = stated_metrics(sweep, best)
+    model = train_and_register(sweep, cfg, data, args.model_name or f"mersweep-{sweep.sweep}", stated=stated)
     sweep.client().set_tag(sweep.parent_run_id, EXPORT_MODEL_TAG, model.model_uri)
     print(text)
     print(f"wrote {out}")

@@ -8,6 +8,7 @@ child runs whose trial id Ray does not know, and these runs are not Ray's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -54,7 +55,8 @@ def trial_config(sweep: SweepRuns, trial: TrialRun) -> ExperimentConfig:
 
 
 class DataCache:
-    """Loads each distinct data config once (every trial of a sweep usually shares one)."""
+    """Loads each distinct data config once (every trial of a sweep usually shares one; the folds'
+    seed is the trial's own and loads nothing)."""
 
     def __init__(self) -> None:
         self._loaded: dict[str, FeatureSet] = {}
@@ -62,7 +64,7 @@ class DataCache:
     def get(self, cfg: ExperimentConfig) -> FeatureSet:
         from mer_core.data import load_data
 
-        key = repr(to_dict(cfg.data))
+        key = repr(to_dict(dataclasses.replace(cfg.data, fold_seed=None)))
         if key not in self._loaded:
             self._loaded[key] = load_data(cfg.data)
         return self._loaded[key]
@@ -77,12 +79,13 @@ def reseed(
     *,
     progress: Callable[[str], None] = log.info,
 ) -> list[str]:
-    """Train `cfg` once per seed and log each run; returns the new run ids."""
+    """Train `cfg` once per seed and log each run (its effective config); returns the new run ids."""
     from mer_core.train import run
+    from mer_core.train.effective import effective_config
 
     run_ids = []
     for seed in seeds:
-        seeded = with_overrides(cfg, seed_overrides(sweep.kind, seed))
+        seeded = effective_config(with_overrides(cfg, seed_overrides(sweep.kind, seed)))
         started = time.perf_counter()
         result = run(seeded, data.get(seeded))
         run_ids.append(log_reseed_run(sweep, source, seeded, result))

@@ -89,8 +89,9 @@ def group_runs(runs: Iterable[TrialRun], *, metric: str, by_variant: bool = Fals
 
 
 def seed_overrides(kind: str, seed: int) -> dict[str, int]:
-    """What a re-seed changes: an ablation's seed fixes the folds too (`data.seed`), a search's only `seed`."""
-    return {"seed": seed, "data.seed": seed} if kind == "ablation" else {"seed": seed}
+    """What a re-seed changes: an ablation's seed fixes the folds too (`data.fold_seed`), a search's only
+    `seed`; neither touches `data.seed`, which drew the dataset and its test split for the whole sweep."""
+    return {"seed": seed, "data.fold_seed": seed} if kind == "ablation" else {"seed": seed}
 
 
 def rank(groups: Sequence[SeedGroup], *, mode: str) -> list[SeedGroup]:

@@ -103,8 +103,9 @@ class SweepRuns:
 
     @property
     def report_metric(self) -> str:
-        """What verdicts, `compare` and `export-best` use: the spec's resolved `report_metric`
-        (`test/<metric>` when the data held out a test split); a sweep recorded before it existed: `metric`."""
+        """What verdicts and `compare` judge and `export-best` reports (it chooses by `metric`): the spec's
+        resolved `report_metric` (`test/<metric>` when the data held out a test split); a sweep recorded
+        before it existed: `metric`."""
         return str(self.spec.get("report_metric") or self.metric)
 
     @property

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import BENCHMARKS
+from benchmarks import DEFAULT, MODULES, load
 from benchmarks.common import (
     INCLUDES,
     RESULTS_PATH,
@@ -34,7 +34,10 @@ MIN_SEEDS = 5  # issue 8: search efficiency over >= 5 sampler seeds
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m benchmarks", description="Run mersweep benchmarks and record RESULTS.md.")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})")
+    extra = ", ".join(n for n in MODULES if n not in DEFAULT)
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: {', '.join(DEFAULT)}; also: {extra})"
+    )
     p.add_argument("--smoke", action="store_true", help="tiny, fast versions; RESULTS.md is left alone")
     p.add_argument("--repeats", type=int, default=None, help=f"timed repeats per arm (default {MIN_REPEATS}; smoke 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device of the epoch benchmark")
@@ -80,8 +83,11 @@ def _options(args) -> BenchOptions:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
-    names = args.names or list(BENCHMARKS)
-    fns = {name: BENCHMARKS.get(name, field="NAME") for name in names}  # unknown names fail before any work
+    names = args.names or list(DEFAULT)
+    for name in names:  # unknown names fail before any import or work
+        if name not in MODULES:
+            load(name)
+    fns = {name: load(name) for name in names}  # imports only the selected benchmarks' modules
     for whole, parts in INCLUDES.items():
         if whole in fns:
             for part in parts:
@@ -93,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out = args.output or RESULTS_PATH
     for name, fn in fns.items():
-        machine = machine_line(opts.device if name == "epoch" else "cpu")
+        machine = machine_line(opts.device if name == "epoch" else "cpu", gpu=name == "gpu")
         started = time.perf_counter()
         produced = fn(opts)
         for result in [produced] if isinstance(produced, BenchResult) else produced:

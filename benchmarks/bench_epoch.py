@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, pct_table, ratio, timed
+from benchmarks.floor import PASSES, copy_bandwidth, step_bytes
 from mer_core import losses, nee
 from mer_core.configs import ExperimentConfig, build_config
 from mer_core.data.featureset import FeatureSet
@@ -277,8 +278,25 @@ def bench_epoch(opts: BenchOptions) -> BenchResult:
         result.ratios.append(
             ratio(rows[2], rows[1], "capture_gain", "ours uncaptured ÷ ours captured (> 1: auto's capture pays)")
         )
+    floor = _floor_row(arms[1], device, n_steps, repeats=opts.repeats, smoke=opts.smoke)
+    result.rows.append(floor)
+    result.ratios.append(
+        ratio(rows[1], floor, "above_floor", "ours s/epoch ÷ its memory-traffic floor", goal="<= 2 on a GPU")
+    )
     result.notes += _notes(arms, order, steps, n_steps, opts, sync)
     return result
+
+
+def _floor_row(ours: Arm, device: torch.device, n_steps: int, *, repeats: int, smoke: bool) -> Row:
+    """The memory floor of ours per epoch, one sample per repeat (each its own bandwidth measurement)."""
+    n_params = sum(p.numel() for g in ours.optimizer.param_groups for p in g["params"])
+    nbytes = (64 if smoke else 1024) * 2**20 if device.type == "cuda" else (16 if smoke else 256) * 2**20
+    samples = tuple(step_bytes(n_params) / copy_bandwidth(device, nbytes=nbytes) * n_steps for _ in range(repeats))
+    note = (
+        f"{PASSES} passes over {n_params / 1e6:.1f} M fp32 parameters per step ({step_bytes(n_params) / 1e9:.2f} GB) "
+        "at the copy bandwidth measured in this run (benchmarks/floor.py)"
+    )
+    return Row("memory floor of a step", samples, "s/epoch", note)
 
 
 def _notes(

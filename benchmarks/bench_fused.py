@@ -109,6 +109,8 @@ def sweep_yaml(folder: Path, arm: Arm, trials: int, *, smoke: bool, device: str)
         "resources": arm.resources,
         "execution": arm.execution,
     }
+    if smoke:
+        spec["tracking"] = {"report": False}  # the smoke checks the path; the report is seconds of plotting
     path = folder / f"{arm.key}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -237,7 +237,7 @@ def bench_memory(opts: BenchOptions) -> BenchResult:
     from sweeps.execution.prepare import prepare
     from sweeps.spec import load_sweep
 
-    trials = opts.trials or (2 if opts.smoke else 4)
+    trials = opts.trials or (1 if opts.smoke else 4)  # smoke: one worker per arm
     logging.getLogger("ray").setLevel(logging.WARNING)
     # The console as `sweeps.execution.engine.execute` sets it up (no Ray AIR tables, no snapshot warnings).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -331,9 +331,10 @@ def _notes(data_mib: float, trials: int, opts: BenchOptions) -> list[str]:
         "(`FeatureSet.nbytes`: features, labels, mask). Config: mrccl.yaml with "
         + ", ".join(f"{k}={v}" for k, v in SET.items())
         + "; the space samples only optim.lr (seeded random search: the same configurations in both arms).",
-        f"Each sweep: {trials} trials, 2 at a time (1 CPU each), actors reused (so 2 worker processes per sweep, "
-        f"each running ~{trials // 2} trials; its peak is over all of them); {opts.repeats} sweep(s) per arm, arm "
-        "order alternated; one Ray session; every worker process is checked to serve one sweep only.",
+        f"Each sweep: {trials} trials, 2 at a time (1 CPU each), actors reused (so {min(trials, 2)} worker process(es) "
+        f"per sweep, each running ~{trials / min(trials, 2):g} trials; its peak is over all of them); {opts.repeats} "
+        "sweep(s) per arm, arm order alternated; one Ray session; every worker process is checked to serve one sweep "
+        "only.",
         "Idle = the worker's RSS (and RssAnon) when its first trial starts: Ray, Tune, torch and mer_core imported, "
         "the object-store reference fetched but not read. Private = RssAnon (the process's own heap), shared = "
         "RssShmem (pages of Ray's object store in /dev/shm that the worker has read); both sampled every "

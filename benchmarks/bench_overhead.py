@@ -76,6 +76,8 @@ def _sweep_yaml(folder: Path, trials: int, *, smoke: bool) -> Path:
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": SLOTS},
     }
+    if smoke:
+        spec["tracking"] = {"report": False}  # the smoke checks the path; the report is seconds of plotting
     path = folder / "bench-overhead.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -204,7 +206,7 @@ LABELS = {
 @BENCHMARKS.register("overhead")
 def bench_overhead(opts: BenchOptions) -> BenchResult:
     """Wall time of N short trials: (a) Optuna, (b) our engine, (c) plain Ray Tune; same run."""
-    trials = opts.trials or (2 if opts.smoke else 20)
+    trials = opts.trials or (1 if opts.smoke else 20)
     logging.getLogger("ray").setLevel(logging.WARNING)
     runs: dict[str, list[ArmRun]] = {key: [] for key in LABELS}
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-overhead-") as tmp:

@@ -193,16 +193,47 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def machine_line(device: str = "cpu") -> str:
-    """CPU model and cores, load average, versions and date: the context every figure needs."""
+def nvidia_smi(query: str, *, index: int = 0) -> list[str] | None:
+    """`nvidia-smi --query-gpu=QUERY` of GPU `index` as strings, or None where nvidia-smi cannot answer.
+
+    Asks the driver, not CUDA: the process that calls it creates no CUDA context (the GPU check
+    starts and stops MPS, which a context held by the parent could block).
+    """
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits", f"--id={index}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
+
+
+def machine_line(device: str = "cpu", *, gpu: bool = False) -> str:
+    """CPU model and cores, load average, versions and date: the context every figure needs.
+
+    Args:
+        device: the device a benchmark trained on (`cuda`/`auto`: name the GPU through torch).
+        gpu: name the GPU through nvidia-smi instead (the GPU check's parent never touches CUDA).
+    """
     load = "n/a"
     if hasattr(os, "getloadavg"):
         load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     versions = ", ".join(f"{p} {_version(p)}" for p in ("torch", "ray", "optuna", "mlflow"))
-    gpu = f"; GPU {torch.cuda.get_device_name()}" if device != "cpu" and torch.cuda.is_available() else ""
+    if gpu:
+        found = nvidia_smi("name,driver_version")
+        gpu_text = f"; GPU {found[0]} (driver {found[1]})" if found and len(found) > 1 else "; no GPU visible"
+    elif device != "cpu" and torch.cuda.is_available():
+        gpu_text = f"; GPU {torch.cuda.get_device_name()}"
+    else:
+        gpu_text = ""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"{_cpu_model()}, {os.cpu_count()} cores ({usable} usable, torch threads {torch.get_num_threads()}){gpu}; "
+        f"{_cpu_model()}, {os.cpu_count()} cores ({usable} usable, torch threads {torch.get_num_threads()}){gpu_text}; "
         f"load average at start {load}; "
         f"Python {platform.python_version()}; {versions}; commit {_git_commit()} (plus uncommitted changes, if any); "
         f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"

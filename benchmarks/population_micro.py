@@ -39,9 +39,10 @@ QUICKSTART = [
 ]
 
 
-def _configs(k: int, *, threads: int, device: str, dropout: bool, seed: int = 0) -> list:
+def member_sets(k: int, *, threads: int, device: str, dropout: bool, seed: int = 0) -> list[list[str]]:
+    """The `--set` strings of K quickstart-like members (member i is the same for every k)."""
     rng = np.random.default_rng(seed)
-    cfgs = []
+    out = []
     for i in range(k):
         sets = [
             *QUICKSTART,
@@ -55,8 +56,12 @@ def _configs(k: int, *, threads: int, device: str, dropout: bool, seed: int = 0)
         ]
         if dropout:
             sets.append(f"model.dropout={rng.uniform(0, 0.5):.4g}")
-        cfgs.append(load_config(None, sets))
-    return cfgs
+        out.append(sets)
+    return out
+
+
+def _configs(k: int, *, threads: int, device: str, dropout: bool, seed: int = 0) -> list:
+    return [load_config(None, s) for s in member_sets(k, threads=threads, device=device, dropout=dropout, seed=seed)]
 
 
 def main() -> None:

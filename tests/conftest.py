@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+import torch
 
 from mer_core.configs.fields import FrozenDict
 from mer_core.configs.schema import DataConfig, SyntheticConfig
 from tests.pg_helpers import postgres  # noqa: F401  (session fixture: one PostgreSQL for all server tests)
+
+# Test workers share the machine's cores (pytest-xdist runs one per core): torch's default of one
+# thread per core makes every small matmul of one worker contend with the other's, measured 12x
+# slower (tests/test_train.py: 253 s against 21 s under load). One thread each; a test that needs
+# more sets runtime.threads, and subprocesses a test starts inherit the limit (OMP_NUM_THREADS).
+TEST_THREADS = 1
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Every test starts at TEST_THREADS torch threads (a run with runtime.threads may have left more)."""
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture
@@ -25,44 +45,75 @@ def tiny_data_cfg() -> DataConfig:
     )
 
 
+def once_per_session(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder `make(folder)` filled, made once for the whole test run.
+
+    Under pytest-xdist each worker is a process with its own session fixtures; the first worker
+    to ask makes the folder in the run's shared temp directory (under a lock) and the others wait
+    for it and reuse it, so a shared sweep runs once, not once per worker. Its users only read it
+    (a test that writes to the store works on a copy of mlflow.db).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # pytest-of-<user>/pytest-<n>/, shared by the workers
+    folder, done = root / name, root / f"{name}.done"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed here left behind
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _cli_sweep(work: Path, spec: Path, *, timeout: float = 300) -> None:
+    """`python run_sweep.py SPEC` in `work` into work/mlflow.db; its stdout and stderr kept beside it."""
+    from tests.sweep_helpers import run_cli
+
+    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"], cwd=work, timeout=timeout)
+    (work / "cli.stdout").write_text(proc.stdout)
+    (work / "cli.stderr").write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def search_sweep(tmp_path_factory):
     """A finished 6-trial TPE + ASHA sweep on small synthetic data, logged to a temporary sqlite
-    MLflow store through the real CLI (shared by the analysis tests; runs once per session).
+    MLflow store through the real CLI (shared by the end-to-end and analysis tests; runs once).
 
-    Returns (work folder, tracking URI, experiment name); the sweep folder is work/runs/an-search.
+    Returns (work folder, tracking URI, experiment name); the sweep folder is work/runs/an-search,
+    the CLI's output work/cli.stdout and work/cli.stderr.
     """
-    from tests.sweep_helpers import run_cli, write_sweep
+    from tests.sweep_helpers import write_sweep
 
-    work = tmp_path_factory.mktemp("analysis-search")
-    spec = write_sweep(work, "an-search")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, uri, "an-search"
+    work = once_per_session(tmp_path_factory, "analysis-search", lambda w: _cli_sweep(w, write_sweep(w, "an-search")))
+    return work, f"sqlite:///{work / 'mlflow.db'}", "an-search"
 
 
 @pytest.fixture(scope="session")
 def ablation_sweep(tmp_path_factory):
     """A finished ablation (3 variants x 3 paired seeds, no re-tuning) on small synthetic data,
-    logged to a temporary sqlite MLflow store through the real CLI (runs once per session).
+    logged to a temporary sqlite MLflow store through the real CLI (runs once).
 
     Returns (work folder, tracking URI, experiment name); the sweep folder is work/runs/an-ablation.
     """
-    from tests.sweep_helpers import SMALL_SET, run_cli, write_sweep
+    from tests.sweep_helpers import SMALL_SET, write_sweep
 
-    work = tmp_path_factory.mktemp("analysis-ablation")
-    variants = {"full": {}, "no_nee": {"nee.enabled": False}, "fusion_only": {"loss.cls_heads": "fusion"}}
-    spec = write_sweep(
-        work,
-        "an-ablation",
-        kind="ablation",
-        search_space=None,
-        ablation={"reference": "full", "variants": variants, "seeds": [0, 1, 2]},
-        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
-        set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},  # 9 short trials
-    )
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, uri, "an-ablation"
+    def make(work: Path) -> None:
+        variants = {"full": {}, "no_nee": {"nee.enabled": False}, "fusion_only": {"loss.cls_heads": "fusion"}}
+        spec = write_sweep(
+            work,
+            "an-ablation",
+            kind="ablation",
+            search_space=None,
+            ablation={"reference": "full", "variants": variants, "seeds": [0, 1, 2]},
+            resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+            set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},  # 9 short trials
+        )
+        _cli_sweep(work, spec, timeout=600)
+
+    work = once_per_session(tmp_path_factory, "analysis-ablation", make)
+    return work, f"sqlite:///{work / 'mlflow.db'}", "an-ablation"

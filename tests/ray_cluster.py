@@ -15,8 +15,13 @@ import pytest
 
 
 @contextmanager
-def private_cluster(*, head_cpus: int, workers: int = 0, worker_cpus: int = 1) -> Iterator[tuple[object, dict]]:
+def private_cluster(
+    *, head_cpus: int, workers: int = 0, worker_cpus: int = 1, head_gpus: int = 0
+) -> Iterator[tuple[object, dict]]:
     """Yield (cluster, env): `env` holds what a driver needs in its environment to use it.
+
+    `head_gpus` declares GPUs on the head node (Ray schedules them and sets each trial's
+    CUDA_VISIBLE_DEVICES; no GPU needs to exist), for tests of how trials share GPUs.
 
     The nodes live under a short temp dir of their own (RAY_TMPDIR): Ray's unix sockets go below
     it, and so does the cluster's address file, which under the default /tmp/ray would make any
@@ -27,8 +32,11 @@ def private_cluster(*, head_cpus: int, workers: int = 0, worker_cpus: int = 1) -
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_TMPDIR", tmp)
+        head = {"num_cpus": head_cpus, "num_gpus": head_gpus, "include_dashboard": False}
         cluster = Cluster(
-            initialize_head=True, connect=False, head_node_args={"num_cpus": head_cpus, "include_dashboard": False}
+            initialize_head=True,
+            connect=False,
+            head_node_args=head,
         )
         try:
             for _ in range(workers):

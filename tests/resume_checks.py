@@ -33,13 +33,13 @@ def optuna_history(folder: Path) -> tuple[list, dict]:
     """(the study's trials as Ray saved them, Ray trial id -> Optuna trial) from the newest
     searcher state Ray saved in `folder`.
 
-    OptunaSearch pickles its attributes (Ray's `OptunaSearch.save`); `_ot_trials` is what it asks
+    TellingOptunaSearch pickles its attributes (`sweeps.resume.searcher`); `_asked` is what it asks
     and tells through, `_study_history` the stored study's trials at that save.
     """
     path = max(folder.glob("searcher-state-*.pkl"))
     with path.open("rb") as f:
         state = pickle.load(f)  # written by the test's own sweep
-    return state["_study_history"], state["_ot_trials"]
+    return state["_study_history"], state["_asked"]
 
 
 def stored_study(folder: Path) -> list:

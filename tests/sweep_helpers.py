@@ -1,12 +1,17 @@
-"""Shared helpers for the end-to-end sweep tests: small sweep YAMLs and CLI runs in a subprocess."""
+"""Shared helpers for the end-to-end sweep tests: small sweep YAMLs and CLI runs in a subprocess
+(or, where the fresh interpreter is not what a test checks, the same entry point in this process)."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import yaml
@@ -78,6 +83,67 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """`python run_sweep.py ARGS` in `cwd`, as a user would run it."""
     return run_program([str(ROOT / "run_sweep.py")], args, cwd, timeout=timeout, env=env)
+
+
+@contextmanager
+def _as_a_fresh_process(cwd: Path, env: dict | None) -> Iterator[None]:
+    """`cwd` as the working folder and a user's environment (`cli_env`, plus `env`, no debug
+    tracebacks); afterwards the process state a CLI's start-up sets (environment, log levels, the
+    `mersweep` logger's handler) is put back, so later tests in this process see none of it."""
+    from mer_core.verbosity import DRIVER_CHATTER
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    named = [logging.getLogger(name) for name in (*DRIVER_CHATTER, "optuna", "mersweep")]
+    saved = [(log, log.level, log.handlers[:], log.propagate) for log in named]
+    fresh = {k: v for k, v in cli_env(env).items() if k != "MERSWEEP_DEBUG"}
+    os.environ.clear()
+    os.environ.update(fresh)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for log, level, handlers, propagate in saved:
+            log.setLevel(level)
+            log.handlers[:] = handlers
+            log.propagate = propagate
+
+
+def run_main_here(
+    main: Callable[[Sequence[str] | None], int], args: list[str], cwd: Path, *, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """A CLI's `main(args)` under `guarded_main`, as `exit_cli` runs it, in this process: its exit
+    status and captured stdout/stderr, in the shape `run_program` returns.
+
+    For tests of what a command decides before it starts anything (bad input, --dry-run): a fresh
+    interpreter would spend seconds importing torch, Ray and MLflow first. What only a fresh
+    interpreter shows (import-time output) is checked through real subprocesses elsewhere
+    (tests/test_cli_errors.py). Not for runs that start Ray or servers. Not thread-safe (chdir).
+    """
+    import ray  # noqa: F401  (Ray reads some switches at import: take them from this process's environment)
+
+    from mer_core.cli_util import guarded_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _as_a_fresh_process(cwd, env), redirect_stdout(out), redirect_stderr(err):
+        status = guarded_main(main, args)
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+
+
+def run_cli_here(args: list[str], cwd: Path, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_cli` for bad input and --dry-run: `run_sweep.py`'s main in this process (`run_main_here`)."""
+    from sweeps.commands.run import main
+
+    return run_main_here(main, args, cwd, env=env)
+
+
+def run_analysis_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`run_analysis` for bad input: `python -m analysis`'s main in this process (`run_main_here`)."""
+    from analysis.cli import main
+
+    return run_main_here(main, args, cwd)
 
 
 def run_analysis(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.driver_helpers import Drivers
-from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, run_analysis_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 
@@ -94,7 +94,7 @@ def test_searcher_state_survives_save_and_restore(tmp_path):
 def test_a_seed_sets_the_model_seed_and_the_folds():
     variants = {"no_nee": {"nee.enabled": False}}
     out = ablation_overrides({VARIANT_KEY: "no_nee", SEED_KEY: 7, PHASE_KEY: "eval"}, variants)
-    assert out == {"nee.enabled": False, "seed": 7, "data.seed": 7}
+    assert out == {"nee.enabled": False, "seed": 7, "data.fold_seed": 7}
     assert ablation_overrides({"optim.lr": 0.1}, variants) == {}
 
 
@@ -193,7 +193,7 @@ def test_vary_holds_one_source_fixed_and_the_variance_design_crosses_init_and_sp
     evals = [c for c in configs if c[PHASE_KEY] == "eval"]
     assert {c[INIT_KEY] for c in evals} == {11} and SPLIT_KEY not in evals[0]
     out = ablation_overrides(evals[0], {"full": {}, "x": {}})
-    assert out == {"seed": 11, "data.seed": evals[0][SEED_KEY]}
+    assert out == {"seed": 11, "data.fold_seed": evals[0][SEED_KEY]}
     crossed = [(c[INIT_KEY], c[SPLIT_KEY]) for c in configs if c[PHASE_KEY] == "variance"]
     assert sorted(crossed) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert {c[VARIANT_KEY] for c in configs if c[PHASE_KEY] == "variance"} == {"full"}
@@ -274,6 +274,8 @@ def test_a_seed_schedule_loads_into_looks_and_seed_values(tmp_path):
     ("variant", "field"),
     [
         ({"seed": 3}, "ablation.variants.bad.seed"),
+        ({"data.fold_seed": 3}, "ablation.variants.bad.data.fold_seed"),
+        ({"data.seed": 3}, "ablation.variants.bad.data.seed"),
         ({"data.source": "uci-mfeat"}, "ablation.variants.bad.data.source"),
         ({"optim.lr": -1.0}, "ablation.variants.bad.optim.lr"),
     ],
@@ -305,7 +307,8 @@ def test_ablation_runs_paired_seeds_and_logs_them(ablation_sweep):
     assert pairs == sorted((v, s) for v in ("full", "no_nee", "fusion_only") for s in (0, 1, 2))
     for child in children:
         seed = child.data.params["ablation.seed"]
-        assert child.data.params["seed"] == seed and child.data.params["data.seed"] == seed
+        assert child.data.params["seed"] == seed and child.data.params["data.fold_seed"] == seed
+        assert child.data.params["data.seed"] == "0"  # the sweep's dataset draw, whatever the seed
         assert child.data.tags["mersweep.status"] == "ok"  # no early stopping in an ablation
     no_nee = [c for c in children if c.data.params["ablation.variant"] == "no_nee"]
     assert {c.data.params["nee.enabled"] for c in no_nee} == {"False"}
@@ -334,11 +337,10 @@ def test_compare_writes_the_table_with_cis_tests_and_verdicts(ablation_sweep, tm
 @pytest.mark.slow
 def test_compare_refuses_a_search_sweep_and_unknown_selectors(search_sweep, tmp_path):
     work, uri, experiment = search_sweep
-    proc = run_analysis(
-        ["compare", "--experiment", experiment, "--tracking-uri", uri, "--out", str(tmp_path)], cwd=work
-    )
+    args = ["compare", "--experiment", experiment, "--tracking-uri", uri, "--out", str(tmp_path)]
+    proc = run_analysis_here(args, work)
     assert proc.returncode == 2 and "kind" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_analysis(["compare", "--experiment", "nope", "--tracking-uri", uri], cwd=work)
+    proc = run_analysis_here(["compare", "--experiment", "nope", "--tracking-uri", uri], work)
     assert proc.returncode == 2 and "no such MLflow experiment" in proc.stderr and experiment in proc.stderr
     assert not list(tmp_path.iterdir())
 

@@ -106,7 +106,7 @@ def test_ablation_groups_eval_runs_by_variant():
     assert set(groups) == {"full", "no_nee"}
     assert groups["no_nee"].mean == pytest.approx(0.665)
     assert choose_best(list(groups.values()), mode="max").label == "full"
-    assert seed_overrides("ablation", 3) == {"seed": 3, "data.seed": 3}
+    assert seed_overrides("ablation", 3) == {"seed": 3, "data.fold_seed": 3}
     assert seed_overrides("search", 3) == {"seed": 3}
 
 
@@ -211,17 +211,23 @@ def test_out_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path):
     check_out_file(None)
 
 
-def test_export_and_compare_use_the_held_out_report_metric_by_default():
-    """Validation prefers `full`, the held-out test split prefers `no_nee`: the report metric decides."""
+def _val_test_run(run_id, seed, val, test, params):
+    trial = _run(run_id, val, seed=seed, params=params)
+    return TrialRun(**{**trial.__dict__, "metrics": {METRIC: val, "test/weighted_f1": test}})
+
+
+def test_export_chooses_by_validation_and_compare_judges_the_held_out_metric():
+    """Validation prefers `full`, the held-out test split prefers `no_nee`: export-best ships `full`
+    (the test split chooses nothing) and reports full's test mean; compare judges the test scores."""
     from argparse import Namespace
+    from pathlib import Path
 
     from analysis.compare import ablation_table
-    from analysis.export import select
+    from analysis.export import header, select
 
     def run(run_id, variant, seed, val, test):
         params = {"ablation.variant": variant, "ablation.seed": str(seed), "ablation.phase": "eval"}
-        trial = _run(run_id, val, seed=seed, params=params)
-        return TrialRun(**{**trial.__dict__, "metrics": {METRIC: val, "test/weighted_f1": test}})
+        return _val_test_run(run_id, seed, val, test, params)
 
     trials = [run("f0", "full", 0, 0.80, 0.60), run("f1", "full", 1, 0.82, 0.62)]
     trials += [run("n0", "no_nee", 0, 0.70, 0.70), run("n1", "no_nee", 1, 0.72, 0.71)]
@@ -230,14 +236,38 @@ def test_export_and_compare_use_the_held_out_report_metric_by_default():
     sweep = SweepRuns("sqlite:///x.db", "exp", "1", "parent", "exp", spec, tuple(trials))
     assert sweep.report_metric == "test/weighted_f1"
     _, best = select(sweep, Namespace(top=3, seeds=None), data=None)
-    assert best.label == "no_nee" and best.metric == "test/weighted_f1"
+    assert best.label == "full" and best.metric == METRIC
+    text = header(sweep, best, Path("best.yaml"))
+    assert "test/weighted_f1 (max): mean 0.6100 over 2 runs" in text  # the chosen variant's held-out score
+    assert "0.7050" not in text  # the unchosen variant's better test score is reported nowhere
+    assert "config of run f0 (seed 0), which logged val/weighted_f1 0.8000, test/weighted_f1 0.6000" in text
     table = ablation_table(sweep, n_boot=200)
     assert table.metric == "test/weighted_f1"
     assert {r.variant: r.mean for r in table.rows}["no_nee"] == pytest.approx(0.705)
     assert ablation_table(sweep, metric=METRIC, n_boot=200).metric == METRIC  # configurable per call
-    # Chosen in the spec: the validation metric everywhere.
-    by_val = SweepRuns("sqlite:///x.db", "exp", "1", "parent", "exp", {**spec, "report_metric": METRIC}, sweep.trials)
-    assert select(by_val, Namespace(top=3, seeds=None), data=None)[1].label == "full"
     # A sweep recorded before report_metric existed reports its metric.
     legacy = {k: v for k, v in spec.items() if k != "report_metric"}
     assert SweepRuns("u", "e", "1", "p", "e", legacy, ()).report_metric == METRIC
+
+
+def test_a_search_config_with_the_best_test_score_but_a_worse_validation_score_is_not_exported():
+    """Two configurations over two seeds each; `b` is planted with the best test mean and a worse
+    validation mean. export-best must ship `a` and report only a's test mean."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    from analysis.export import header, select
+
+    trials = [
+        _val_test_run("a0", 0, 0.80, 0.60, {"optim.lr": "0.001"}),
+        _val_test_run("a1", 1, 0.82, 0.62, {"optim.lr": "0.001"}),
+        _val_test_run("b0", 0, 0.78, 0.90, {"optim.lr": "0.01"}),
+        _val_test_run("b1", 1, 0.79, 0.92, {"optim.lr": "0.01"}),
+    ]
+    spec = {"kind": "search", "metric": METRIC, "report_metric": "test/weighted_f1", "mode": "max"}
+    sweep = SweepRuns("sqlite:///x.db", "exp", "1", "parent", "exp", spec, tuple(trials))
+    _, best = select(sweep, Namespace(top=3, seeds=None), data=None)
+    assert best.representative.run_id == "a0"
+    text = header(sweep, best, Path("best.yaml"))
+    assert "val/weighted_f1 (max): mean 0.8100" in text and "test/weighted_f1 (max): mean 0.6100" in text
+    assert "0.9100" not in text

@@ -19,7 +19,7 @@ from analysis.report.boundary import boundary_hit, boundary_hits
 from analysis.report.browser import FLAGS
 from analysis.report.importance import active_params, fanova_importance, rebuild_study
 from sweeps.space.params import Param
-from tests.sweep_helpers import cli_env
+from tests.sweep_helpers import cli_env, run_analysis_here
 
 CHROMIUM_FLAGS = list(FLAGS)  # the report and README-picture scripts start Chromium the same way
 
@@ -292,9 +292,17 @@ def _check_report_files(out: Path) -> tuple[Path, list[Path]]:
     return report, pngs
 
 
+def _own_copy(work: Path, tmp_path: Path) -> str:
+    """A copy of a shared sweep's MLflow store: the report publishes to the sweep's parent run,
+    and other tests (other pytest-xdist workers too) read the shared store meanwhile."""
+    shutil.copy(work / "mlflow.db", tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 @pytest.mark.slow
 def test_report_of_a_search_renders_in_headless_chromium(search_sweep, tmp_path):
-    _, uri, experiment = search_sweep
+    work, _, experiment = search_sweep
+    uri = _own_copy(work, tmp_path)
     out = tmp_path / "report"
     proc = _report_cli(["--experiment", experiment, "--tracking-uri", uri, "--out", str(out)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -310,7 +318,8 @@ def test_report_of_a_search_renders_in_headless_chromium(search_sweep, tmp_path)
 
 @pytest.mark.slow
 def test_report_of_an_ablation_has_the_bar_chart_and_table(ablation_sweep, tmp_path):
-    work, uri, _ = ablation_sweep
+    work, _, _ = ablation_sweep
+    uri = _own_copy(work, tmp_path)
     proc = _report_cli(["--sweep-dir", str(work / "runs" / "an-ablation"), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "reports" / "an-ablation"  # the default --out
@@ -339,7 +348,7 @@ def test_bad_selectors_and_options_exit_2_with_one_line(search_sweep, tmp_path):
         (["--experiment", "nope", "--tracking-uri", uri], "--experiment: no such MLflow experiment"),
         (["--experiment", "an-search", "--tracking-uri", uri, "--top-k", "0"], "--top-k"),
     ]:
-        proc = _report_cli(args, cwd=tmp_path)
+        proc = run_analysis_here(["report", *args], tmp_path)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)

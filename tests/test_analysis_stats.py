@@ -335,7 +335,7 @@ def _run(i: int, variant: str, phase: str, seed: int, split: int, value: float):
     from analysis.runs import TrialRun
 
     params = {"ablation.variant": variant, "ablation.seed": str(seed), "ablation.phase": phase}
-    params.update({"seed": str(seed), "data.seed": str(split)})
+    params.update({"seed": str(seed), "data.fold_seed": str(split)})
     return TrialRun(f"r{i}", f"t{i}", f"t{i}", "ok", params, {"val/weighted_f1": value}, {})
 
 

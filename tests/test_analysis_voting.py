@@ -12,7 +12,7 @@ import pytest
 from analysis.posthoc import cross_validate, fit_weights, posthoc_fit, stratified_folds, vote_f1
 from mer_core import metrics, voting
 from mer_core.errors import ConfigError
-from tests.sweep_helpers import run_analysis
+from tests.sweep_helpers import run_analysis, run_analysis_here
 
 SPACES = ("logit", "prob")
 
@@ -135,7 +135,7 @@ def test_cross_validation_reports_the_optimism_of_the_in_sample_fit():
 
 
 def test_fit_voting_rejects_bad_options_with_exit_2(tmp_path):
-    proc = run_analysis(["fit-voting", "--experiment", "x", "--cv", "1"], tmp_path, timeout=60)
+    proc = run_analysis_here(["fit-voting", "--experiment", "x", "--cv", "1"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --cv: invalid value; allowed: an integer >= 2; given: 1"]
 

@@ -8,6 +8,7 @@ into a pipe it is one line per ended trial; in neither does third-party chatter 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import queue
@@ -26,8 +27,9 @@ import uuid
 import pytest
 
 from sweeps.execution.progress import CLEAR_LINE
+from sweeps.tracking.names import UI_TRAINING_QUERY
 from tests.driver_helpers import PROGRESS
-from tests.sweep_helpers import ROOT, cli_env, run_program
+from tests.sweep_helpers import ROOT, cli_env, run_cli_here, run_program
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +78,7 @@ def piped(tmp_path_factory):
     """The quickstart run with stdout and stderr going to pipes, and its `--dry-run` (same description)."""
     work = tmp_path_factory.mktemp("piped")
     args = [*QUICK, "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
-    dry = run_program([str(ROOT / "run_sweep.py")], [*args, "--dry-run"], work, timeout=120)
+    dry = run_cli_here([*args, "--dry-run"], work)  # the description a dry run prints: no fresh interpreter needed
     assert dry.returncode == 0, dry.stderr[-3000:]
     proc = run_program([str(ROOT / "run_sweep.py")], args, work, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,19 +121,27 @@ def test_a_terminal_gets_one_line_redrawn_in_place(tmp_path):
     """`mersweep run` in a 200x50 tmux pane: the pane ends with a single status line, redrawn in place."""
     _require_tmux()
     sock = f"mersweep-test-{uuid.uuid4().hex[:8]}"  # a tmux server of this test's own
-    raw, done = tmp_path / "pane.raw", tmp_path / "exit-status"
+    raw, done, piping = tmp_path / "pane.raw", tmp_path / "exit-status", tmp_path / "piping"
     run = shlex.join([sys.executable, "-m", "sweeps", "run", *QUICK, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
-    # The pause lets `pipe-pane` attach before the sweep prints; the pane outlives the sweep for the capture.
-    script = f"cd {shlex.quote(str(tmp_path))}; sleep 2; {run}; echo $? > {shlex.quote(str(done))}; sleep 600"
+    # The sweep starts once `pipe-pane` is attached (the test then creates `piping`); the pane
+    # outlives the sweep for the capture.
+    wait = f"until [ -e {shlex.quote(str(piping))} ]; do sleep 0.1; done"
+    script = f"cd {shlex.quote(str(tmp_path))}; {wait}; {run}; echo $? > {shlex.quote(str(done))}; sleep 600"
     _tmux(sock, "new-session", "-d", "-s", "sweep", "-x", "200", "-y", "50", script)
     try:
         _tmux(sock, "pipe-pane", "-o", "-t", "sweep", f"cat > {shlex.quote(str(raw))}")
+        piping.touch()
         deadline = time.monotonic() + 600
         while not done.exists():
             assert time.monotonic() < deadline, _tmux(sock, "capture-pane", "-p", "-t", "sweep").stdout
-            time.sleep(1)
-        time.sleep(0.5)  # the pane's last lines
-        screen = _tmux(sock, "capture-pane", "-p", "-J", "-S", "-", "-t", "sweep").stdout
+            time.sleep(0.2)
+        # The sweep's last lines reach the pane after it exits (tmux reads the terminal on its own time).
+        deadline = time.monotonic() + 60
+        while True:
+            screen = _tmux(sock, "capture-pane", "-p", "-J", "-S", "-", "-t", "sweep").stdout
+            if "best config:" in screen or done.read_text().strip() not in ("", "0") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         _tmux(sock, "kill-server", check=False)
     assert done.read_text().strip() == "0", screen
@@ -189,25 +199,25 @@ def test_mersweep_ui_serves_the_sweeps_experiment_until_ctrl_c(piped):
             assert line is not None, ("".join(out), proc.stderr.read())
             out.append(line)
         text = "".join(out)
-        url = re.search(r"^MLflow UI: +(http://127\.0\.0\.1:(\d+))/#/experiments/(\d+)$", text, re.M)
-        assert url, text
+        url = re.search(r"^MLflow UI: +(http://127\.0\.0\.1:(\d+))/#/experiments/(\d+)\?(\S+)$", text, re.M)
+        assert url and url.group(4) == UI_TRAINING_QUERY, text  # the training-runs view
         base, port, experiment_id = url.group(1), int(url.group(2)), url.group(3)
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/search?max_results=100", timeout=30) as resp:
             experiments = json.load(resp)["experiments"]
         assert [e["experiment_id"] for e in experiments if e["name"] == "quickstart"] == [experiment_id]
-        if shutil.which("optuna-dashboard"):
+        if importlib.util.find_spec("optuna_dashboard") is not None:  # started through this interpreter
             dash = re.search(r"^optuna-dashboard: (http://127\.0\.0\.1:\d+)$", text, re.M)
             assert dash, text
             with urllib.request.urlopen(dash.group(1), timeout=30) as resp:
                 assert resp.status == 200
         else:
             assert "optuna-dashboard: not installed; `pip install optuna-dashboard`" in text, text
-        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C (tests/test_servers_stop.py times it under load)
         assert proc.wait(60) == 0, proc.stderr.read()
         deadline = time.monotonic() + 30
         while _port_open(port):  # the server went with it
             assert time.monotonic() < deadline, f"MLflow UI still answers on port {port} after Ctrl-C"
-            time.sleep(0.5)
+            time.sleep(0.1)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
+import tomllib
 
 import pytest
 
@@ -19,11 +19,6 @@ from sweeps import cli
 from sweeps.commands import ui
 from sweeps.resume.state import SweepState, write_state
 from tests.sweep_helpers import ROOT, run_program
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 has no TOML parser in the standard library
-    tomllib = pytest.importorskip("tomli", reason="pip install tomli (Python 3.10 has no tomllib)")
 
 # Every name a user may type, and the module that must answer it.
 NAMES = {

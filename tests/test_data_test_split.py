@@ -280,12 +280,12 @@ def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Pa
 
 
 def test_dry_run_says_what_the_verdicts_report(tmp_path: Path) -> None:
-    from tests.sweep_helpers import SMALL_DATA, run_cli, write_sweep
+    from tests.sweep_helpers import SMALL_DATA, run_cli_here, write_sweep
 
-    plain = run_cli([str(write_sweep(tmp_path, "plain")), "--dry-run"], cwd=tmp_path, timeout=120)
+    plain = run_cli_here([str(write_sweep(tmp_path, "plain")), "--dry-run"], cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
     assert "note: no held-out test split" in plain.stderr and "+ 0 held-out test samples" in plain.stderr
     spec = write_sweep(tmp_path, "held", data={**SMALL_DATA, "test_fraction": 0.25})
-    held = run_cli([str(spec), "--dry-run"], cwd=tmp_path, timeout=120)
+    held = run_cli_here([str(spec), "--dry-run"], cwd=tmp_path)
     assert held.returncode == 0, held.stderr
     assert "note: no held-out test split" not in held.stderr and "+ 60 held-out test samples" in held.stderr

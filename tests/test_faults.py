@@ -30,7 +30,7 @@ from sweeps.trainable.faults import (
     trial_key,
 )
 from tests.ray_cluster import private_cluster
-from tests.sweep_helpers import SMALL_SET, children_of, run_cli, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, run_cli, run_cli_here, write_sweep
 
 # Three epochs, no scheduler: every trial that is not hit trains to its end in a few seconds.
 FAST_SET = {**SMALL_SET, "optim.max_epochs": 3, "optim.patience": 3}
@@ -151,7 +151,7 @@ def test_max_retries_is_a_validated_sweep_field(tmp_path):
 
 def test_a_bad_faults_variable_exits_2_before_anything_is_written(tmp_path):
     spec = write_sweep(tmp_path, "badfaults")
-    proc = run_cli([str(spec)], cwd=tmp_path, env={FAULTS_ENV: '{"p": 2}'}, timeout=180)
+    proc = run_cli_here([str(spec)], cwd=tmp_path, env={FAULTS_ENV: '{"p": 2}'})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MERSWEEP_FAULTS.p"), proc.stderr

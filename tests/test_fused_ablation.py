@@ -1,6 +1,6 @@
 """Fused ablations: the seeds of one variant train as one population, each member equal to its single run.
 
-An ablation seed sets `seed` and `data.seed`, so the members of one variant's population have
+An ablation seed sets `seed` and `data.fold_seed`, so the members of one variant's population have
 different folds of the same data. The parity tests train such populations and compare every
 member with `mer_core.train.run` of its config alone (`tests.parity.assert_same_run`, in float64), with
 k-fold and hold-out splits, pre-training, self-training and test-time missing rates. The sweep
@@ -31,7 +31,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.parity import FP64, assert_same_run, fused_runs, parity_data_cfg, single_run
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, run_cli_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 SMALL = {
@@ -68,8 +68,8 @@ def parity_data(parity):
 
 
 def _seeds(cfg: ExperimentConfig, seeds: list[int]) -> list[ExperimentConfig]:
-    """What an ablation makes of one variant's seeds: `seed` and `data.seed` both set (ablation_overrides)."""
-    return [with_overrides(cfg, {"seed": s, "data.seed": s}) for s in seeds]
+    """What an ablation makes of one variant's seeds: `seed` and `data.fold_seed` both set (ablation_overrides)."""
+    return [with_overrides(cfg, {"seed": s, "data.fold_seed": s}) for s in seeds]
 
 
 def _check_members_equal_single_runs(cfgs: list[ExperimentConfig], data) -> list:
@@ -110,13 +110,13 @@ def test_holdout_splits_pretraining_and_self_training_match_single_runs(parity, 
     assert all(r.folds[0].pseudo for r in results)
 
 
-def test_a_protocol_that_drops_pairs_keeps_each_data_seed_in_its_own_population(base, data):
-    """With missing-rate drops the fold mask depends on the validation rows: one data.seed per population."""
+def test_a_protocol_that_drops_pairs_keeps_each_fold_seed_in_its_own_population(base, data):
+    """With missing-rate drops the fold mask depends on the validation rows: one fold seed per population."""
     dropping = with_overrides(base, {"missing.train_rate": 0.3, "missing.test_rate": 0.5})
-    cfgs = [*_seeds(dropping, [0, 1]), with_overrides(dropping, {"seed": 7, "data.seed": 0})]
+    cfgs = [*_seeds(dropping, [0, 1]), with_overrides(dropping, {"seed": 7, "data.fold_seed": 0})]
     assert group_by_shape(cfgs) == [[0, 2], [1]]
     assert group_by_shape(_seeds(base, [0, 1, 2])) == [[0, 1, 2]]  # no drops: every seed in one
-    with pytest.raises(ConfigError, match=r"data\.seed"):
+    with pytest.raises(ConfigError, match=r"data\.fold_seed"):
         train_population(cfgs, data)
 
 
@@ -232,7 +232,7 @@ def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs
     work.mkdir()
     text = path.read_text().replace("nee.enabled: false", "missing.impute: mean")
     path.write_text(text)
-    proc = run_cli([str(path), "--dry-run"], cwd=work)
+    proc = run_cli_here([str(path), "--dry-run"], cwd=work)
     assert proc.returncode == 2, proc.stderr
     assert "ablation.variants.no_nee.missing.impute" in proc.stderr and "execution.mode: fused" in proc.stderr
     assert not (work / "runs").exists()

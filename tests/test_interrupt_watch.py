@@ -37,3 +37,19 @@ def test_with_ray_s_handler_disabled_nothing_is_installed(monkeypatch):
     with watch_interrupt() as watch:
         assert signal.getsignal(signal.SIGINT) is before
     assert watch.stopped is False
+
+
+def test_sigterm_during_the_run_stops_it_as_ctrl_c_does_and_is_put_back_after():
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[str] = []
+    with watch_interrupt() as watch:
+        original = signal.getsignal(signal.SIGINT)
+
+        def ray_s_handler(signum, frame):  # Ray Tune's: note the stop, hand the old handler back
+            seen.append(signal.Signals(signum).name)
+            signal.signal(signal.SIGINT, original)
+
+        signal.signal(signal.SIGINT, ray_s_handler)
+        signal.raise_signal(signal.SIGTERM)  # a service manager's stop, not Ray's crash handler
+    assert seen == ["SIGINT"] and watch.stopped is True
+    assert signal.getsignal(signal.SIGTERM) is before

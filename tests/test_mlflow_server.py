@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from mer_core.configs import load_config
 from tests.pg_helpers import start_mlflow_server
-from tests.sweep_helpers import SMALL_SET, children_of, free_port, run_cli, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, free_port, run_cli, run_cli_here, write_sweep
 
 N_TRIALS = 3
 HEADS = ("audio", "text", "video", "fusion")  # SMALL_DATA's modalities + the fusion head
@@ -107,7 +107,7 @@ def test_credentials_in_the_uri_reach_the_server_and_stay_hidden(server, tmp_pat
 def test_unreachable_server_exits_2_and_writes_nothing(userinfo, tmp_path):
     spec = write_sweep(tmp_path, "nowhere")
     uri = f"http://{userinfo}127.0.0.1:{free_port()}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: tracking.uri"), proc.stderr[-2000:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -20,9 +21,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.report.browser import Browser, chromium_path
+from sweeps.resume.state import SweepState, write_state
+from sweeps.tracking.names import UI_TRAINING_QUERY
 from sweeps.tracking.uri import ui_link
 from tests.pg_helpers import MlflowServer
-from tests.sweep_helpers import SMALL_DATA, SMALL_SET, children_of, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_cli, run_program, write_sweep
 
 VARIANTS = {"full": {}, "no_nee": {"nee.enabled": False}}
 SEEDS = [0, 1]
@@ -153,6 +156,45 @@ def test_each_epoch_is_logged_with_its_fold_and_round(ui_sweep):
     folds = {int(m.value) for m in client.get_metric_history(run_id, "trial/fold")}
     rounds = {int(m.value) for m in client.get_metric_history(run_id, "trial/round")}
     assert folds == {0, 1} and rounds == {0, 1}
+
+
+# A link to a page of MLflow's UI, absolute or relative to the UI that shows it (a run's description).
+UI_PAGE = re.compile(r"(?:https?://[^\s\"'<>()\]]+/)?#/experiments/[^\s\"'<>()\]]+")
+
+
+@pytest.mark.slow
+def test_every_link_mersweep_prints_or_stores_opens_the_training_view(ui_sweep, tmp_path):
+    """The sweep's output, the report, the parent's and every trial's description, `mersweep ui`."""
+    uri, _, parent, children, stderr = ui_sweep
+    folder = tmp_path / "runs" / "ui-ablation"
+    write_state(folder, SweepState("ui-ablation", "ui-ablation", parent.info.run_id, uri, "name: ui-ablation\n"))
+    shown = run_program(["-m", "sweeps"], ["ui", str(folder)], tmp_path, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    page = _api(uri, "get-artifact", run_uuid=parent.info.run_id, path="report/report.html").decode()
+    texts = {
+        "run output": stderr,
+        "mersweep ui": shown.stdout,
+        "report": page.replace("&amp;", "&"),
+        "parent description": parent.data.tags["mlflow.note.content"],
+        **{f"trial {c.info.run_id}": c.data.tags["mlflow.note.content"] for c in children},
+    }
+    for where, text in texts.items():
+        links = UI_PAGE.findall(text)
+        assert links, f"{where}: no link to MLflow's UI in {text[-2000:]!r}"
+        for link in links:
+            assert link.endswith(f"?{UI_TRAINING_QUERY}"), f"{where}: {link}"
+    assert f"MLflow UI:        {ui_link(uri, parent.info.experiment_id)}\n" in shown.stdout
+
+
+def test_every_mlflow_link_is_built_by_ui_link():
+    """One link builder: no module but sweeps/tracking/uri.py spells a page of MLflow's UI."""
+    spelled = sorted(
+        str(path.relative_to(ROOT))
+        for top in ("sweeps", "analysis", "mer_core", "benchmarks", "run_sweep.py")
+        for path in ([ROOT / top] if top.endswith(".py") else (ROOT / top).rglob("*.py"))
+        if "#/experiments" in path.read_text()
+    )
+    assert spelled == ["sweeps/tracking/uri.py"]
 
 
 def test_a_link_to_the_ui_carries_no_credentials_and_opens_the_training_view():

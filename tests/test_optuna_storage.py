@@ -101,7 +101,7 @@ def test_restore_leaves_a_study_that_matches_alone(tmp_path):
     study_id = study._study_id
     resumed = _searcher(optuna.load_study(study_name=ref.name, storage=ref.storage))
     resumed.restore(str(checkpoint))
-    assert resumed._ot_study._study_id == study_id  # nothing rewritten: the dashboard keeps its study
+    assert resumed.study._study_id == study_id  # nothing rewritten: the dashboard keeps its study
 
 
 def test_restore_reruns_errored_trials(tmp_path):
@@ -180,7 +180,7 @@ def test_the_checkpoint_holds_no_live_connection(tmp_path):
     with path.open("rb") as fh:
         state = pickle.load(fh)
     assert [t.number for t in state["_study_history"]] == [0]
-    assert state["_ot_study"].study_name == "s"
+    assert state["study"].study_name == "s"
 
 
 # -- warm start -----------------------------------------------------------------------------------------

@@ -242,3 +242,18 @@ def test_status_lines_match_what_the_driver_tests_parse():
     cb, stream, _ = display(live=False, total=2)
     cb.update([ended("a"), running("b")])
     assert re.search(PROGRESS, stream.getvalue())
+
+
+def test_the_line_shows_the_mlflow_backlog_once_it_grows():
+    cb, stream, clock = display(live=False, total=3)
+    waiting = [3]
+    cb.backlog = lambda: waiting[0]
+    cb.update([running("a"), running("b")])
+    clock.t += 5
+    cb.update([ended("a"), running("b")])
+    waiting[0] = 120  # the tracking server fell behind
+    cb.update([ended("a"), ended("b"), running("c")])
+    first, second = stream.getvalue().splitlines()
+    assert "mlflow backlog" not in first  # a few operations in flight are normal
+    assert "| mlflow backlog 120 |" in second
+    assert pickle.loads(pickle.dumps(cb)).backlog is None  # the live tracker does not travel

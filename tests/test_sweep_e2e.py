@@ -9,40 +9,37 @@ from mlflow.tracking import MlflowClient
 from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.train import run
-from tests.sweep_helpers import children_of, run_cli, write_sweep
+from tests.sweep_helpers import children_of, run_cli_here, write_sweep
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    """One 6-trial TPE + ASHA sweep run through the real CLI (shared by the tests below)."""
-    work = tmp_path_factory.mktemp("sweep")
-    spec = write_sweep(work, "e2e")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, uri, proc
+def finished_sweep(search_sweep):
+    """The session's 6-trial TPE + ASHA sweep, run through the real CLI (tests/conftest.py):
+    (work folder, tracking URI, experiment name, the CLI's stdout, its stderr)."""
+    work, uri, name = search_sweep
+    return work, uri, name, (work / "cli.stdout").read_text(), (work / "cli.stderr").read_text()
 
 
 def test_cli_prints_progress_and_top_trials(finished_sweep):
-    _, _, proc = finished_sweep
-    assert "trials 6/6 ended" in proc.stderr
-    assert "best config:" in proc.stdout
-    assert "val/weighted_f1" in proc.stdout.splitlines()[1]
+    _, _, _, stdout, stderr = finished_sweep
+    assert "trials 6/6 ended" in stderr
+    assert "best config:" in stdout
+    assert "val/weighted_f1" in stdout.splitlines()[1]
 
 
 def test_a_sweep_without_the_end_of_sweep_report_says_how_to_write_it(finished_sweep):
-    work, _, proc = finished_sweep  # write_sweep asks for no report (tracking.report: false)
-    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("report: "))
+    work, _, name, _, stderr = finished_sweep  # write_sweep asks for no report (tracking.report: false)
+    line = next(ln for ln in stderr.splitlines() if ln.startswith("report: "))
     assert "not written (tracking.report: false)" in line and "python -m analysis report --sweep-dir" in line
-    assert not (work / "runs" / "e2e" / "report").exists()
+    assert not (work / "runs" / name / "report").exists()
 
 
 def test_mlflow_holds_one_parent_and_a_child_per_trial(finished_sweep):
-    _, uri, _ = finished_sweep
+    _, uri, name, _, _ = finished_sweep
     client = MlflowClient(uri)
-    parent, children = children_of(client, "e2e")
+    parent, children = children_of(client, name)
     assert len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert len({c.data.tags["mersweep.trial_id"] for c in children}) == 6
@@ -56,9 +53,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(finished_sweep):
 
 
 def test_asha_prunes_and_finished_trials_have_artifacts(finished_sweep):
-    _, uri, _ = finished_sweep
+    _, uri, name, _, _ = finished_sweep
     client = MlflowClient(uri)
-    _, children = children_of(client, "e2e")
+    _, children = children_of(client, name)
     outcomes = [c.data.tags["mersweep.status"] for c in children]
     assert outcomes.count("pruned") >= 1, outcomes
     assert outcomes.count("ok") >= 1, outcomes
@@ -73,11 +70,11 @@ def test_asha_prunes_and_finished_trials_have_artifacts(finished_sweep):
 
 
 def test_best_config_reproduces_the_best_trial(finished_sweep):
-    work, uri, _ = finished_sweep
+    work, uri, name, _, _ = finished_sweep
     client = MlflowClient(uri)
-    parent, children = children_of(client, "e2e")
+    parent, children = children_of(client, name)
     best = next(c for c in children if c.info.run_id == parent.data.tags["mersweep.best_run_id"])
-    cfg = load_config(work / "runs/e2e/best_config.yaml")
+    cfg = load_config(work / "runs" / name / "best_config.yaml")
     result = run(cfg, load_data(cfg.data))
     assert result.status == "ok"
     np.testing.assert_allclose(result.metrics["val/weighted_f1"], best.data.metrics["val/weighted_f1"], atol=1e-6)
@@ -85,7 +82,7 @@ def test_best_config_reproduces_the_best_trial(finished_sweep):
 
 def test_dry_run_starts_nothing_and_writes_nothing(tmp_path):
     spec = write_sweep(tmp_path, "dry")
-    proc = run_cli([str(spec), "--dry-run"], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec), "--dry-run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "search space:" in proc.stderr and "optim.lr" in proc.stderr
     assert not (tmp_path / "runs").exists()

@@ -35,9 +35,12 @@ from tests.resume_checks import (
     optuna_history,
     tear_ray_state,
 )
-from tests.sweep_helpers import SMALL_SET, children_of, driver_lines, run_cli, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, driver_lines, run_cli_here, write_sweep
 
-N_TRIALS = 6
+# Enough for every kill point: "mid_sweep" kills with 2 or 3 trials ended, and TPE proposes after
+# its 3 start-up trials (a resumed sampler that forgot its history would propose trial 0's
+# parameters again). Every trial more costs each of these tests seconds.
+N_TRIALS = 4
 # Short trials that all run to the end (no scheduler): a few seconds each on one core, so every
 # kill point is a window of seconds, not a race.
 FAST_SET = {**SMALL_SET, "optim.max_epochs": 4, "optim.patience": 4}
@@ -232,7 +235,7 @@ def test_last_attempt_results_from_rays_result_log(tmp_path):
 
 def test_resume_of_a_sweep_that_never_ran(tmp_path):
     spec = _write(tmp_path, "never")
-    proc = run_cli([str(spec), "--resume"], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec), "--resume"], cwd=tmp_path)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: --resume"), proc.stderr
@@ -243,7 +246,7 @@ def test_rerun_without_resume_is_refused(tmp_path):
     spec = _write(tmp_path, "again")
     (tmp_path / "runs" / "again").mkdir(parents=True)
     (tmp_path / "runs" / "again" / "mersweep_state.json").write_text("{}")
-    proc = run_cli([str(spec)], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec)], cwd=tmp_path)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--resume" in lines[0], proc.stderr

@@ -48,7 +48,7 @@ def test_trial_mode_tells_pruned_trials_as_pruned_with_their_epochs():
     search.on_trial_complete("stopped_by_asha", {METRIC: 0.5, "training_iteration": 2})  # no final report
     search.on_trial_complete("diverged", {METRIC: 0.0, FINAL_KEY: 1, "status": "diverged"})
     search.on_trial_complete("crashed", None, error=True)
-    trials = search._ot_study.trials
+    trials = search.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
     assert trials[0].value == 0.7
     assert trials[1].intermediate_values == {1: 0.3, 2: 0.5}  # Optuna keeps the last one as its value

@@ -19,6 +19,7 @@ from mer_core.data import load_data
 from mer_core.models import build_model
 from mer_core.train import TrialResult
 from mer_core.train.cli import save_run
+from mer_core.train.effective import effective_config
 from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET
 
 CONFIG = ROOT / "mer_core/configs/mrccl.yaml"
@@ -86,7 +87,7 @@ def test_saved_model_loads_into_a_fresh_model(trained):
 @pytest.mark.slow
 def test_saved_config_metrics_and_logits(trained):
     saved, proc, cfg = trained
-    assert load_config(saved / "config.yaml") == cfg
+    assert load_config(saved / "config.yaml") == effective_config(cfg)  # device and fold seed written out
 
     metrics = json.loads((saved / "metrics.json").read_text())
     assert metrics["status"] == "ok"

@@ -10,11 +10,9 @@ the MLflow UI test.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -23,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from sweeps.commands.servers import stop
 
 FLAGS = (
     "--headless",
@@ -143,9 +143,8 @@ class Browser:
         sock = getattr(self, "_sock", None)
         if sock is not None:
             sock.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, signal.SIGKILL)  # its own session: renderer and GPU processes go with it
-        self._proc.wait(10)
+        # Its own session, renderer and GPU processes included, and any process of it that left the session.
+        stop([self._proc], grace=0.0)
         shutil.rmtree(self._profile, ignore_errors=True)
 
 

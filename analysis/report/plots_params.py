@@ -16,6 +16,8 @@ from analysis.report.figures import BEST_COLOR, CMAP, PRUNED_COLOR, WARN_COLOR, 
 from analysis.report.importance import Importance
 from sweeps.space.params import Param, same_value
 
+DENSE_POINTS = 2000  # trials above which a param plot shows their density instead of one marker each
+
 
 @dataclass(frozen=True)
 class Point:
@@ -31,15 +33,19 @@ def param_scatter(param: Param, points: Sequence[Point], *, metric: str, hit: Bo
     """Metric vs one param: finished trials solid, pruned ones hollow grey (their last value), best a star.
 
     Categorical params are strip plots; log params get a log axis; the searched range is shaded so
-    a best value at its edge is visible, and a boundary hit turns the title into a warning.
+    a best value at its edge is visible, and a boundary hit turns the title into a warning. Past
+    `DENSE_POINTS` trials the points become a 2-D histogram (hexagons shaded by trial count, log
+    scale), where thousands of markers would be one blot; the best trial stays a star.
     """
     fig, ax = new_figure(5.2, 3.4)
     xs = _strip_positions(param, points) if param.kind == "categorical" else [float(p.value) for p in points]
+    if len(points) > DENSE_POINTS:
+        _density(ax, param, xs, [p.metric for p in points])
     for group, style in (
         ([i for i, p in enumerate(points) if not p.finished], {"facecolors": "none", "edgecolors": PRUNED_COLOR}),
         ([i for i, p in enumerate(points) if p.finished and not p.best], {"color": "#1f77b4"}),
     ):
-        if group:
+        if group and len(points) <= DENSE_POINTS:
             label = "pruned (last value)" if "edgecolors" in style else "finished"
             ax.scatter([xs[i] for i in group], [points[i].metric for i in group], s=36, label=label, **style)
     best = [i for i, p in enumerate(points) if p.best]
@@ -58,6 +64,15 @@ def param_scatter(param: Param, points: Sequence[Point], *, metric: str, hit: Bo
         ax.set_title(f"WARNING {param.name}: best at the {hit.edge} edge{advice}", fontsize=10, color=WARN_COLOR)
         ax.axvline(hit.bound, color=WARN_COLOR, linewidth=2)
     return fig
+
+
+def _density(ax, param: Param, xs: Sequence[float], ys: Sequence[float]) -> None:
+    """Trials per hexagon of (param, metric), shaded on a log scale, with its colour bar."""
+    log_x = param.kind != "categorical" and bool(param.log)
+    cells = ax.hexbin(
+        xs, ys, gridsize=(40, 24), bins="log", mincnt=1, cmap="Blues", xscale="log" if log_x else "linear", linewidths=0
+    )
+    ax.figure.colorbar(cells, ax=ax, label="trials (log scale)", pad=0.01)
 
 
 def importance_chart(importance: Importance) -> Figure:

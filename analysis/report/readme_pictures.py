@@ -20,12 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.report.browser import Browser, free_port
 from mer_core.cli_util import ArgumentParser, exit_cli
+from sweeps.commands.servers import ServerGroup
 from sweeps.resume.state import SweepState, read_state
 from sweeps.tracking.names import REPORT_DIR, REPORT_PAGE
 from sweeps.tracking.uri import ui_link
@@ -54,41 +54,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mersweep-pictures-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="mersweep-pictures-") as tmp,
+        ServerGroup(prefix="mersweep-mlflow-") as servers,
+    ):
         work = Path(tmp)
-        server = _start_server(work)
-        try:
-            uri = f"http://127.0.0.1:{server[1]}"
-            sweep_dir = _run_sweep(work, uri, Path(args.spec), args.set or list(SMALL))
-            _photograph(sweep_dir, uri, read_state(sweep_dir), out)
-        finally:
-            server[0].terminate()
-            server[0].wait(30)
+        uri = _start_server(servers, work)
+        sweep_dir = _run_sweep(work, uri, Path(args.spec), args.set or list(SMALL))
+        _photograph(sweep_dir, uri, read_state(sweep_dir), out)
     for png in sorted(out.glob("*.png")):
         print(f"{png} ({png.stat().st_size // 1024} KB)")
     return 0
 
 
-def _start_server(work: Path) -> tuple[subprocess.Popen, int]:
-    """`mlflow server` on a sqlite store in `work`, on a free port, healthy."""
+def _start_server(servers: ServerGroup, work: Path) -> str:
+    """`mlflow server` on a sqlite store in `work`, on a free port, healthy; its address.
+
+    Started in `servers`: Ctrl-C (once or twice) or SIGTERM stops it with its workers.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}"]
     cmd += ["--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    log = open(work / "server.log", "w")  # noqa: SIM115 (the server outlives this function)
-    proc = subprocess.Popen([*cmd, "--workers", "1"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(work / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc, port
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("mlflow server not healthy after 180 s")
+    uri = f"http://127.0.0.1:{port}"
+    servers.start("mlflow server", [*cmd, "--workers", "1"], env=env).wait_answering(f"{uri}/health", timeout=180)
+    return uri
 
 
 def _run_sweep(work: Path, uri: str, spec: Path, overrides: list[str]) -> Path:

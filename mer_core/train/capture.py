@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+
+# torch's private pytree helpers (pinned by tests/test_third_party_internals.py)
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from mer_core.configs.schema import ExperimentConfig

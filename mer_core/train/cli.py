@@ -17,7 +17,7 @@ from mer_core.configs.loader import parse_override
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.data import load_data
 from mer_core.errors import UserInputError
-from mer_core.train.device_data import resolve_device
+from mer_core.train.effective import effective_config
 from mer_core.train.missing_eval import grid_table, parse_rates
 from mer_core.train.preflight import check_modality_keys, check_trainable
 from mer_core.train.result import TrialResult
@@ -90,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UserInputError(f"--save: expected a folder (created if missing); given: {args.save!r} is a file")
     # runtime.device=cuda without a GPU: exit 2 before loading (a sweep checks this on the driver only
-    # for a local cluster: a cluster's workers may have GPUs the driver lacks).
-    resolve_device(cfg.runtime)
+    # for a local cluster: a cluster's workers may have GPUs the driver lacks). What runs and what
+    # --save writes is the effective config: device, thread count and fold seed written out.
+    cfg = effective_config(cfg)
     data = load_data(cfg.data)
     # Before any output: what training would only find out later (folds, classes, names) exits 2 here.
     check_trainable(cfg, data)
@@ -101,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{data.n_test} held-out test samples, modalities {data.dims}, classes {list(data.class_names)}",
         file=sys.stderr,
     )
+    rt = cfg.runtime
+    print(f"runtime: device {rt.device}, {rt.threads} threads, {rt.precision}", file=sys.stderr)
     result = run(cfg, data, report=None if args.quiet else progress_printer(), keep_model=bool(args.save))
     print(format_summary(result))
     if rates is not None:

@@ -57,6 +57,7 @@ __all__ = [
     "Member",
     "MemberReport",
     "Part",
+    "Stacked",
     "fold_data",
     "pseudo_labelled_set",
     "train_members",
@@ -95,9 +96,9 @@ class Member:
 class Fold:
     """Fold `index` of every member: each member's rows (`split_of`) and the data.
 
-    Members whose `data.seed` differs (the seeds of an ablation) have different folds of the same
-    data; `dev` carries the missing-protocol mask, which is the same for all of them because a
-    protocol with drops trains members of one `data.seed` together only (`_check_shared`).
+    Members whose fold seed differs (`data.fold_seed`: the seeds of an ablation) have different folds
+    of the same data; `dev` carries the missing-protocol mask, which is the same for all of them
+    because a protocol with drops trains members of one fold seed together only (`_check_shared`).
     """
 
     index: int
@@ -110,12 +111,27 @@ class Fold:
 
 
 @dataclass(frozen=True, eq=False)
+class Stacked:
+    """The batches of members that step in lockstep (same set size and batch size), stacked.
+
+    Built once per epoch, so an executor that trains members together reads one step's batches
+    of all of them as one (Ka, B) slice instead of stacking Ka tensors every step.
+    """
+
+    members: tuple[int, ...]  # member indices, in row order
+    idx: torch.Tensor  # (Ka, B) dataset rows
+    y: torch.Tensor | None  # (Ka, B) labels, or None (pre-training)
+
+
+@dataclass(frozen=True, eq=False)
 class Part:
-    """One member's share of a step: its batch's dataset rows (B,) and labels (B,) or None."""
+    """One member's share of a step: its batch's dataset rows (B,) and labels (B,) or None, and the
+    stack of members its batch is a row of (None: it steps alone)."""
 
     member: Member
     idx: torch.Tensor
     y: torch.Tensor | None
+    stack: Stacked | None = None
 
 
 class Executor(Protocol):
@@ -129,8 +145,8 @@ class Executor(Protocol):
     def begin_stage(self, members: Sequence[Member], kind: LossKind) -> None:
         """A fresh optimiser state for `members` (the recipe builds a new optimiser per stage)."""
 
-    def step(self, parts: Sequence[Part], kind: LossKind) -> list[torch.Tensor]:
-        """One optimisation step of each part's member on its batch; each member's 0-d loss.
+    def step(self, parts: Sequence[Part], kind: LossKind) -> torch.Tensor:
+        """One optimisation step of each part's member on its batch; the (n,) losses in `parts` order.
 
         The losses stay on the device (no host-device synchronisation inside a step); the recipe
         reads them once per epoch and fails members whose epoch loss is not finite.
@@ -169,8 +185,8 @@ def train_members(
     """Train every config in `cfgs` with `executor`; one result per config, in order.
 
     Args:
-        cfgs: the configs; they share the data section except `data.seed` (each member's
-            folds) and the missing protocol (one fold mask; with drops, one `data.seed`), which
+        cfgs: the configs; they share the data section except `data.fold_seed` (each member's
+            folds) and the missing protocol (one fold mask; with drops, one fold seed), which
             the callers guarantee.
         data: the dataset (shared, never modified).
         executor: how steps run.
@@ -193,16 +209,16 @@ def train_members(
     test = HeldOut.of(data, base.missing, device, dtype=dtype)
     splits = {
         s: make_splits(data, folds=base.data.folds, val_fraction=base.data.val_fraction, seed=s)
-        for s in sorted({c.data.seed for c in cfgs})
+        for s in sorted({c.data.split_seed for c in cfgs})
     }
     members = [Member(index=i, cfg=c) for i, c in enumerate(cfgs)]
     # Model init and dropout use the global generator: seed it per fold, leave the caller's alone.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        for k, split in enumerate(splits[base.data.seed]):
+        for k, split in enumerate(splits[base.data.split_seed]):
             alive = [m for m in members if m.alive]
             if not alive:
                 break
-            own = {m.index: splits[m.cfg.data.seed][k] for m in members}
+            own = {m.index: splits[m.cfg.data.split_seed][k] for m in members}
             fold = Fold(k, own, data, fold_data(dev, data, split, base.missing))
             _train_fold(executor, alive, fold, report=report, keep_model=keep_model)
             if test is not None:
@@ -213,20 +229,20 @@ def train_members(
 
 
 def _check_shared(cfgs: Sequence[ExperimentConfig]) -> None:
-    # One dataset and one fold mask serve every member; `data.seed` only picks a member's folds.
+    # One dataset and one fold mask serve every member; `data.fold_seed` only picks a member's folds.
     # The mask drops pairs at the test-time rate on a fold's validation rows, so members whose
     # folds differ can share it only when the protocol drops nothing.
     protocol = ("train_rate", "train_rates", "test_rate", "test_rates", "seed")
     first = cfgs[0]
     for cfg in cfgs[1:]:
-        same_data = dataclasses.replace(cfg.data, seed=first.data.seed) == first.data
+        same_data = dataclasses.replace(cfg.data, fold_seed=first.data.fold_seed) == first.data
         if not same_data or any(getattr(cfg.missing, f) != getattr(first.missing, f) for f in protocol):
             raise ValueError(
-                "members trained together must share `data` (but data.seed) and the missing protocol "
+                "members trained together must share `data` (but data.fold_seed) and the missing protocol "
                 "(missing.*_rate(s), seed)"
             )
-        if cfg.data.seed != first.data.seed and drops_any(first.missing):
-            raise ValueError("members whose data.seed differs cannot share a missing protocol that drops pairs")
+        if cfg.data.split_seed != first.data.split_seed and drops_any(first.missing):
+            raise ValueError("members whose fold seed differs cannot share a missing protocol that drops pairs")
 
 
 def fold_data(dev: DeviceData, data: FeatureSet, split: Split, cfg: MissingConfig) -> DeviceData:
@@ -316,28 +332,51 @@ def _epoch(
     """One epoch of every member in `members` over its own (rows, labels) set; returns train/loss.
 
     Each member draws its own batch order; step j runs batch j of every member that has one.
-    Step losses stay on the device and are read back once, at the end of the epoch: a step
-    never waits for the device. Members whose epoch loss is not finite are marked diverged and
-    removed from `members` (a member that diverged mid-epoch stepped on to the epoch's end;
-    its weights are never used again).
+    Everything per member (its rows and labels in batch order, split into batches, and the stack
+    of members that step in lockstep) is built here once per epoch, so a step costs the host the
+    same whatever the number of members. Step losses stay on the device and are read back once,
+    at the end of the epoch: a step never waits for the device. Members whose epoch loss is not
+    finite are marked diverged and removed from `members` (a member that diverged mid-epoch
+    stepped on to the epoch's end; its weights are never used again).
     """
-    plans = {}
+    plans: dict[int, list[Part]] = {}
+    lockstep: dict[tuple[int, int], list[Member]] = {}
+    ordered: dict[int, tuple[torch.Tensor, torch.Tensor | None, list[int]]] = {}
     for m in members:
         size = m.cfg.optim.pretrain_batch_size if kind == "pretrain" else m.cfg.optim.batch_size
-        plans[m.index] = list(batches(len(sets[m.index][0]), size, generator=m.batch_gen, device=ex.device))
-    losses: dict[int, list[torch.Tensor]] = {m.index: [] for m in members}  # 0-d step losses, on the device
+        idx, y = sets[m.index]
+        pos = list(batches(len(idx), size, generator=m.batch_gen, device=ex.device))
+        order = torch.cat(pos) if pos else idx[:0]  # (n,) positions in batch order
+        sizes = [len(p) for p in pos]
+        ordered[m.index] = (idx[order], None if y is None else y[order], sizes)  # (n,), (n,)
+        lockstep.setdefault((len(idx), size), []).append(m)
+    for group in lockstep.values():
+        if not ordered[group[0].index][2]:  # empty sets: no batch
+            plans.update({m.index: [] for m in group})
+            continue
+        rows = torch.stack([ordered[m.index][0] for m in group])  # (Ka, n)
+        labels = None if ordered[group[0].index][1] is None else torch.stack([ordered[m.index][1] for m in group])
+        sizes = ordered[group[0].index][2]
+        rows_b = rows.split(sizes, dim=1)  # S x (Ka, B)
+        labels_b = labels.split(sizes, dim=1) if labels is not None else [None] * len(sizes)
+        stacks = [Stacked(tuple(m.index for m in group), r, lb) for r, lb in zip(rows_b, labels_b, strict=True)]
+        for m in group:
+            idx_b = ordered[m.index][0].split(sizes)  # S x (B,)
+            y = ordered[m.index][1]
+            y_b = y.split(sizes) if y is not None else [None] * len(sizes)
+            plans[m.index] = [Part(m, i, yy, st) for i, yy, st in zip(idx_b, y_b, stacks, strict=True)]
+    step_losses: list[torch.Tensor] = []  # (n_s,) per step, on the device
+    owners: list[int] = []  # position in `members` of each step loss
+    weights: list[int] = []  # its batch size
+    slot = {m.index: i for i, m in enumerate(members)}
     for j in range(max((len(p) for p in plans.values()), default=0)):
-        live = [m for m in members if j < len(plans[m.index])]
-        if not live:
+        parts = [plans[m.index][j] for m in members if j < len(plans[m.index])]
+        if not parts:
             break
-        parts = []
-        for m in live:
-            pos = plans[m.index][j]
-            idx, y = sets[m.index]
-            parts.append(Part(m, idx[pos], None if y is None else y[pos]))
-        for m, value in zip(live, ex.step(parts, kind), strict=True):
-            losses[m.index].append(value)
-    means = _epoch_means(members, losses, plans)
+        step_losses.append(ex.step(parts, kind))
+        owners += [slot[p.member.index] for p in parts]
+        weights += [len(p.idx) for p in parts]
+    means = _epoch_means(members, step_losses, owners, weights)
     for m in list(members):
         if not math.isfinite(means[m.index]):
             m.fail("diverged", f"non-finite loss ({means[m.index]}) during {where}")
@@ -346,20 +385,23 @@ def _epoch(
 
 
 def _epoch_means(
-    members: Sequence[Member], losses: Mapping[int, list[torch.Tensor]], plans: Mapping[int, list[torch.Tensor]]
+    members: Sequence[Member], step_losses: Sequence[torch.Tensor], owners: Sequence[int], weights: Sequence[int]
 ) -> dict[int, float]:
     """Each member's sample-weighted mean step loss, read back in one transfer for all members."""
-    stepped = [m for m in members if losses[m.index]]
     out = {m.index: 0.0 for m in members}
-    if not stepped:
+    if not step_losses:
         return out
-    means = []
-    for m in stepped:
-        values = torch.stack(losses[m.index]).double()  # (S,) in float64, as the sum of Python floats was
-        sizes = [len(p) for p in plans[m.index]]
-        n = torch.tensor(sizes, dtype=torch.float64).to(values.device, non_blocking=True)  # (S,)
-        means.append((values * n).sum() / sum(sizes))
-    out.update(zip((m.index for m in stepped), torch.stack(means).tolist(), strict=True))  # the epoch's one sync
+    values = torch.cat(list(step_losses)).double()  # (T,) in float64, as the sum of Python floats was
+    device = values.device
+    n = torch.tensor(weights, dtype=torch.float64).to(device, non_blocking=True)  # (T,)
+    owner = torch.tensor(owners, dtype=torch.long).to(device, non_blocking=True)  # (T,)
+    sums = torch.zeros(len(members), dtype=torch.float64, device=device).index_add_(0, owner, values * n)  # (M,)
+    totals = [0] * len(members)
+    for o, w in zip(owners, weights, strict=True):
+        totals[o] += w
+    stepped = [i for i, t in enumerate(totals) if t > 0]
+    found = (sums[stepped] / torch.tensor([totals[i] for i in stepped], dtype=torch.float64, device=device)).tolist()
+    out.update({members[i].index: v for i, v in zip(stepped, found, strict=True)})  # the epoch's one sync
     return out
 
 

@@ -219,7 +219,7 @@ class SingleExecutor:
             )
         return t.steps[kind]
 
-    def step(self, parts: Sequence[Part], kind: LossKind) -> list[Tensor]:
+    def step(self, parts: Sequence[Part], kind: LossKind) -> Tensor:
         values = []
         for part in parts:
             m, t = part.member, self._members[part.member.index]
@@ -229,7 +229,7 @@ class SingleExecutor:
             draws = draw(x, mask, terms, cfg=m.cfg, schedules=m.schedules, generator=m.noise_gen)
             key = (kind, int(part.idx.shape[0]))  # one graph per batch size: the last batch keeps its rows
             values.append(t.graphs.run(key, self._step_fn(m, t, kind), x, mask, part.y, draws.as_dict()))
-        return values
+        return torch.stack(values)  # (n,)
 
     def predict(
         self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None

@@ -1,11 +1,12 @@
 """The plan of an ablation sweep (`kind: ablation`): named variants x paired seeds, as one Ray Tune run.
 
 Every variant runs on the same seeds, and a seed fixes both the model's initialisation and the
-data folds (`seed` and `data.seed`), so variant A on seed 3 and variant B on seed 3 see the same
-splits: their difference is a paired measurement (`python -m analysis compare`). With
-`ablation.vary` a seed varies only one of the two (the other stays at the base config's value),
-and `ablation.variance_seeds: k` adds k init seeds x k split seeds, crossed, for the reference,
-whose spread `analysis.variance` splits into init, split and residual parts.
+data folds (`seed` and `data.fold_seed`), so variant A on seed 3 and variant B on seed 3 see the same
+splits of the one dataset the sweep loads (with its `data.seed`): their difference is a paired
+measurement (`python -m analysis compare`). With `ablation.vary` a seed varies only one of the two
+(the other stays at the base config's value), and `ablation.variance_seeds: k` adds k init seeds x
+k split seeds, crossed, for the reference, whose spread `analysis.variance` splits into init, split
+and residual parts.
 
 Seeds are a fixed list (one look at the end) or adaptive (`seeds: {initial, max, step}`): after
 `initial` seeds the verdicts are taken (`sweeps.ablation.verdicts`), and the reference and every
@@ -32,7 +33,7 @@ from sweeps.spec.schema import AblationConfig, SweepSpec
 from sweeps.tracking.names import ABLATION_SEED_PARAM, PHASE_PARAM, VARIANT_PARAM
 
 VARIANT_KEY, SEED_KEY, PHASE_KEY = "__variant", "__seed", "__phase"
-INIT_KEY, SPLIT_KEY = "__init_seed", "__split_seed"  # the model and data seeds, when not the paired seed
+INIT_KEY, SPLIT_KEY = "__init_seed", "__split_seed"  # the model and fold seeds, when not the paired seed
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def ablation_overrides(config: Mapping[str, Any], variants: Mapping[str, Mapping
         return {}
     seed = int(config[SEED_KEY])
     init, split = int(config.get(INIT_KEY, seed)), int(config.get(SPLIT_KEY, seed))
-    return {**variants[config[VARIANT_KEY]], "seed": init, "data.seed": split}
+    # The split seed picks the folds only (`data.fold_seed`): `data.seed` drew the dataset, its hidden
+    # labels and its test split once for the whole sweep, and the trial's config keeps saying so.
+    return {**variants[config[VARIANT_KEY]], "seed": init, "data.fold_seed": split}
 
 
 def ablation_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def ablation_plan(spec: SweepSpec) -> AblationPlan | None:
         alpha=ablation.alpha,
         min_effect=ablation.min_effect,
         init_seed=None if ablation.vary.init else base.seed,
-        split_seed=None if ablation.vary.split else base.data.seed,
+        split_seed=None if ablation.vary.split else base.data.split_seed,
         variance_seeds=ablation.variance_seeds,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mer_core.cli_util import EXIT_INTERRUPTED, EXIT_OK, exit_cli
 from mer_core.subcommands import command_parser, run_command
-from sweeps.execution.ray_start import check_address, check_local_resources, ray_address
+from sweeps.execution.ray_start import check_address, check_local_cuda, check_local_resources, ray_address
 from sweeps.spec import load_sweep
 from sweeps.tracking.uri import redact
 
@@ -61,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.execution.prepare import describe, prepare
     from sweeps.execution.results import format_table
 
+    if address is None:  # before the data loads: a local sweep's trials would run on this machine's torch
+        check_local_cuda(spec.resources.gpu, device=spec.base_config().runtime.device)
     prepared = prepare(spec, resume=args.resume, tracking_uri=args.tracking_uri, runs_root=Path(args.runs_dir))
     if address is None:  # a cluster's nodes may have what this machine lacks
-        check_local_resources(spec.resources.cpu, spec.resources.gpu, device=prepared.base.runtime.device)
+        resources = prepared.spec.resources  # execution.population: auto may have set the GPU share
+        check_local_resources(resources.cpu, resources.gpu, device=prepared.base.runtime.device)
     print(describe(prepared), file=sys.stderr)
     if args.dry_run:
         return EXIT_OK

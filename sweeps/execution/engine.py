@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import subprocess
+import time
 from concurrent.futures import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,7 @@ from sweeps.tracking.names import (
     spec_param,
 )
 from sweeps.tracking.uri import redact, ui_base, ui_link
-from sweeps.trainable.report import max_iterations
-from sweeps.trainable.trial import trial_main
+from sweeps.trainable.objectives import objective_of, trial_iterations
 
 if TYPE_CHECKING:
     from sweeps.tracking.tracker import SweepTracker
@@ -90,7 +90,7 @@ def execute(
         metric=spec.metric,
         mode=spec.mode,
         total=prepared.total_trials,
-        max_iterations=max_iterations(prepared.base),
+        max_iterations=trial_iterations(spec, prepared.base),
         verbose=verbose,
     )
     callbacks = [logger, progress, StateSnapshot(prepared.folder)]
@@ -115,6 +115,7 @@ def execute(
     )
     searcher = ablation_searcher(tuner)
     progress.status = searcher.status if searcher is not None else None
+    progress.backlog = tracker.backlog
     with watch_interrupt() as interrupt:
         try:
             grid = tuner.fit()
@@ -146,6 +147,7 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
     if tracker.backlog():
         log.warning("report: not written, the tracking server has not taken every trial yet; later: %s", redo)
         return
+    began = time.perf_counter()
     try:
         from analysis.report.publish import publish_sweep_end
 
@@ -156,7 +158,8 @@ def _publish_report(tracker: SweepTracker, prepared: PreparedSweep) -> None:
         return
     base = ui_base(prepared.tracking_uri)
     where = ui_link(base, tracker.experiment_id, tracker.parent_id) if base else f"parent run {tracker.parent_id}"
-    log.info("report: %s (also on the sweep's MLflow run: %s)", path, where)
+    took = time.perf_counter() - began
+    log.info("report: %s written in %.1f s (also on the sweep's MLflow run: %s)", path, took, where)
 
 
 def _redo(prepared: PreparedSweep) -> str:
@@ -215,7 +218,8 @@ def _trainable(prepared: PreparedSweep) -> Any:
     from ray import tune
 
     if not prepared.fused:
-        return tune.with_parameters(trial_main, data=prepared.data, settings=prepared.settings)
+        trainable = objective_of(prepared.spec).trainable
+        return tune.with_parameters(trainable, data=prepared.data, settings=prepared.settings)
     from sweeps.execution.tuner import population_schedule
     from sweeps.fused.trial import population_main
 

@@ -15,11 +15,13 @@ from mer_core.configs import ExperimentConfig, build_config, flatten, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import ConfigError, UserInputError
+from mer_core.train.effective import pin_threads_and_folds
 from mer_core.train.fused.fields import check_fusable
 from mer_core.train.preflight import check_modality_keys, check_registry_choices, check_trainable
 from sweeps.ablation.batches import plan_ray_trials
 from sweeps.ablation.plan import AblationPlan, ablation_params, ablation_plan
 from sweeps.errors import prefixed
+from sweeps.execution.packing import is_auto, resolve_packing, resumed_packing
 from sweeps.resume.state import SweepState, check_same_sweep, read_state, run_dir
 from sweeps.space import SearchSpace, load_space
 from sweeps.space.study import StudyRef, check_storage, default_storage, retune_study_name
@@ -27,7 +29,7 @@ from sweeps.space.warm_start import WarmStart, load_warm_start, resolve_source
 from sweeps.spec import SweepSpec
 from sweeps.tracking.uri import check_reachable, redact, resolve_tracking_uri
 from sweeps.trainable.faults import plan_from_env
-from sweeps.trainable.report import max_iterations
+from sweeps.trainable.objectives import objective_of, trial_iterations
 from sweeps.trainable.trial import TrialSettings, trial_overrides
 
 
@@ -45,6 +47,7 @@ class PreparedSweep:
     state: SweepState | None
     study: StudyRef | None = None  # the sweep's Optuna study (None: an ablation without re-tuning)
     warm: WarmStart | None = None  # `search.warm_start`: earlier trials the new study starts with
+    packing: str = ""  # population auto: what the probe chose and why (the header's execution line)
 
     @property
     def settings(self) -> TrialSettings:
@@ -57,6 +60,7 @@ class PreparedSweep:
             fixed={},
             threads=threads,
             variants=variants,
+            objective=to_dict(self.spec.objective),
         )
 
     @property
@@ -79,27 +83,33 @@ class PreparedSweep:
         """Flattened full config of a trial (its MLflow params), plus its ablation variant and seed.
 
         In fused mode the callbacks call it with one member's sampled params (`members_of`).
+        The thread count and the fold seed are what the trial runs with (its `config.yaml` says
+        the same); `runtime.device` is as configured, since `auto` resolves on the trial's worker.
         """
         cfg = build_config(self.settings.base, trial_overrides(config, self.settings))
-        return {**flatten(cfg), **ablation_params(config)}
+        resolved = pin_threads_and_folds(cfg, threads=self.settings.threads)
+        return {**flatten(resolved), **ablation_params(config)}
 
 
 def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_root: Path) -> PreparedSweep:
     """Validate the whole sweep; raises UserInputError (exit 2) before writing anything."""
     base = spec.base_config()
+    objective_of(spec)  # an unknown objective.name exits 2 here, listing the registered ones
     plan_from_env()  # a bad $MERSWEEP_FAULTS (tests, benchmarks) exits 2 before anything is written
     space = _space_of(spec)
     _check_rungs(spec, base)
+    forced: ConfigError | None = None  # population auto: a field that forces trial mode
     if spec.execution.mode == "fused":
-        check_fusable(base, sampled=space.names if space is not None else ())
-        for name in spec.ablation.variants if spec.ablation else {}:
-            try:
-                check_fusable(spec.variant_config(name))
-            except ConfigError as err:  # the field is the variant's override: name the variant
-                raise prefixed(err, f"ablation.variants.{name}") from None
+        try:
+            _check_fusable(spec, base, space)
+        except ConfigError as err:
+            if not is_auto(spec):
+                raise
+            forced = err
     folder = run_dir(runs_root, spec.name)
     state = read_state(folder) if resume else None
     if state is not None:
+        spec = resumed_packing(spec, state)
         check_same_sweep(state, spec.to_yaml())
     if not resume and folder.exists() and any(folder.iterdir()):
         raise UserInputError(
@@ -114,7 +124,20 @@ def prepare(spec: SweepSpec, *, resume: bool, tracking_uri: str | None, runs_roo
     warm = _warm_start(spec, space, runs_root)
     data = load_data(base.data)
     _check_against_data(spec, base, space, data)
-    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm)
+    plan = ablation_plan(spec)
+    spec, packing = resolve_packing(
+        spec, base, data, forced=forced, num_samples=plan.total_trials if plan else spec.search.num_samples
+    )
+    return PreparedSweep(spec, base, space, data, uri, folder, resume, state, study, warm, packing)
+
+
+def _check_fusable(spec: SweepSpec, base: ExperimentConfig, space: SearchSpace | None) -> None:
+    check_fusable(base, sampled=space.names if space is not None else ())
+    for name in spec.ablation.variants if spec.ablation else {}:
+        try:
+            check_fusable(spec.variant_config(name))
+        except ConfigError as err:  # the field is the variant's override: name the variant
+            raise prefixed(err, f"ablation.variants.{name}") from None
 
 
 def _study_of(spec: SweepSpec, folder: Path, space: SearchSpace | None, *, resume: bool) -> StudyRef | None:
@@ -163,7 +186,7 @@ def _check_rungs(spec: SweepSpec, base: ExperimentConfig) -> None:
     s = spec.scheduler
     if s.kind not in ("asha", "hyperband") or s.max_t is not None:
         return  # an explicit max_t is checked against grace_period by the schema
-    top = max_iterations(base)
+    top = trial_iterations(spec, base)
     if s.grace_period > top:
         allowed = (
             f"<= {top}, the results the longest trial reports (folds x optim.max_epochs x "
@@ -220,8 +243,9 @@ def _space_of(spec: SweepSpec) -> SearchSpace | None:
 
 
 def _describe_execution(prepared: PreparedSweep) -> list[str]:
+    chosen = [prepared.packing] if prepared.packing else []
     if not prepared.fused:
-        return []
+        return chosen
     k, plan = prepared.spec.execution.population, prepared.plan
     n = prepared.total_trials
     if plan is None:
@@ -230,8 +254,9 @@ def _describe_execution(prepared: PreparedSweep) -> list[str]:
         batches = plan_ray_trials(plan, population=k)
         what = f"(a look's seeds of a variant, or its re-tuning trials: {n} trials in {batches} Ray trials)"
     return [
+        *chosen,
         f"execution: fused populations of up to {k} members {what}; members of one shape train as one "
-        "stacked model, resources per trial apply to the whole population"
+        "stacked model, resources per trial apply to the whole population",
     ]
 
 

@@ -95,7 +95,8 @@ def worker_runtime_env(verbose: bool) -> dict[str, Any] | None:
 def local_capacity() -> tuple[int, int] | None:
     """(CPUs, GPUs) a Ray cluster started on this machine will have, by Ray's own detection.
 
-    Ray's detection is not public API: when it cannot be asked, None (and no check is made).
+    Ray's detection is not public API: when it cannot be asked, None (and no check is made);
+    tests/test_third_party_internals.py fails on a Ray release that moves it.
     """
     try:
         from ray._private.accelerators import get_accelerator_manager_for_resource
@@ -131,6 +132,46 @@ def check_local_resources(cpu: float, gpu: float, *, device: str = "auto") -> No
         if asked > have:
             allowed = f"<= {have} (this machine's local Ray cluster; a bigger cluster: --address)"
             raise ConfigError(field, allowed, asked, "more than the cluster has (no trial would ever start)")
+
+
+def torch_cuda() -> tuple[bool, str]:
+    """(can this Python's torch train on a GPU, why not): what a local cluster's trials would see."""
+    import torch
+
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} here is a CPU build"
+    if not torch.cuda.is_available():
+        return False, f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device"
+    return True, ""
+
+
+def check_local_cuda(gpu: float, *, device: str = "auto", cuda: tuple[bool, str] | None = None) -> None:
+    """A local sweep that asks for GPUs needs a torch that can use one: refused before Ray starts.
+
+    The trials of a local cluster run in this machine's Python, so a GPU slot or `runtime.device:
+    cuda` without CUDA in its torch would fail every trial or hold idle GPU slots. A joined
+    cluster (`--address`) is not checked: its nodes, not the driver, hold the GPUs and the torch
+    that uses them (this is also how a test cluster with declared GPUs runs GPU sweeps on a
+    machine without one).
+
+    Args:
+        gpu: `resources.gpu` of one trial.
+        device: the base config's `runtime.device`.
+        cuda: (available, why not) of this machine's torch; None asks torch (`torch_cuda`).
+
+    Raises:
+        ConfigError: naming `resources.gpu` (or `runtime.device: cuda`), why, and the value.
+    """
+    if gpu <= 0 and device != "cuda":
+        return
+    available, why = cuda if cuda is not None else torch_cuda()
+    if available:
+        return
+    if gpu > 0:
+        allowed = f"0 ({why}; install a CUDA build of torch, or run on a GPU cluster with --address)"
+        raise ConfigError("resources.gpu", allowed, gpu, "no GPU for a local sweep")
+    allowed = f"auto, cpu ({why}; a GPU cluster: --address)"
+    raise ConfigError("runtime.device", allowed, device, "unavailable")
 
 
 def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:

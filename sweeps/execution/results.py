@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mer_core.configs import build_config, save_config
+from mer_core.configs import ExperimentConfig, build_config, load_config, save_config
+from mer_core.train.effective import pin_threads_and_folds
 from sweeps.execution.prepare import PreparedSweep
-from sweeps.fused.members import member_outcome, member_result, member_trial_id, members_of
+from sweeps.fused.members import member_outcome, member_prefix, member_result, member_trial_id, members_of
+from sweeps.tracking.names import CONFIG_ARTIFACT
 from sweeps.trainable.report import FINAL_KEY, trial_outcome
 from sweeps.trainable.trial import trial_overrides
 
@@ -24,6 +27,8 @@ class TrialRow:
     params: dict[str, Any]
     iterations: int
     reported: float | None = None  # the spec's report_metric (held-out test score with a test split)
+    checkpoint: Any = None  # the trial's ray.tune.Checkpoint: its artifacts, the config it ran with
+    prefix: str = ""  # a fused member's folder in the checkpoint (`m<i>/`)
 
 
 @dataclass
@@ -62,7 +67,7 @@ def summarize(
     out = SweepOutcome(rows=rows, interrupted=stopped or short or unfinished > 0)
     if done:
         best = max(done, key=lambda r: r.value if spec.mode == "max" else -r.value)  # type: ignore[operator]
-        cfg = build_config(prepared.settings.base, trial_overrides(best.params, prepared.settings))
+        cfg = _config_of(best, prepared)
         path = prepared.folder / "best_config.yaml"
         held_out = (
             ""
@@ -88,15 +93,28 @@ def _rows(result, metric: str, reported: str) -> list[TrialRow]:
         outcome = trial_outcome(last, errored=errored)
         iterations = int(last.get("training_iteration", 0))
         value, report = _float(last.get(metric)), _float(last.get(reported))
-        return [TrialRow(trial_id, outcome, value, dict(result.config or {}), iterations, report)]
+        return [TrialRow(trial_id, outcome, value, dict(result.config or {}), iterations, report, result.checkpoint)]
     rows = []
     for i, params in enumerate(members):
         values = member_result(last, i)
         outcome = member_outcome(last, i, errored=errored)
         iterations = int(values.get("iteration", 0))
         value, report = _float(values.get(metric)), _float(values.get(reported))
-        rows.append(TrialRow(member_trial_id(trial_id, i), outcome, value, params, iterations, report))
+        member = member_trial_id(trial_id, i)
+        rows.append(TrialRow(member, outcome, value, params, iterations, report, result.checkpoint, member_prefix(i)))
     return rows
+
+
+def _config_of(row: TrialRow, prepared: PreparedSweep) -> ExperimentConfig:
+    """The config a trial ran with: its logged `config.yaml` (the effective one: threads, device and
+    fold seed as the worker found them), else rebuilt here with the threads and fold seed it was given."""
+    if row.checkpoint is not None:
+        with row.checkpoint.as_directory() as folder:
+            path = Path(folder) / row.prefix / CONFIG_ARTIFACT
+            if path.is_file():
+                return load_config(path)
+    cfg = build_config(prepared.settings.base, trial_overrides(row.params, prepared.settings))
+    return pin_threads_and_folds(cfg, threads=prepared.settings.threads)
 
 
 def _cut_populations(grid) -> int:

@@ -27,6 +27,7 @@ from sweeps.space.study import StudyRef, default_storage
 from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WarmStart
 from sweeps.spec import SchedulerConfig, SweepSpec
+from sweeps.trainable.objectives import trial_iterations
 from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
@@ -35,7 +36,8 @@ class SeededHyperBand(AsyncHyperBandScheduler):
 
     Ray draws each new trial's bracket from the global NumPy generator (softmax over the
     brackets' rung counts); here the same draw comes from a generator seeded by the sweep, so a
-    sweep's brackets repeat with its seed.
+    sweep's brackets repeat with its seed. Ray's bracket bookkeeping is private; pinned by
+    tests/test_third_party_internals.py.
     """
 
     def __init__(self, *, seed: int, **kwargs: Any) -> None:
@@ -84,7 +86,7 @@ def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialSchedu
 
 def make_scheduler(spec: SweepSpec, base: ExperimentConfig) -> TrialScheduler:
     """The sweep's scheduler (`build_scheduler`), its bracket draws seeded by `search.seed`."""
-    return build_scheduler(spec.scheduler, max_t=max_iterations(base), seed=spec.search.seed)
+    return build_scheduler(spec.scheduler, max_t=trial_iterations(spec, base), seed=spec.search.seed)
 
 
 def make_ablation_searcher(
@@ -106,7 +108,8 @@ def make_ablation_searcher(
 
 def ablation_searcher(tuner: tune.Tuner) -> AblationSearcher | None:
     """The ablation searcher a Tuner runs (the restored one on `--resume`), for its status; else None."""
-    alg = tuner._local_tuner._tune_config.search_alg  # Ray keeps no public handle on it
+    # Ray keeps no public handle on the (restored) searcher; pinned by tests/test_third_party_internals.py.
+    alg = tuner._local_tuner._tune_config.search_alg
     return alg if isinstance(alg, AblationSearcher) else None
 
 
@@ -117,7 +120,13 @@ def make_study(
 
     `replace`: a resumed sweep Ray had saved nothing of starts over, its earlier study too.
     """
-    sampler = make_sampler(spec.search.algorithm, spec.search.seed, space=space, n_startup_trials=spec.startup_trials())
+    sampler = make_sampler(
+        spec.search.algorithm,
+        spec.search.seed,
+        space=space,
+        n_startup_trials=spec.startup_trials(),
+        history=spec.search.history,
+    )
     study = ref.create(sampler=sampler, mode=spec.mode, replace=replace)
     if warm is not None:
         warm.seed(study)
@@ -204,7 +213,8 @@ def build_tuner(
     if resume:
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
         # Callbacks are pickled with the tuner without their live MLflow client; give the
-        # restored run the fresh ones (same parent run, reopened by the caller).
+        # restored run the fresh ones (same parent run, reopened by the caller). Tuner.restore takes
+        # no callbacks; pinned by tests/test_third_party_internals.py.
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
     study = study or StudyRef(default_storage(folder), spec.name)

@@ -15,6 +15,7 @@ member's status, failure reason and final metrics, and a checkpoint folder with 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,13 +26,14 @@ from mer_core.configs.schema import ExperimentConfig
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult
+from mer_core.train.effective import effective_config
 from mer_core.train.fused import MemberReport, group_by_shape, train_population
 from mer_core.train.fused.fields import schedule_key
 from sweeps.fused.members import RUNGS_KEY, RUNGS_RESULT, member_prefix, members_of
 from sweeps.fused.rungs import RungSchedule, RungStopper
 from sweeps.tracking.names import final_metric
 from sweeps.trainable.faults import injector_from_env
-from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.report import FINAL_KEY, placement
 from sweeps.trainable.trial import TrialSettings, trial_overrides, write_trial_artifacts
 from sweeps.trainable.worker_setup import quiet_worker
 
@@ -172,18 +174,15 @@ def population_main(
     members = members_of(config) or []
     cfgs, invalid = build_members(members, settings)
     faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))
-    node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+    node = placement(ray.get_runtime_context().get_node_id(), os.environ)
 
     def send(result: dict[str, Any]) -> None:
         if faults is not None:
             faults.on_epoch()
         tune.report({**result, **node})
 
-    first = next(iter(cfgs.values()), None)
-    if first is not None and first.runtime.threads is None:
-        import torch
-
-        torch.set_num_threads(settings.threads)
+    # As a one-trial Ray trial does: each member's config says the threads, device and folds it ran with.
+    cfgs = {i: effective_config(cfg, threads=settings.threads) for i, cfg in cfgs.items()}
     relay = PopulationRelay(settings=settings, stopper=RungStopper(schedule, config.get(RUNGS_KEY, ())), send=send)
     results = train_groups(cfgs, data, relay)
     final = relay.final(results, invalid)

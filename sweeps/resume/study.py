@@ -15,6 +15,7 @@ numbers, params, values, attributes and times kept; the dashboard shows it under
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Collection
 
@@ -38,7 +39,7 @@ def restore_study(study: optuna.Study, history: list[FrozenTrial], *, rerun: Col
     study is loaded again by name, since an earlier resume may have recreated it.
     """
     want = [_fresh(t) if t.number in rerun else t for t in history]
-    storage = study._storage
+    storage = study._storage  # no public accessor; pinned by tests/test_third_party_internals.py
     try:
         stored = optuna.load_study(study_name=study.study_name, storage=storage, sampler=study.sampler)
         if _same(stored.get_trials(deepcopy=False), want):
@@ -61,24 +62,18 @@ def restore_study(study: optuna.Study, history: list[FrozenTrial], *, rerun: Col
 def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
     """A handle to ask/tell through on trial `number` of `study` (which must be running)."""
     frozen = study.get_trials(deepcopy=False)[number]
+    # Optuna has no public way back to a running trial; pinned by tests/test_third_party_internals.py.
     return optuna.Trial(study, frozen._trial_id)
 
 
 def _fresh(trial: FrozenTrial) -> FrozenTrial:
     """`trial` as Ray reruns it: running, with no values or intermediate values yet."""
-    return optuna.trial.FrozenTrial(
-        number=trial.number,
-        state=TrialState.RUNNING,
-        value=None,
-        datetime_start=trial.datetime_start,
-        datetime_complete=None,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
-        system_attrs=trial.system_attrs,
-        intermediate_values={},
-        trial_id=trial._trial_id,
-    )
+    fresh = copy.copy(trial)  # `add_trials` copies it into the storage; `trial` itself is not touched
+    fresh.state = TrialState.RUNNING
+    fresh.value = None
+    fresh.datetime_complete = None
+    fresh.intermediate_values = {}
+    return fresh
 
 
 def _same(stored: list[FrozenTrial], want: list[FrozenTrial]) -> bool:

@@ -24,6 +24,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.space.window import WindowedTPESampler
+
 __all__ = ["BudgetTPESampler", "at_budget", "model_budget"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -64,7 +66,11 @@ def at_budget(trials: Sequence[FrozenTrial], min_points: int) -> list[FrozenTria
 
 
 class _StudyAtBudget:
-    """The study as the sampler reads it: `_get_trials` answers with `at_budget`; all else passes through."""
+    """The study as the sampler reads it: `_get_trials` answers with `at_budget`; all else passes through.
+
+    TPESampler reads the trials through the private `Study._get_trials`; pinned by
+    tests/test_third_party_internals.py.
+    """
 
     def __init__(self, study: optuna.Study, min_points: int) -> None:
         self._study = study
@@ -81,13 +87,13 @@ class _StudyAtBudget:
         return seen if states is None else [t for t in seen if t.state in states]
 
 
-class BudgetTPESampler(optuna.samplers.TPESampler):
+class BudgetTPESampler(WindowedTPESampler):
     """TPESampler whose model sees the trials at one budget (see the module docstring).
 
     Args:
         min_points: Finished trials a budget needs before the model is fitted there (BOHB's
             `min_points_in_model`, by default the number of parameters + 1).
-        **kwargs: TPESampler's options.
+        **kwargs: WindowedTPESampler's options (`history`: the window, after the budget's view).
     """
 
     def __init__(self, *, min_points: int, **kwargs: Any) -> None:

@@ -15,18 +15,25 @@ import optuna
 from mer_core.errors import ConfigError
 from sweeps.space.budget_tpe import BudgetTPESampler
 from sweeps.space.search_space import SearchSpace
+from sweeps.space.window import WindowedTPESampler
 
 ALGORITHMS = ("tpe", "bohb", "qmc", "random", "cmaes", "grid")
 
 
 def make_sampler(
-    algorithm: str, seed: int, *, space: SearchSpace, n_startup_trials: int = 10
+    algorithm: str,
+    seed: int,
+    *,
+    space: SearchSpace,
+    n_startup_trials: int = 10,
+    history: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """An Optuna sampler seeded directly (house rule 9), configured for `space`.
 
     - tpe: multivariate TPE with `group=True` (models the sub-spaces a conditional space creates
       jointly instead of falling back to independent sampling) and `constant_liar=True` (running
-      trials count as bad, so parallel workers do not propose the same point).
+      trials count as bad, so parallel workers do not propose the same point). `history`: past
+      that many finished trials the model sees a window of them (`sweeps.space.window`); None: all.
     - bohb: the same TPE, fitted on the trials at the largest reported epoch that at least
       max(n_startup_trials, params + 1) finished trials reached, each scored by its value there
       (BOHB's rule, `sweeps.space.budget_tpe`); meant for `scheduler.kind: hyperband`.
@@ -51,10 +58,10 @@ def make_sampler(
         # One TPE configuration for both: `bohb` differs only in which trials its model is fitted on.
         tpe = {"seed": seed, "n_startup_trials": n_startup_trials, "multivariate": True, "group": True}
         if algorithm == "tpe":
-            return optuna.samplers.TPESampler(**tpe, constant_liar=True)
+            return WindowedTPESampler(history=history, **tpe, constant_liar=True)
         if algorithm == "bohb":
             min_points = max(n_startup_trials, len(space.params) + 1)
-            return BudgetTPESampler(min_points=min_points, **tpe, constant_liar=True)
+            return BudgetTPESampler(min_points=min_points, history=history, **tpe, constant_liar=True)
         if algorithm == "qmc":
             return optuna.samplers.QMCSampler(
                 qmc_type="sobol",
@@ -91,7 +98,7 @@ def check_algorithm(algorithm: str, space: SearchSpace) -> None:
 class AskTellGridSampler(optuna.samplers.GridSampler):
     """GridSampler whose after_trial does not call `Study.stop`.
 
-    Ray's OptunaSearch drives Optuna by ask/tell, where `Study.stop` (called by GridSampler once
+    The sweep's searchers drive Optuna by ask/tell, where `Study.stop` (called by GridSampler once
     the grid is exhausted) raises RuntimeError; the sweep's num_samples bounds the run instead.
     """
 

@@ -188,7 +188,7 @@ class StudyLinks:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_storage": None}  # a live connection is not state
 
-    def _trials(self) -> list[optuna.trial.FrozenTrial]:
+    def _trials(self, states: tuple[TrialState, ...] | None = None) -> list[optuna.trial.FrozenTrial]:
         if self._storage is None:
             self._storage = self.ref.open_storage()
         trials: list[optuna.trial.FrozenTrial] = []
@@ -197,8 +197,17 @@ class StudyLinks:
                 study_id = self._storage.get_study_id_from_name(name)
             except KeyError:  # not created yet, or being recreated by a resume
                 continue
-            trials += self._storage.get_all_trials(study_id, deepcopy=False)
+            trials += self._storage.get_all_trials(study_id, deepcopy=False, states=states)
         return trials
+
+    def _candidates(self, units: set[str]) -> list[optuna.trial.FrozenTrial]:
+        """The trials that may be `units`': a starting trial is RUNNING in Optuna, so the running ones
+        are searched first (a few, where the whole history grows with the sweep); the rest only for
+        a unit not found there (a resumed sweep relinking a trial that had ended)."""
+        running = self._trials((TrialState.RUNNING,))
+        if units <= {t.user_attrs.get(RAY_TRIAL_ATTR) for t in running}:
+            return running
+        return self._trials()
 
     def link(self, runs: Mapping[str, str | None]) -> dict[str, int]:
         """Record each unit's MLflow run id (None: not known yet) on its Optuna trial.
@@ -208,7 +217,7 @@ class StudyLinks:
         """
         try:
             found: dict[str, int] = {}
-            for t in self._trials():
+            for t in self._candidates(set(runs)):
                 unit = t.user_attrs.get(RAY_TRIAL_ATTR)
                 if unit not in runs:
                     continue

@@ -4,7 +4,8 @@ Optuna's samplers learn from trial states. TPE (`_split_trials`) ranks COMPLETE 
 value and PRUNED trials separately, by how far they got and their last intermediate value;
 FAIL trials are ignored. Ray's `OptunaSearch` tells COMPLETE whenever the last result holds the
 metric, so a trial that ASHA stopped at epoch 3 would enter TPE as finished with its epoch-3
-score. Here the outcome decides instead:
+score (and changing that would mean reaching into its private attributes), so the searcher here
+is our own, on Ray's public `Searcher` and Optuna's ask/tell. The outcome decides:
 
 - `ok` (trained to its end) with a finite value -> COMPLETE with that value;
 - `pruned` (stopped by the scheduler, or by the trainer's report) -> PRUNED; its intermediate
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from sweeps.resume.searcher import load_searcher, save_searcher
 from sweeps.resume.study import restore_study, snapshot, trial_by_number
@@ -52,83 +54,101 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value: Any) -> 
     return state
 
 
-class TellingOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch with the tell rule, on the sweep's stored study.
+class TellingOptunaSearch(Searcher):
+    """One trial per Ray trial from an Optuna study, told by the tell rule (Ray's `OptunaSearch`, on
+    public APIs only).
 
-    `study`: the sweep's study (`sweeps.space.study`; None: a study in memory, for tests). Each
-    Optuna trial records the Ray trial id that runs it. The checkpoint Ray saves carries the
-    study's history, so that `--resume` puts the stored study back to what this searcher knows
-    (`sweeps.resume.study`).
+    What Ray's OptunaSearch does for a define-by-run space, kept: `suggest` asks the study and runs
+    the space on the trial, every result's metric becomes an intermediate value at its
+    `training_iteration`, and the searcher's checkpoint carries the asked trials. What differs:
+    the tell rule above, and each Optuna trial records the Ray trial id that runs it.
+
+    `study`: the sweep's study (`sweeps.space.study`; None: a study in memory with `sampler`, for
+    tests). The checkpoint Ray saves carries the study's history, so that `--resume` puts the
+    stored study back to what this searcher knows (`sweeps.resume.study`).
     """
 
     def __init__(
         self,
         *,
-        space: Any,
+        space: Callable[[optuna.Trial], dict[str, Any] | None],
         metric: str,
         mode: str,
         sampler: optuna.samplers.BaseSampler | None = None,
         study: optuna.Study | None = None,
     ) -> None:
-        self._given_study = study
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        direction = "maximize" if mode == "max" else "minimize"
+        # NopPruner: Ray's schedulers stop trials, never Optuna (as in Ray's OptunaSearch).
+        self.study = study or optuna.create_study(
+            direction=direction, sampler=sampler, pruner=optuna.pruners.NopPruner()
+        )
+        self._asked: dict[str, optuna.Trial] = {}  # ray trial id -> its Optuna trial
+        self._told: set[str] = set()  # ray trial ids whose Optuna trial has been told
+        self._steps: dict[str, int] = {}  # ray trial id -> last step reported as an intermediate value
         self._errored: set[str] = set()  # told FAIL for an error: Ray reruns them on --resume
-        super().__init__(space=space, metric=metric, mode=mode, sampler=study.sampler if study else sampler)
-        self._given_study = None  # held by _ot_study from here on
 
-    def _setup_study(self, mode: str | list) -> None:
-        if self._given_study is None:
-            super()._setup_study(mode)
-        else:
-            self._ot_study = self._given_study
+    # -- Ray Tune's Searcher interface ---------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if trial_id not in self._asked:
+            trial = self.study.ask()
+            tag_ray_trial(trial, trial_id)
+            self._asked[trial_id] = trial
+        trial = self._asked[trial_id]
+        fixed = self.space(trial) or {}  # suggests every active param on the trial
+        return {**trial.params, **fixed}
 
-    def suggest(self, trial_id: str) -> dict | None:
-        new = trial_id not in self._ot_trials
-        config = super().suggest(trial_id)
-        if new and trial_id in self._ot_trials:
-            tag_ray_trial(self._ot_trials[trial_id], trial_id)
-        return config
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """The epoch's metric becomes the trial's intermediate value at that epoch."""
+        if trial_id in self._told or trial_id not in self._asked:
+            return
+        self._report(trial_id, result, finite=False)  # a diverged epoch's NaN too, as Ray's OptunaSearch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._told or trial_id not in self._asked:
             return
         outcome = trial_outcome(result, errored=error)
         value = (result or {}).get(self.metric)
-        trial = self._ot_trials[trial_id]
+        trial = self._asked[trial_id]
         try:
             if outcome == "pruned":
-                self._report_last_epoch(trial, result or {})
-            tell(self._ot_study, trial, outcome, value)
+                # Ray hands a result the scheduler answered STOP to `on_trial_complete` only, never
+                # to `on_trial_result`: without this the epoch ASHA cut the trial at (the one it
+                # was judged on) would be missing from the study.
+                self._report(trial_id, result or {}, finite=True)
+            tell(self.study, trial, outcome, value)
         except Exception as exc:  # Optuna refuses e.g. a second tell; never fail the sweep for it
             log.warning("optuna: could not record trial %s (%s): %s", trial_id, outcome, exc)
-        self._completed_trials.add(trial_id)
+        self._told.add(trial_id)
+        self._steps.pop(trial_id, None)
         if error:
             self._errored.add(trial_id)
 
+    # -- checkpoint (--resume) ------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        save_searcher(self, checkpoint_path, snapshot(self._ot_study))
+        save_searcher(self, checkpoint_path, snapshot(self.study))
 
     def restore(self, checkpoint_path: str) -> None:
         history = load_searcher(self, checkpoint_path)
         if history is None:
             return
         # Ray reruns the trials it had not finished, and those that errored (resume_errored).
-        live = {t for t in self._ot_trials if t not in self._completed_trials} | self._errored
-        numbers = {t: self._ot_trials[t].number for t in self._ot_trials}
-        self._ot_study = restore_study(self._ot_study, history, rerun={numbers[t] for t in live})
+        live = {t for t in self._asked if t not in self._told} | self._errored
+        numbers = {t: self._asked[t].number for t in self._asked}
+        self.study = restore_study(self.study, history, rerun={numbers[t] for t in live})
         # Finished trials keep their old handles: they are never told again, only their numbers read.
-        self._ot_trials.update({t: trial_by_number(self._ot_study, numbers[t]) for t in live})
-        self._completed_trials -= self._errored
+        self._asked.update({t: trial_by_number(self.study, numbers[t]) for t in live})
+        self._told -= self._errored
+        for t in live:  # a rerun starts its intermediate values afresh (restore_study dropped them)
+            self._steps.pop(t, None)
         self._errored = set()
 
-    def _report_last_epoch(self, trial: optuna.Trial, result: dict) -> None:
-        """Report the epoch the scheduler stopped the trial at as an intermediate value.
-
-        Ray passes a result the scheduler answered STOP to the searcher's `on_trial_complete`
-        only, never to `on_trial_result`, so without this the epoch at which ASHA cut a trial
-        (the one it was judged on) would be missing from the study.
-        """
+    def _report(self, trial_id: str, result: dict, *, finite: bool) -> None:
+        """`result`'s metric as the intermediate value at its epoch, unless that epoch was reported."""
         value, step = result.get(self.metric), result.get(TIME_ATTR)
-        if not isinstance(value, (int, float)) or not isinstance(step, int) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not isinstance(step, int):
             return
-        if step not in self._ot_study._storage.get_trial(trial._trial_id).intermediate_values:
-            trial.report(float(value), step)
+        if step > self._steps.get(trial_id, 0) and (math.isfinite(value) or not finite):
+            self._asked[trial_id].report(float(value), step)
+            self._steps[trial_id] = step

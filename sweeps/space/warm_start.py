@@ -126,7 +126,8 @@ class _Replay:
             if not any(type(value) is type(c) and value == c for c in dist.choices):
                 raise _Misfit(name)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not dist._contains(value):
-            # _contains is Optuna's own range/step test on the internal (float) value.
+            # _contains is Optuna's own range/step test on the internal (float) value; pinned by
+            # tests/test_third_party_internals.py.
             raise _Misfit(name)
         self.distributions[name] = dist
         return value

@@ -15,13 +15,14 @@ from mer_core.errors import ConfigError
 from sweeps.space import check_algorithm, load_space
 from sweeps.spec.schema import SweepSpec
 
-SPLIT_KEYS = ("data.folds", "data.val_fraction")  # data fields a trial applies itself (the rest load once)
+SPLIT_KEYS = ("data.folds", "data.val_fraction", "data.fold_seed")  # data fields a trial applies itself
+PAIRED_KEYS = ("seed", "data.fold_seed")  # what an ablation's paired seed sets
 
 
 def check_variant_keys(name: str, overrides: Mapping[str, Any]) -> None:
-    """Variants may not set the seed (the ablation pairs seeds) or change how data loads (once per sweep)."""
+    """Variants may not set the seeds (the ablation pairs them) or change how data loads (once per sweep)."""
     for key in overrides:
-        if key in ("seed", "data.seed"):
+        if key in PAIRED_KEYS:
             raise ConfigError(
                 f"ablation.variants.{name}.{key}", "use ablation.seeds", overrides[key], "seeds are paired"
             )
@@ -50,9 +51,9 @@ def _check_retune_keys(spec: SweepSpec, names: tuple[str, ...]) -> None:
     """The re-tuned nuisance params must leave what the variants and seeds set alone."""
     assert spec.ablation is not None
     for name, overrides in spec.ablation.variants.items():
-        clash = sorted({"seed", "data.seed", *overrides} & set(names))
+        clash = sorted({*PAIRED_KEYS, *overrides} & set(names))
         if clash:
-            allowed = "nuisance fields no variant sets (nor seed / data.seed)"
+            allowed = f"nuisance fields no variant sets (nor {' / '.join(PAIRED_KEYS)})"
             raise ConfigError(
                 "ablation.retune.search_space", allowed, clash[0], f"clashes with variant {name} or the seeds"
             )

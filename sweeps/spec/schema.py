@@ -9,12 +9,13 @@
     search: {algorithm: tpe, num_samples: 20, seed: 0, n_startup_trials: 5}
     scheduler: {kind: asha, grace_period: 3, max_t: 30, reduction_factor: 3, brackets: null}
     metric: val/weighted_f1               # selects: searcher, scheduler, best_config.yaml (never test/)
-    report_metric: null                   # reports: verdicts, compare, export-best; null = test/<metric>
+    report_metric: null                   # reports: verdicts, compare, export-best's score; null = test/<metric>
     mode: max
     resources: {cpu: 1, gpu: 0, max_concurrent: 2}
     tracking: {uri: null, experiment: null, report: true}
     time_budget_s: null
     execution: {mode: trial, population: 8}
+    objective: {name: mrccl}              # bookkeeping: a benchmark's sleeping trial (trial_s, report_every_s)
     ablation: {reference: full, variants: {full: {}, no_nee: {nee.enabled: false}}, seeds: [0, 1, 2]}
     #   adaptive: seeds: {initial: 3, max: 10}, min_effect: 0.01, alpha: 0.05, vary: {init: true, split: true}
 
@@ -37,6 +38,7 @@ from mer_core.configs.fields import FrozenDict, fld, to_dict
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.space import SearchSpace, load_space
+from sweeps.space.window import BEST_KEPT
 from sweeps.spec.experiment import build_experiment, experiment_overrides
 from sweeps.tracking.uri import redact
 
@@ -46,6 +48,10 @@ REPORT_METRICS = (*METRICS, *(f"test/{m.partition('/')[2]}" for m in METRICS))
 # Random start-up trials of the default search, chosen by `python -m benchmarks search_mf` (RESULTS.md:
 # at 2 trials at a time, 5 start-up trials cost 0.15x random search's trial-epochs, 10 cost 0.27x, 20 0.37x).
 STARTUP_TRIALS = 5
+# Finished trials TPE's model sees at most (`sweeps.space.window`): an ask over 1,000 trials stays
+# within a few ms on the driver, where the whole history of 10,000 costs ~10x that
+# (`python -m benchmarks scale`, RESULTS.md); sweeps of up to 1,000 trials are not changed by it.
+HISTORY = 1000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # not only dots: '..' is a path
 NAME_RULE = "[A-Za-z0-9_.-]+, not only dots"  # names runs/<name>/: '.' or '..' would be runs/ or the cwd
 
@@ -74,6 +80,11 @@ class SearchConfig:
     seed: int = fld(0, ge=0, doc="seed of the sampler itself")
     n_startup_trials: int | None = fld(
         None, ge=0, doc="random trials before TPE / CMA-ES model; null = max(STARTUP_TRIALS, trials proposed at once)"
+    )
+    history: int | None = fld(
+        HISTORY,
+        ge=BEST_KEPT,
+        doc="tpe/bohb: past this many finished trials the model sees the best 25 and the most recent ones; null: all",
     )
     storage: str | None = fld(None, doc="Optuna RDB storage URL of the sweep's study; null: runs/<sweep>/optuna.db")
     warm_start: str | StudySource | None = fld(
@@ -120,7 +131,22 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class ExecutionConfig:
     mode: Literal["trial", "fused"] = "trial"
-    population: int = fld(8, ge=1, doc="fused mode: trials trained together as one population")
+    population: int | Literal["auto"] = fld(
+        8, ge=1, doc="fused mode: trials trained together as one population; auto: sized by a short probe here"
+    )
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What one trial runs (`sweeps.trainable.objectives`): MR-CCL training, or a benchmark's stand-in."""
+
+    name: str = fld("mrccl", doc="mrccl: train the experiment config; bookkeeping: sleep and report (benchmarks)")
+    trial_s: float = fld(1.0, gt=0.0, doc="bookkeeping: seconds one trial lasts")
+    report_every_s: float = fld(1.0, gt=0.0, doc="bookkeeping: seconds between a trial's reports")
+
+    def reports(self) -> int:
+        """Results a bookkeeping trial reports: one per `report_every_s` of its `trial_s` (at least one)."""
+        return max(1, round(self.trial_s / self.report_every_s))
 
 
 @dataclass(frozen=True)
@@ -157,7 +183,7 @@ class VaryConfig:
     """Which sources of randomness a paired seed varies (the others stay at the base config's seeds)."""
 
     init: bool = fld(True, doc="model initialisation, batch order and noise (`seed`)")
-    split: bool = fld(True, doc="the cross-validation folds / validation split (`data.seed`)")
+    split: bool = fld(True, doc="the cross-validation folds / validation split (`data.fold_seed`)")
 
     def check(self, prefix: str) -> None:
         if not (self.init or self.split):
@@ -227,13 +253,16 @@ class SweepSpec:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     metric: str = fld("val/weighted_f1", doc="<split>/<name>, one of METRICS; what trials are selected on")
     report_metric: str | None = fld(
-        None, doc="what verdicts, compare and export-best use; null = test/<metric> with a test split, else metric"
+        None,
+        doc="what verdicts and compare judge and export-best reports (it chooses by metric); "
+        "null = test/<metric> with a test split, else metric",
     )
     mode: Literal["max", "min"] = "max"
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     time_budget_s: float | None = fld(None, gt=0.0, doc="stop starting trials after this many seconds")
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     ablation: AblationConfig | None = None
 
     def check(self, prefix: str) -> None:
@@ -260,6 +289,13 @@ class SweepSpec:
             if self.search_space is not None:
                 allowed = "null (use ablation.retune.search_space)"
                 raise ConfigError("search_space", allowed, self.search_space, "not used by kind=ablation")
+        if self.execution.population == "auto" and self.execution.mode != "fused":
+            allowed = "an integer >= 1 (auto sizes fused populations: execution.mode: fused)"
+            raise ConfigError("execution.population", allowed, "auto", "only with execution.mode: fused")
+        if self.objective.name != ObjectiveConfig.name and (self.kind != "search" or self.execution.mode != "trial"):
+            # A stand-in objective trains nothing: ablation verdicts or fused populations of it mean nothing.
+            allowed = f"{ObjectiveConfig.name} (other objectives need kind: search and execution.mode: trial)"
+            raise ConfigError("objective.name", allowed, self.objective.name, "not available for this sweep")
         # Fused populations stop members by ASHA's rule themselves (sweeps.fused.rungs); ablations stop none.
         fused_search = self.execution.mode == "fused" and self.kind == "search"
         if fused_search and self.scheduler.kind not in ("asha", "none"):
@@ -275,7 +311,10 @@ class SweepSpec:
         """
         if self.search.n_startup_trials is not None:
             return self.search.n_startup_trials
-        at_once = self.resources.max_concurrent * (self.execution.population if self.execution.mode == "fused" else 1)
+        population = self.execution.population
+        # auto is resolved before any study exists (sweeps.execution.packing); 8 is its largest probe
+        k = (8 if population == "auto" else population) if self.execution.mode == "fused" else 1
+        at_once = self.resources.max_concurrent * k
         return max(STARTUP_TRIALS, at_once)
 
     def experiment_overrides(self, variant: str | None = None) -> dict[str, Any]:

@@ -38,6 +38,10 @@ class RetryPolicy:
             Calls made while trials run never wait: their work stays buffered, the sweep goes on.
         in_sweep_s: how long one call made while trials run may spend sending a backlog; the rest
             goes out on the next calls (Ray warns about callbacks slower than 0.5 s).
+        max_backlog: ...unless more operations than this wait while the server answers: then the
+            call sends until this many are left, so a server slower than the sweep's stream of
+            results holds the driver back instead of its memory growing without bound (during an
+            outage nothing is sent and nothing waits: the backlog is then bounded by the outage).
         quiet_s: an outage shorter than this is not worth a message.
         first_wait_s: the first pause between attempts; it doubles after each failure...
         max_wait_s: ...up to this.
@@ -48,6 +52,7 @@ class RetryPolicy:
     quiet_s: float = 5.0
     first_wait_s: float = 0.5
     max_wait_s: float = 10.0
+    max_backlog: int = 500
 
 
 def is_transient(err: BaseException) -> bool:
@@ -200,6 +205,18 @@ class Op:
     send: Callable[[str | None], None]
     creates: bool = False
     n_metrics: int = 0
+    rows: int = 1  # rows it writes (metrics, params, tags; a run's creation or end is one)
+
+
+@dataclass
+class OutboxStats:
+    """What an outbox has sent: operations, rows, seconds spent in successful sends, and the most
+    operations that ever waited at once."""
+
+    ops: int = 0
+    rows: int = 0
+    send_s: float = 0.0
+    peak_backlog: int = 0
 
 
 class Outbox:
@@ -209,6 +226,7 @@ class Outbox:
         self.caller = caller
         self._ops: deque[Op] = deque()
         self._scrub = scrub
+        self.stats = OutboxStats()
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -219,13 +237,15 @@ class Outbox:
 
     def put(self, *ops: Op, block: bool = False) -> bool:
         self._ops.extend(ops)
+        self.stats.peak_backlog = max(self.stats.peak_backlog, len(self._ops))
         return self.drain(block=block)
 
     def drain(self, *, block: bool) -> bool:
         """Send what waits, in order; True when all went out. Never raises for the server's sake.
 
-        Without `block` it sends for at most `in_sweep_s` (a backlog goes out over several calls)
-        and stops at the first failure: the server is away. An operation the server refuses for
+        Without `block` it sends for at most `in_sweep_s` (a backlog goes out over several calls),
+        or longer while more than `max_backlog` operations wait, and stops at the first failure:
+        the server is away. An operation the server refuses for
         good (a deleted run, an invalid value) is reported and dropped, with the later operations
         on a run that could not be created: one refusal must not hold back everything behind it,
         nor stop the sweep.
@@ -234,12 +254,17 @@ class Outbox:
 
         start = self.caller.now()
         while self._ops:
-            if not block and self.caller.now() - start > self.caller.policy.in_sweep_s:
+            late = self.caller.now() - start > self.caller.policy.in_sweep_s
+            if not block and late and len(self._ops) <= self.caller.policy.max_backlog:
                 return False
             op = self._ops[0]
             if op.run.run_id is not None or op.creates:
                 try:
+                    sent = time.perf_counter()
                     self.caller.call(lambda op=op: op.send(op.run.run_id), block=block)
+                    self.stats.ops += 1
+                    self.stats.rows += op.rows
+                    self.stats.send_s += time.perf_counter() - sent
                 except TrackingUnavailable:
                     return False
                 except (MlflowException, OSError) as err:  # OSError: requests' errors, a vanished artifact file

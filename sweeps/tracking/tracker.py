@@ -189,6 +189,18 @@ class SweepTracker:
         """Operations still waiting for the server (0 once everything went out)."""
         return len(self._outbox) + sum(len(q) for q in self._pending.values())
 
+    def throughput(self) -> dict[str, float]:
+        """What the driver has written to MLflow so far, as the parent run's `tracking/*` metrics:
+        rows (metric values, params, tags, run starts and ends), their rate while sending, and the
+        most operations that ever waited at once."""
+        stats = self._outbox.stats
+        return {
+            "tracking/rows": float(stats.rows),
+            "tracking/rows_per_s": stats.rows / stats.send_s if stats.send_s > 0 else 0.0,
+            "tracking/send_s": stats.send_s,
+            "tracking/backlog_max": float(stats.peak_backlog),
+        }
+
     def _text_sender(self, text: str, name: str) -> Callable[[str | None], None]:
         return lambda rid: self.client.log_text(rid, text, name)
 
@@ -197,6 +209,8 @@ class SweepTracker:
         server stays away past the deadline (exit 1: the trials' results under runs/ are complete)."""
         parent = self._runs[self.parent_id]
         self._flush_pending(list(self._pending))
+        self._outbox.drain(block=False)  # what is left goes first, so the throughput below counts it
+        metrics = {**self.throughput(), **metrics}
         ops = self._batch_ops(parent, "log the sweep's summary", metrics=metrics, tags=tags)
         ops.append(Op("end the sweep's run", parent, lambda rid: self.client.set_terminated(rid, status=status)))
         if not self._outbox.put(*ops, block=True):
@@ -219,7 +233,13 @@ class SweepTracker:
             return handle
         run = RunRef(token=uuid.uuid4().hex)
         tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, RUN_NAME_TAG: name, **self._report_link()}
-        create = Op(f"create the run of trial {trial_id}", run, lambda _: self._create(run, name, tags), creates=True)
+        create = Op(
+            f"create the run of trial {trial_id}",
+            run,
+            lambda _: self._create(run, name, tags),
+            creates=True,
+            rows=len(tags) + 2,
+        )
         what = f"log the params of trial {trial_id}"
         self._outbox.put(create, *self._batch_ops(run, what, params={k: _param(v) for k, v in params.items()}))
         handle = run.run_id or f"pending-{trial_id}"
@@ -295,7 +315,7 @@ class SweepTracker:
             for start in range(0, len(pending), 1000):  # MLflow's log_batch limit is 1000 metrics
                 chunk = pending[start : start + 1000]
                 send = self._metric_sender(chunk)
-                self._outbox.put(Op("log metrics", run, send, n_metrics=len(chunk)))
+                self._outbox.put(Op("log metrics", run, send, n_metrics=len(chunk), rows=len(chunk)))
 
     def _metric_sender(self, chunk: list[Any]) -> Callable[[str | None], None]:
         return lambda rid: self.client.log_batch(rid, metrics=chunk)
@@ -333,7 +353,8 @@ class SweepTracker:
         for start in range(0, max(len(p), 1), 100):  # MLflow accepts at most 100 params per batch
             head = start == 0  # metrics and tags ride with the first batch
             send = self._batch_sender(m if head else [], p[start : start + 100], t if head else [])
-            ops.append(Op(what, run, send))
+            rows = len(p[start : start + 100]) + (len(m) + len(t) if head else 0)
+            ops.append(Op(what, run, send, rows=max(rows, 1)))
         return ops
 
     def _batch_sender(self, metrics: list, params: list, tags: list) -> Callable[[str | None], None]:

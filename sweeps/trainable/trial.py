@@ -9,9 +9,9 @@ logits and pseudo-label reports, which the driver logs to MLflow as artifacts.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +21,13 @@ from mer_core.configs import build_config, save_config
 from mer_core.data.featureset import FeatureSet
 from mer_core.errors import UserInputError
 from mer_core.train import TrialResult, run
+from mer_core.train.effective import effective_config
 from sweeps.ablation.plan import ablation_overrides
 from sweeps.tracking.names import CONFIG_ARTIFACT, LOGITS_ARTIFACT, TRIAL_ARTIFACT, final_metric
 from sweeps.trainable.faults import injector_from_env
-from sweeps.trainable.report import FINAL_KEY, NODE_KEY
+from sweeps.trainable.report import FINAL_KEY, placement
+from sweeps.trainable.settings import TrialSettings
 from sweeps.trainable.worker_setup import quiet_worker
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a sweep shares besides the data (small, pickled per trial)."""
-
-    base: Mapping[str, Any]  # raw mapping of the sweep's base ExperimentConfig
-    metric: str
-    mode: str
-    fixed: Mapping[str, Any]  # dotted overrides every trial gets (fixed params)
-    threads: int = 1  # torch threads per trial = its CPU share, so concurrent trials do not oversubscribe
-    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ablation: name -> overrides
-
-    @property
-    def fail_value(self) -> float:
-        """The metric a diverged trial reports, so searchers rank it last rather than crash."""
-        return 0.0 if self.mode == "max" else 1e9
 
 
 def trial_overrides(config: Mapping[str, Any], settings: TrialSettings) -> dict[str, Any]:
@@ -75,18 +60,16 @@ def trial_main(config: dict[str, Any], *, data: FeatureSet, settings: TrialSetti
     # in the trial's storage folder (get_trial_dir() moves when Ray reuses an actor). The node id
     # lets multi-node tests see where each trial ran (all nodes of a test cluster share one IP).
     faults = injector_from_env(config, state_dir=Path(tune.get_context().get_storage().trial_fs_path))
-    node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+    node = placement(ray.get_runtime_context().get_node_id(), os.environ)
 
     def report(metrics: Mapping[str, Any]) -> None:
         if faults is not None:
             faults.on_epoch()
         tune.report({**_numeric(metrics), **node})
 
-    if cfg.runtime.threads is None:
-        import torch
-
-        torch.set_num_threads(settings.threads)
-
+    # The config the trial runs and logs says what shaped it: the thread count (the trial's CPU share
+    # unless the config names one), the device `auto` found in this worker, the folds' seed.
+    cfg = effective_config(cfg, threads=settings.threads)
     result = run(cfg, data, report=report)
     final = _final_metrics(result, settings)
     with tempfile.TemporaryDirectory(prefix="mersweep-trial-") as tmp:
@@ -104,7 +87,8 @@ def _final_metrics(result: TrialResult, settings: TrialSettings) -> dict[str, An
 
 
 def write_trial_artifacts(folder: Path, cfg, result: TrialResult) -> None:
-    """config.yaml (reproduces the trial), val_logits.npz, trial.json (status, pseudo-labels)."""
+    """config.yaml (`cfg`, the effective config: reproduces the trial), val_logits.npz, trial.json
+    (status, pseudo-labels)."""
     save_config(
         cfg, folder / CONFIG_ARTIFACT, header="Config of one mersweep trial: python -m mer_core.train config.yaml"
     )

@@ -15,7 +15,8 @@ from typing import Any
 from mer_core.verbosity import is_verbose
 
 # Ray Train's "Checkpoint successfully created at: ..." (INFO), once per trial: the sweep's own
-# progress line already says the trial ended, and its artifacts go to MLflow.
+# progress line already says the trial ended, and its artifacts go to MLflow. Ray's internal module
+# names; pinned by tests/test_third_party_internals.py.
 _CHATTY_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
 
 

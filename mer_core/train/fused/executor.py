@@ -5,8 +5,8 @@ generator, decided by the recipe), draws each member's randomness outside `vmap`
 generator (`objective.draw`), runs every member's `TrainNet` loss in one `vmap` over
 `functional_call`, and one backward for all. Members whose batch sizes differ in a step (last
 batches, self-training sets of different sizes) run in one vmap per batch size; the gradients
-still land in one (K, P) tensor. Each member then takes its single run's optimiser update
-(`optim.MemberOptimizer`).
+still land in one (K, P) tensor. Each member then takes its single run's optimiser update,
+all members in one pass (`optim.MemberOptimizer`).
 
 The losses stay on the device (the recipe reads them once per epoch), and with
 `runtime.capture` the whole population step, from the gathered inputs to the last member's
@@ -166,6 +166,8 @@ class FusedExecutor:
         (weight 0 switches its term off); the negative-removal fields are shape fields, so every
         member of a population draws them or none does.
         """
+        if not any(t.uses("noise") or t.uses("negative") for t in terms):
+            return {}  # nothing to draw (fine-tuning without the noise term): no work per member
         per_member = []
         for j, (m, t) in enumerate(zip(members, terms, strict=True)):
             xj = {mod: v[j] for mod, v in x.items()}  # m -> (B, D_m)
@@ -193,12 +195,18 @@ class FusedExecutor:
     def _inputs(self, parts: Sequence[Part], kind: LossKind) -> dict[str, Any]:
         """The step inputs of members that share a batch size: features, mask, labels, draws."""
         members = [p.member for p in parts]
-        idx = torch.stack([p.idx for p in parts])  # (Ka, B)
+        stack = parts[0].stack
+        if stack is not None and stack.members == tuple(m.index for m in members):
+            idx, y = stack.idx, stack.y  # (Ka, B) each: the recipe stacked them once per epoch
+        else:
+            idx = torch.stack([p.idx for p in parts])  # (Ka, B)
+            y = torch.stack([p.y for p in parts]) if kind == "finetune" else None  # (Ka, B)
+        y = y if kind == "finetune" else None
         ka, b = idx.shape
         dev = self.fold.dev
-        x = {mod: f.index_select(0, idx.reshape(-1)).view(ka, b, -1) for mod, f in dev.features.items()}
-        mask = dev.mask.index_select(0, idx.reshape(-1)).view(ka, b, -1)  # (Ka, B, M)
-        y = torch.stack([p.y for p in parts]) if kind == "finetune" else None  # (Ka, B)
+        flat = idx.reshape(-1)  # (Ka * B,)
+        x = {mod: f.index_select(0, flat).view(ka, b, -1) for mod, f in dev.features.items()}
+        mask = dev.mask.index_select(0, flat).view(ka, b, -1)  # (Ka, B, M)
         terms = self._member_tensors(members, kind)[0]
         return {"x": x, "mask": mask, "y": y, "draws": self._draws(x, mask, members, terms)}
 
@@ -234,7 +242,7 @@ class FusedExecutor:
         """
         assert self.opt is not None
         opt = self.opt
-        rows = [[self.rows[m.index] for m in g] for g in groups]
+        indexes = [self._rows_index(g) for g in groups]  # built before capture: no host copy inside the step
 
         def step(inputs: list[dict[str, Any]]) -> Tensor:
             losses, grads, first = [], [], 0
@@ -248,28 +256,26 @@ class FusedExecutor:
                 # The leaves and their gradient buffers are strided views of the flat rows (by design).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 total.sum().backward()
-            for group_rows, grad in zip(rows, grads, strict=True):
-                for local, row in enumerate(group_rows):
-                    opt.step(row, grad[local])
+            for index, grad in zip(indexes, grads, strict=True):
+                opt.step(index, grad)  # every member of the group in one update
             return total.detach()
 
         return step
 
-    def step(self, parts: Sequence[Part], kind: LossKind) -> list[Tensor]:
+    def step(self, parts: Sequence[Part], kind: LossKind) -> Tensor:
         by_size: dict[int, list[int]] = {}
         for j, part in enumerate(parts):
             by_size.setdefault(int(part.idx.shape[0]), []).append(j)
-        order = [j for js in by_size.values() for j in js]
         groups = [[parts[j].member for j in js] for js in by_size.values()]
         inputs = [self._inputs([parts[j] for j in js], kind) for js in by_size.values()]
         key = (kind, tuple((size, tuple(m.index for m in g)) for size, g in zip(by_size, groups, strict=True)))
         if key not in self._steps:
-            self._steps[key] = self._step_fn(groups, kind)
-        losses = self.graphs.run(key, self._steps[key], inputs)  # (n,) in group order
-        out: list[Tensor] = [losses] * len(parts)
-        for pos, j in enumerate(order):
-            out[j] = losses[pos]  # 0-d views: no kernel, no sync
-        return out
+            order = [j for js in by_size.values() for j in js]
+            back = None if order == sorted(order) else torch.as_tensor(order, device=self.device).argsort()
+            self._steps[key] = (self._step_fn(groups, kind), back)
+        fn, back = self._steps[key]
+        losses = self.graphs.run(key, fn, inputs)  # (n,) in group order
+        return losses if back is None else losses.index_select(0, back)  # (n,) in parts order
 
     # -- prediction and state -----------------------------------------------------------------
     @torch.no_grad()
@@ -277,7 +283,7 @@ class FusedExecutor:
         self, members: Sequence[Member], rows: Sequence[np.ndarray], *, dev: DeviceData | None = None
     ) -> list[dict[str, np.ndarray]]:
         """Members that share one rows array (the pool, one split) read the same inputs; members with
-        rows of their own (folds of different `data.seed`) gather theirs, one vmap per row count."""
+        rows of their own (folds of different `data.fold_seed`) gather theirs, one vmap per row count."""
         if all(r is rows[0] for r in rows):
             return self._predict(members, rows[0], shared=True, dev=dev)
         by_size: dict[int, list[int]] = {}

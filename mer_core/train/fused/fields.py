@@ -5,7 +5,7 @@ the dataclass fields and fails on any field this table does not classify):
 
 - `member`: each member keeps its own value inside one fused model (optimiser scalars, loss
   weights, dropout rates, NEE, self-training, voting, the seed, the test-time missing rates, and
-  `data.seed`: each member trains and validates on its own folds of the one loaded dataset);
+  `data.fold_seed`: each member trains and validates on its own folds of the one loaded dataset);
 - `schedule`: one value per population, because it fixes the step sequence every member shares
   (the data, batch sizes, epoch counts, optimiser type, runtime). Members that differ are refused
   by `group_by_shape`; a sweep splits them into separate populations first (`schedule_key`);
@@ -59,7 +59,9 @@ _M, _S, _G = Rule("member"), Rule("schedule"), Rule("shape")
 FIELDS: dict[str, Rule] = {
     "seed": _M,
     "data": _S,  # loaded once per sweep; every field below it fixes the rows every member reads
-    "data.seed": _M,  # only a member's folds (its own index sets of equal size; the seeds of an ablation)
+    # `data.seed` draws the one dataset (schedule, under `data`); `data.fold_seed` only a member's folds
+    # (its own index sets of equal size; the split seeds of an ablation)
+    "data.fold_seed": _M,
     # model: the module's structure, except the dropout rates (per member through marker rates)
     "model.hidden_dim": _G,
     "model.layers": _G,
@@ -204,7 +206,7 @@ def schedule_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
 def template_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
     """The values that decide the fused module's structure; equal keys can share one population.
 
-    `data.seed` is per member, except under a missing protocol that drops pairs: the fold mask then
+    `data.fold_seed` is per member, except under a missing protocol that drops pairs: the fold mask then
     depends on the fold's validation rows, and members share one mask. Dropout rates are per
     member, except for two structural facts: whether the heads hold a
     Dropout module at all (an `fc` head only inserts one for `head_dropout > 0`), and, with
@@ -213,7 +215,7 @@ def template_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
     key = list(_key(cfg, ("shape", "refused")))
     key.append(("model.head_dropout > 0", cfg.model.head_dropout > 0))
     if drops_any(cfg.missing):  # the fold mask drops test-time pairs on the fold's validation rows
-        key.append(("data.seed", cfg.data.seed))
+        key.append(("data.fold_seed", cfg.data.split_seed))
     if not cfg.model.attention_shortcut and cfg.model.layers > 0:
         key.append(("model.dropout", cfg.model.dropout))
     return tuple(key)
