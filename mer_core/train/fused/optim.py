@@ -56,7 +56,7 @@ class MemberOptimizer:
         self.lr = torch.tensor([[o.lr] for o in optims], dtype=torch.float64, device=device)  # (K, 1)
         self.weight_decay = torch.tensor([[o.weight_decay] for o in optims], dtype=torch.float64, device=device)
         clips = [o.grad_clip for o in optims]
-        self.clip = torch.tensor([[c if c is not None else 0.0] for c in clips], device=device)  # (K, 1)
+        self.clip = torch.tensor([[c if c is not None else 0.0] for c in clips], dtype=torch.float64, device=device)
         self.clipped = torch.tensor([[c is not None] for c in clips], device=device)  # (K, 1) bool
         self.exp_avg = torch.zeros_like(flat)  # (K, P); the momentum buffer for SGD
         self.exp_avg_sq = torch.zeros_like(flat) if self.kind != "sgd" else None  # (K, P)
@@ -87,28 +87,31 @@ class MemberOptimizer:
         model_cols = self._model_cols.unsqueeze(0)  # (1, P)
         # clip_grad_norm_: one norm over every updated parameter, scale by min(1, clip / (norm + 1e-6))
         norm = torch.linalg.vector_norm(torch.where(active, grad, 0.0), dim=1, keepdim=True)  # (Ka, 1)
-        coef = torch.clamp(rows.take(self.clip) / (norm + 1e-6), max=1.0)  # (Ka, 1)
+        coef = torch.clamp(rows.take(self.clip).to(norm.dtype) / (norm + 1e-6), max=1.0)  # (Ka, 1)
         grad.mul_(torch.where(rows.take(self.clipped), coef, 1.0))
         lr, wd = rows.take(self.lr), rows.take(self.weight_decay)  # (Ka, 1) float64 each
-        decay = wd.float() * model_cols  # (Ka, P): temperatures are not decayed
+        # Settings meet the rows in the rows' dtype, as torch.optim's Python scalars meet a parameter's
+        # (float32 rows round them; float64 rows, runtime.precision fp64, keep them whole).
+        dtype = p.dtype
+        decay = wd.to(dtype) * model_cols  # (Ka, P): temperatures are not decayed
         steps = rows.take(self.steps) + 1  # (Ka, 1) float64
         if self.kind == "sgd":
             g = grad + decay * p
             new_m = m * MOMENTUM + g  # zero buffers: the first step's buffer is the gradient, as torch's clone
-            new_p = p - lr.float() * new_m
+            new_p = p - lr.to(dtype) * new_m
             self._store(rows, active, p, new_p, m, new_m)
         else:
             assert self.exp_avg_sq is not None
             v = rows.take(self.exp_avg_sq)
             if self.kind == "adamw":
-                factor = (1 - lr * wd).float()  # (Ka, 1): 1 - lr*wd in float64, as torch's Python scalar
+                factor = (1 - lr * wd).to(dtype)  # (Ka, 1): 1 - lr*wd in float64, as torch's Python scalar
                 p_in, g = torch.where(model_cols, p * factor, p), grad  # decoupled decay first (AdamW)
             else:
                 p_in, g = p, grad + decay * p  # Adam's L2 term joins the gradient
             new_m = m.lerp(g, 1 - BETA1)
             new_v = v * BETA2 + (1 - BETA2) * g * g
-            step_size = (lr / (1 - BETA1**steps)).float()  # (Ka, 1)
-            bc2_sqrt = ((1 - BETA2**steps) ** 0.5).float()  # (Ka, 1)
+            step_size = (lr / (1 - BETA1**steps)).to(dtype)  # (Ka, 1)
+            bc2_sqrt = ((1 - BETA2**steps) ** 0.5).to(dtype)  # (Ka, 1)
             new_p = p_in - step_size * (new_m / (new_v.sqrt() / bc2_sqrt + EPS))
             self._store(rows, active, p, new_p, m, new_m, v, new_v)
         rows.put(self.steps, steps)
