@@ -5,7 +5,15 @@ name; importing its module registers it. A new benchmark (search_efficiency, mem
 is one module with `@BENCHMARKS.register("name")` plus one import line below.
 """
 
-from benchmarks import bench_epoch, bench_fused, bench_memory, bench_overhead, bench_search_efficiency, bench_search_mf
+from benchmarks import (
+    bench_epoch,
+    bench_fused,
+    bench_memory,
+    bench_overhead,
+    bench_search_efficiency,
+    bench_search_mf,
+    bench_search_replay,
+)
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
 
 __all__ = [
@@ -20,4 +28,5 @@ __all__ = [
     "bench_overhead",
     "bench_search_efficiency",
     "bench_search_mf",
+    "bench_search_replay",
 ]
