@@ -47,7 +47,7 @@ class Trace:
     budget: int
     epochs: int = 0  # trial-epochs received so far
     hit_at: float = math.inf  # epochs spent when a finished trial first reached the target
-    trials: list[list[Any]] = field(default_factory=list)  # [what, epochs run, finished, reaches target]
+    trials: list[list[Any]] = field(default_factory=list)  # [what, epochs run, finished, reaches target, cut]
 
     @property
     def done(self) -> bool:
@@ -108,7 +108,7 @@ def replay(
         ctrl.trials.append(trial)
         ctrl.live.add(trial)
         scheduler.on_trial_add(ctrl, trial)
-        info = [what, 0, False, good]
+        info = [what, 0, False, good, False]
         trace.trials.append(info)
         running[number] = (trial, results, info)
         heapq.heappush(queue, (now + 1, number, 0))
@@ -140,6 +140,7 @@ def replay(
         decision = scheduler.on_trial_result(ctrl, trial, result)
         trial.update_last_result(result)
         if decision == TrialScheduler.STOP:
+            info[4] = not final  # a scheduler's STOP on the final report (ASHA at max_t) cuts nothing
             complete(trial, result)
             del running[k]
             continue

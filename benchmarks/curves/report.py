@@ -47,20 +47,32 @@ def choose(table: Mapping[str, Mapping[str, tuple[float, float, float]]], tasks:
     return min(arms, key=score)
 
 
+def choices(
+    real: Mapping[str, Any], traces: Mapping[str, Mapping[str, Sequence[Trace]]], *, baseline: str
+) -> dict[str, str]:
+    """Held-out task -> the arm chosen on the other real tasks, and "all" -> the arm chosen on all of them."""
+    table = {name: ratios(traces[name], baseline) for name in real}
+    tasks = list(real)
+    out = {held: choose(table, [t for t in tasks if t != held] or [held], baseline) for held in tasks}
+    out["all"] = choose(table, tasks, baseline)
+    return out
+
+
 def profile(traces: Sequence[Trace]) -> dict[str, float]:
     """Medians over seeds: trials started, epochs per trial, share of proposals that reach the target, share of
-    those cut before their end, share of epochs spent on cut trials."""
+    those the scheduler cut before their end, share of epochs spent on trials it cut (a trial still running
+    when the sweep ended counts as neither)."""
 
     def good_cut(t: Trace) -> float:
         good = [info for info in t.trials if info[3]]
-        return sum(not info[2] for info in good) / len(good) if good else 0.0
+        return sum(info[4] for info in good) / len(good) if good else 0.0
 
     return {
         "trials": statistics.median(len(t.trials) for t in traces),
         "epochs_per_trial": statistics.median(t.epochs / max(len(t.trials), 1) for t in traces),
         "good": statistics.median(sum(i[3] for i in t.trials) / max(len(t.trials), 1) for t in traces),
         "good_cut": statistics.median(good_cut(t) for t in traces),
-        "cut_epochs": statistics.median(sum(i[1] for i in t.trials if not i[2]) / max(t.epochs, 1) for t in traces),
+        "cut_epochs": statistics.median(sum(i[1] for i in t.trials if i[4]) / max(t.epochs, 1) for t in traces),
     }
 
 
@@ -85,6 +97,15 @@ def early_vs_final(problem: TableProblem) -> dict[str, float]:
     return out
 
 
+def _cell(table, traces, name: str, arm: str, baseline: str) -> str:
+    """One cell of the ratio table: the baseline's own ERT, an arm's ratio, or '-' where the arm did not run."""
+    if arm not in traces[name]:
+        return "-"
+    if arm == baseline:
+        return f"ERT {ert_of(_seeds(traces[name][arm])):.0f}"
+    return _fmt(table[name][arm])
+
+
 def _fmt(r: tuple[float, float, float]) -> str:
     value, lo, hi = r
     return f"{value:.2f}x ({lo:.2f}..{hi:.2f})"
@@ -101,7 +122,7 @@ def result(
     from benchmarks.bench_search_replay import ARMS, BASELINE, MF, budget_of
 
     real = [name for name, p in built.items() if isinstance(p, TableProblem)]
-    arms = list(next(iter(traces.values())))
+    arms = list(traces[real[0]])
     table = {name: ratios(traces[name], BASELINE) for name in built}
     n = {name: built[name].table.n for name in real}
     res = BenchResult(
@@ -110,11 +131,8 @@ def result(
         f"and MF-Hartmann6, {seeds} seeds per arm",
     )
     # Leave one task out: choose on the others, report on the held-out one.
-    loto = {}
-    for held in real:
-        others = [t for t in real if t != held] or [held]
-        loto[held] = choose(table, others, BASELINE)
-    overall = choose(table, real, BASELINE) if real else arms[0]
+    loto = choices({t: built[t] for t in real}, traces, baseline=BASELINE)
+    overall = loto.pop("all")
     for held, arm in loto.items():
         value, lo, hi = table[held][arm]
         res.ratios.append(
@@ -135,7 +153,7 @@ def result(
         )
     )
     for name in built:
-        for arm in arms:
+        for arm in traces[name]:
             res.rows.append(Row(f"{name}: {arm}: ERT", (ert_of(_seeds(traces[name][arm])),), "epochs"))
     res.notes = _notes(
         built,
@@ -181,20 +199,15 @@ def _notes(
         )
         + f"; {mf}: true regret <= {built[mf].target_regret} (budget {budget_of(built[mf], smoke=smoke)}).",
         "",
-        "ERT ratio to random search without early stopping (90% bootstrap interval over seeds); < 1 is faster:",
+        "ERT ratio to random search without early stopping (90% bootstrap interval over seeds); < 1 is faster. "
+        f"{mf} runs only random search, the current default and the arms chosen below (`search_mf` runs every "
+        "arm on it):",
         "",
         "| arm | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for arm in arms:
-        out.append(
-            f"| {arm} | "
-            + " | ".join(
-                _fmt(table[nm][arm]) if arm != baseline else f"ERT {ert_of(_seeds(traces[nm][arm])):.0f}"
-                for nm in names
-            )
-            + " |"
-        )
+        out.append(f"| {arm} | " + " | ".join(_cell(table, traces, nm, arm, baseline) for nm in names) + " |")
     out += [
         "",
         "Leave one task out (chosen by the smallest worst ERT ratio on the other real tasks):",
@@ -205,7 +218,7 @@ def _notes(
     for held, arm in loto.items():
         v, _lo, hi = table[held][arm]
         met = "met" if v <= HELD_OUT_GOAL and hi < 1 else "not met"
-        out.append(f"| {held} | {arm} | {_fmt(table[held][arm])} | {met} | {_fmt(table[mf][arm])} |")
+        out.append(f"| {held} | {arm} | {_fmt(table[held][arm])} | {met} | {_cell(table, traces, mf, arm, '')} |")
     v, _lo, hi = table[mf][overall]
     out += [
         "",
@@ -241,7 +254,7 @@ def _notes(
             f"| {nm} | trials | epochs/trial | good proposals | good cut | epochs on cut |",
             "|---|---|---|---|---|---|",
         ]
-        for arm in arms:
+        for arm in traces[nm]:
             p = profile(traces[nm][arm])
             out.append(
                 f"| {arm} | {p['trials']:.0f} | {p['epochs_per_trial']:.2f} | {p['good']:.1%} | "
