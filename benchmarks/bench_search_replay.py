@@ -147,15 +147,19 @@ def run_all(
     """problem -> arm -> traces (seed order) of every sweep; `workers` processes share the jobs."""
     jobs = [
         (name, arm, seed, budget_of(problem, smoke=smoke))
-        for name, problem in built.items()
         for seed in range(seeds)
+        for name, problem in built.items()
         for arm in arms
     ]
     out: dict[str, dict[str, list[Trace]]] = {name: {arm: [] for arm in arms} for name in built}
     seconds: dict[str, float] = {}
+    results = []
     if workers > 1:
         with ProcessPoolExecutor(workers, initializer=_init, initargs=(dict(built),)) as pool:
-            results = list(pool.map(_one, jobs, chunksize=4))
+            for i, done in enumerate(pool.map(_one, jobs, chunksize=4), start=1):
+                results.append(done)
+                if i % 100 == 0:
+                    log.info("search_replay: %d/%d sweeps", i, len(jobs))
     else:
         _init(dict(built))
         results = [_one(job) for job in jobs]
