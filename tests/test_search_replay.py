@@ -207,3 +207,16 @@ def test_the_replay_loop_does_what_ray_tune_does_one_trial_at_a_time(arm) -> Non
     assert tuned.trials == loop.trials
     assert (tuned.hit_at, tuned.epochs) == (loop.hit_at, loop.epochs)
     assert any(info[4] for info in loop.trials)  # the scheduler did cut trials: the check is not vacuous
+
+
+def test_the_held_out_choice_minimises_the_worst_ratio_on_the_other_tasks() -> None:
+    from benchmarks.curves.report import choose
+
+    table = {
+        "a": {"base": (1.0, 1.0, 1.0), "steady": (0.6, 0.4, 0.9), "spiky": (0.1, 0.05, 0.3)},
+        "b": {"base": (1.0, 1.0, 1.0), "steady": (0.7, 0.5, 0.9), "spiky": (2.0, 1.0, 4.0)},
+        "c": {"base": (1.0, 1.0, 1.0), "steady": (0.9, 0.5, 1.5), "spiky": (0.2, 0.1, 0.4)},
+    }
+    assert choose(table, ["a", "b"], "base") == "steady"  # spiky's worst (2.0 on b) is worse
+    assert choose(table, ["a", "c"], "base") == "spiky"  # held out b: spiky wins on a and c
+    assert choose({"a": {"base": (1, 1, 1), "never": (math.nan, 0, 0), "x": (3.0, 2, 4)}}, ["a"], "base") == "x"
