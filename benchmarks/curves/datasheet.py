@@ -57,7 +57,7 @@ def write_datasheet(folder: Path) -> Path:
         "a conditional parameter is inactive).",
         f"- Machine: {machine()}.",
         "",
-        "| task | views | labelled share | configurations recorded | training time (sum of runs) | "
+        "| task | views | labelled share | configurations recorded | wall time (sum of its runs) | "
         "configs/hour | note |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -76,7 +76,7 @@ def write_datasheet(folder: Path) -> Path:
         )
     lines += [
         "",
-        f"In all: {total_n} runs, {total_s / 3600:.2f} h of training time (wall time of the runs, niced, on a "
+        f"In all: {total_n} runs, {total_s / 3600:.2f} h of wall time (the runs one after another, niced, on a "
         "machine shared with other jobs: the rate says more about the load than about the model).",
         "",
     ]
