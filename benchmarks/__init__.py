@@ -26,6 +26,7 @@ MODULES: dict[str, str] = {
     "scale": "bench_scale",
     "search_efficiency": "bench_search_efficiency",
     "search_mf": "bench_search_mf",
+    "search_replay": "bench_search_replay",
 }
 
 # What `python -m benchmarks` runs without names: all but the GPU check, which needs a CUDA device,

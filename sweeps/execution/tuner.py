@@ -1,4 +1,5 @@
-"""Construction of the Ray Tune Tuner: searcher, scheduler (ASHA, Hyperband, median), resources, storage, callbacks."""
+"""Construction of the Ray Tune Tuner: searcher, scheduler (ASHA, Hyperband, median, forecast), resources, storage,
+callbacks."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ray.tune.schedulers import (
 from mer_core.configs import ExperimentConfig
 from sweeps.ablation.plan import AblationPlan
 from sweeps.ablation.search import AblationSearcher
+from sweeps.execution.forecast import ForecastStopping
 from sweeps.fused.rungs import RungSchedule
 from sweeps.fused.search import PopulationSearcher
 from sweeps.space import SearchSpace, make_sampler
@@ -81,6 +83,8 @@ def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialSchedu
         )
     if s.kind == "median":
         return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=s.grace_period, min_samples_required=3)
+    if s.kind == "forecast":
+        return ForecastStopping(time_attr=TIME_ATTR, max_t=top, grace_period=s.grace_period, margin_sd=s.margin_sd)
     return FIFOScheduler()
 
 

@@ -94,12 +94,18 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    kind: Literal["asha", "hyperband", "median", "none"] = "asha"
+    kind: Literal["asha", "hyperband", "median", "forecast", "none"] = "asha"
     grace_period: int = fld(1, ge=1, doc="results every trial reports before it can be stopped")
     max_t: int | None = fld(None, ge=1, doc="ASHA's top rung in reported results; null = the longest trial")
     reduction_factor: float = fld(3.0, gt=1.0)
     brackets: int | None = fld(
         None, ge=1, doc="hyperband: brackets, bracket s first cuts at grace_period * rf**s; null = every bracket"
+    )
+    margin_sd: float = fld(
+        2.0,
+        ge=0.0,
+        doc="forecast: stop a trial when its optimistic forecast plus this many measured noise standard "
+        "deviations is below the best finished value",
     )
 
     def check(self, prefix: str) -> None:
