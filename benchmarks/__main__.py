@@ -29,7 +29,7 @@ from mer_core.cli_util import EXIT_OK, ArgumentParser, exit_cli, setup_logging
 from mer_core.errors import ConfigError
 
 MIN_REPEATS = 3  # a median of fewer repeats is one noisy sample on a shared machine
-MIN_SEEDS = 5  # issue 8: search efficiency over >= 5 sampler seeds
+MIN_SEEDS = 5  # search efficiency is judged over >= 5 sampler seeds
 
 
 def _parser() -> ArgumentParser:

@@ -7,7 +7,7 @@ temporary sqlite MLflow store; only `execution` and `resources` differ. No early
 throughput, not how many trials ASHA happened to cut short.
 
 On CPU: one trial per core (2 slots) vs populations of K members, one population per core.
-On a GPU (`--device cuda`, or `auto` when one is visible), issue 8's two baselines: one trial
+On a GPU (`--device cuda`, or `auto` when one is visible), two baselines: one trial
 per GPU, and 4 trials per GPU through fractional resources (gpu 0.25), vs populations of K on
 one GPU. Figures are medians over repeats of per-repeat ratios (arms back to back, order rotated).
 """

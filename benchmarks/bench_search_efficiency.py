@@ -39,7 +39,7 @@ from benchmarks.ert import ert_of, ratio, ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "val/weighted_f1"
-TOLERANCE = 0.005  # half an F1 point (issue 8)
+TOLERANCE = 0.005  # half an F1 point
 LOOSE = 0.01  # a second reading: a single 500-sample validation split is noisy at the 0.005 scale
 ENDED = ("ok", "diverged", "invalid")  # statuses whose last result is a final report (not pruned, not errored)
 

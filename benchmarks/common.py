@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: the registry, options, results, timing and RESULTS.md.
 
-Every figure is a ratio against a baseline measured in the same run (DESIGN.md, performance
+Every figure is a ratio against a baseline measured in the same run (the project's performance
 principles): absolute seconds depend on the machine and on whatever else it is running,
 ratios measured side by side much less so.
 """

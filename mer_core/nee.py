@@ -52,7 +52,7 @@ def _sigmoid(timesteps: int, beta_start: float, beta_end: float) -> Tensor:
     return ramp * (beta_end - beta_start) + beta_start
 
 
-# A registry, not an if-chain: the schedule is a sweepable categorical (house rule 4).
+# A registry, not an if-chain: the schedule is a sweepable categorical.
 SCHEDULES: Mapping[str, Callable[[int, float, float], Tensor]] = FrozenDict(
     {
         "linear": _linear,

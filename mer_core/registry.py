@@ -1,6 +1,6 @@
 """A tiny name -> object registry for swappable parts (fusion operators, classifier heads, imputers).
 
-Registries replace if-chains (house rule 4): adding an option is one class plus a
+Registries replace if-chains: adding an option is one class plus a
 decorator, and an unknown name fails with a ConfigError that lists the valid names.
 A registry is filled once, at import of the module that defines its entries, and is
 never mutated afterwards, so it is a constant rather than global state.

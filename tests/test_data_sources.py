@@ -1,4 +1,4 @@
-"""Every registered data source: shapes, dtypes, masks, determinism (house rule 13)."""
+"""Every registered data source: shapes, dtypes, masks, determinism."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The experiment config: one frozen dataclass per component, composed into ExperimentConfig.
 
-Defaults are the MR-CCL reference values of MRCCL_SPEC.md (the MER2024-SEMI recipe).
+Defaults are the MR-CCL reference values (the MER2024-SEMI recipe of arXiv 2409.04447).
 Per-modality values are maps keyed by modality name, with a default for modalities
 the map does not name, so the same config works for data with other modality names.
 Each module receives only its own section.

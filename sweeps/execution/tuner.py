@@ -34,7 +34,7 @@ from sweeps.trainable.report import TIME_ATTR, max_iterations
 
 
 class SeededHyperBand(AsyncHyperBandScheduler):
-    """Ray's asynchronous Hyperband with its bracket draws seeded (house rule 10).
+    """Ray's asynchronous Hyperband with its bracket draws, seeded: every random choice comes from the config.
 
     Ray draws each new trial's bracket from the global NumPy generator (softmax over the
     brackets' rung counts); here the same draw comes from a generator seeded by the sweep, so a

@@ -1,6 +1,6 @@
 """The Optuna samplers a sweep's `search.algorithm` names, each seeded and configured for its space.
 
-Seeding the sampler itself (house rule 9) makes a sweep's proposals repeatable; `check_algorithm`
+Seeding the sampler itself makes a sweep's proposals repeatable; `check_algorithm`
 refuses an algorithm that cannot search a space when the sweep is loaded, not when it runs.
 """
 
@@ -28,7 +28,7 @@ def make_sampler(
     n_startup_trials: int = 10,
     history: int | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler seeded directly (house rule 9), configured for `space`.
+    """An Optuna sampler seeded directly, configured for `space`.
 
     - tpe: multivariate TPE with `group=True` (models the sub-spaces a conditional space creates
       jointly instead of falling back to independent sampling) and `constant_liar=True` (running

@@ -9,7 +9,7 @@ A space file maps dotted ExperimentConfig fields to distributions:
       model.fusion_rank: {type: int, low: 2, high: 16, when: {model.fusion: tensor_lowrank}}
       nee.enabled: {fixed: true}
 
-The compiled `SearchSpace` does no work at sampling time (house rule 8): everything is validated
+The compiled `SearchSpace` does no work at sampling time: everything is validated
 when the file is loaded, and `define_by_run` only calls `trial.suggest_*`. The samplers that search
 a space are in `sweeps.space.samplers`.
 """
