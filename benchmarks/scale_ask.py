@@ -29,15 +29,9 @@ STARTUP = 5
 
 def stored_study(folder: Path, n: int) -> str:
     """An SQLite study of `n` finished trials (random proposals, told their score); returns its URL."""
-    space = load_space(SPACE)
-    memory = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(n):
-        trial = memory.ask()
-        space.define_by_run(trial)
-        memory.tell(trial, config_score(trial.params))
     url = f"sqlite:///{folder / f'ask-{n}.db'}"
     stored = optuna.create_study(storage=url, study_name="ask", direction="maximize")
-    stored.add_trials(memory.get_trials(deepcopy=False))
+    stored.add_trials(memory_study(n).get_trials(deepcopy=False))
     return url
 
 
@@ -104,8 +98,9 @@ def ask_latencies(folder: Path, sizes: tuple[int, ...], *, history: int | None) 
 
 
 def memory_study(n: int) -> optuna.Study:
-    """`stored_study`'s trials in memory: building 10,000 of them in SQLite takes minutes, and TPE's
-    model (what grows with n) costs the same whichever storage holds them."""
+    """`n` finished trials in memory (random proposals, told their score). The ask benchmark times TPE's
+    model at 10,000 trials on these: building them in SQLite takes minutes, and the model (what grows
+    with n) costs the same whichever storage holds them."""
     space = load_space(SPACE)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(n):

@@ -16,11 +16,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mer_core.configs import load_config
 from sweeps.tracking.names import CONFIG_ARTIFACT, final_metric, mlflow_key
-from tests.sweep_helpers import ROOT, run_analysis, run_cli, run_program
+from tests.sweep_helpers import run_analysis, run_cli, run_program, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -43,24 +42,9 @@ SET = {  # no runtime.threads: the trial's CPU share decides it, and its config.
 
 
 def _sweep_yaml(folder: Path, name: str, **overrides) -> Path:
-    spec = {
-        "name": name,
-        "kind": "search",
-        "base": str(ROOT / "mer_core/configs/mrccl.yaml"),
-        "data": DATA,
-        "set": SET,
-        "search_space": str(ROOT / "search_spaces/quick.yaml"),
-        "search": {"algorithm": "random", "num_samples": 1, "seed": 0},
-        "scheduler": {"kind": "none"},
-        "metric": "val/weighted_f1",
-        "mode": "max",
-        "resources": {"cpu": 1, "gpu": 0, "max_concurrent": 1},
-        "tracking": {"report": False},
-        **overrides,
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    """One random trial on this file's data, no scheduler (`write_sweep` with these sections)."""
+    sections = {"search": {"algorithm": "random", "num_samples": 1, "seed": 0}, "scheduler": {"kind": "none"}}
+    return write_sweep(folder, name, data=DATA, set=SET, **{**sections, **overrides})
 
 
 def _run_sweep(folder: Path, name: str, **overrides):
