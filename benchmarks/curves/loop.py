@@ -53,6 +53,21 @@ class Trace:
     def done(self) -> bool:
         return math.isfinite(self.hit_at) or self.epochs >= self.budget
 
+    def count(self, entry: list[Any], result: Mapping[str, Any]) -> bool:
+        """Book one result of the trial `entry` (one of `trials`); returns whether it was the trial's final one.
+
+        An epoch's result costs one trial-epoch; the final result (the trial's end, no epoch of its
+        own) marks it finished and, where it reaches the target, the hit at the epochs spent so far.
+        """
+        if result.get(FINAL_KEY):
+            entry[2] = True
+            if entry[3]:
+                self.hit_at = float(self.epochs)
+            return True
+        entry[1] += 1
+        self.epochs += 1
+        return False
+
 
 class _Controller:
     """The part of Tune's controller that schedulers read (`get_live_trials`, `get_trials`)."""
@@ -129,14 +144,7 @@ def replay(
         now, k, i = heapq.heappop(queue)
         trial, results, info = running[k]
         result = results[i]
-        final = bool(result.get(FINAL_KEY))
-        if final:
-            info[2] = True
-            if info[3]:
-                trace.hit_at = float(trace.epochs)
-        else:
-            info[1] += 1
-            trace.epochs += 1
+        final = trace.count(info, result)
         decision = scheduler.on_trial_result(ctrl, trial, result)
         trial.update_last_result(result)
         if decision == TrialScheduler.STOP:

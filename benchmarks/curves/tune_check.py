@@ -47,14 +47,7 @@ def tune_trace(problem: Any, *, searcher: Any, scheduler: Any, arm: str, seed: i
                 _, _, _, what, good = problem.trial(trial.config, seed)
                 infos[trial.trial_id] = [what, 0, False, good, False]
                 trace.trials.append(infos[trial.trial_id])
-            entry = infos[trial.trial_id]
-            if result.get(FINAL_KEY):
-                entry[2] = True
-                if entry[3]:
-                    trace.hit_at = float(trace.epochs)
-            else:
-                entry[1] += 1
-                trace.epochs += 1
+            trace.count(infos[trial.trial_id], result)
 
     # Which trials the scheduler cut: its own decisions, seen on their way to Tune (the object is the sweep's).
     cut: set[str] = set()
