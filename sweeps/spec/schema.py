@@ -99,8 +99,8 @@ class SearchConfig:
 # (`sweeps.spec.load`): fused populations stop members by ASHA's rule only (`sweeps.fused.rungs`).
 DEFAULT_SCHEDULER_KIND = "median"
 FUSED_SCHEDULER_KIND = "asha"
-# Results before any rule may stop a trial: on those curves every rank rule (ASHA and median alike) cut fewer
-# of the configurations worth finding from the 3rd result on than from the 1st.
+# Results before any rule may stop a trial: on those curves ASHA and the median rule each reached the target
+# with fewer epochs judging from the 3rd result than from the 1st, on every task.
 GRACE_PERIOD = 3
 
 
