@@ -3,8 +3,8 @@
 Raw YAML is normalised first (nested and dotted spellings of `set`, `data` and variant overrides
 mean the same thing; lists and maps are frozen), `--set sweep.KEY=VALUE` overrides are applied,
 a fused search that names no scheduler kind gets ASHA (the default median rule is not one fused
-populations run), every field is validated, files named in the sweep are resolved to absolute paths, and the checks
-that read files run last (`sweeps.spec.checks`).
+populations run), every field is validated, files named in the sweep are resolved to absolute
+paths, and the checks that read files run last (`sweeps.spec.checks`).
 """
 
 from __future__ import annotations
