@@ -150,7 +150,7 @@ def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int
         "data": DATA,
         "search_space": str(ROOT / "search_spaces/quick.yaml"),
         "search": {"algorithm": "tpe", "num_samples": trials, "seed": 0},
-        "scheduler": {"kind": "asha"},
+        "scheduler": {"kind": "asha", "grace_period": 1},  # a trial reports once: its only rung is its end
         "metric": "val/weighted_f1",
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": slots},

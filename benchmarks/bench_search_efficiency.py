@@ -1,10 +1,12 @@
 """`search_efficiency`: trial-epochs a sweep spends before it first finds a near-best configuration.
 
-Five arms, each a real sweep through our engine (`load_sweep` -> `prepare` -> `execute`, the
-`run_sweep.py` path: Ray Tune, Optuna, ASHA/Hyperband, MLflow), repeated over sampler seeds:
-TPE + ASHA, TPE + Hyperband, BOHB-style (`bohb` + Hyperband), QMC (scrambled Sobol) + ASHA, and
-random search without early stopping. Its target is set by one 500-digit validation split, so
-`search_mf` (`bench_search_mf.py`) measures the same arms where the optimum is known.
+Six arms, each a real sweep through our engine (`load_sweep` -> `prepare` -> `execute`, the
+`run_sweep.py` path: Ray Tune, Optuna, ASHA/Hyperband/median stopping, MLflow), repeated over sampler
+seeds: TPE + median stopping (the default search, chosen by `search_replay` on recorded curves; this
+is its spot check on live sweeps), TPE + ASHA, TPE + Hyperband, BOHB-style (`bohb` + Hyperband), QMC
+(scrambled Sobol) + ASHA, and random search without early stopping. Its target is set by one
+500-digit validation split, so `search_mf` (`bench_search_mf.py`) measures the same arms where the
+optimum is known.
 
 The cost unit is one *trial-epoch*: one reported fine-tuning epoch of one trial. A sweep has
 "found" a value when a trial that trained to its end reports it as its final metric (what
@@ -74,12 +76,15 @@ SMOKE_DATA = {
     "synthetic": {"n_labelled": 240, "n_unlabelled": 0, "dims": {"audio": 24, "text": 32, "video": 16}},
 }
 SMOKE_SET = {**SET, "model.ff_dim": 64, "optim.max_epochs": 2, "optim.patience": 2}
-ASHA = {"kind": "asha"}  # the schema's grace period and reduction factor: TPE + ASHA is the default search
+ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 3}  # the default search until `search_replay`
+MEDIAN = {"kind": "median", "grace_period": 3}  # the schema's default, chosen by `search_replay`
 # label -> (algorithm, scheduler, trials as a multiple of `trials`). ASHA spends about half the
 # epochs per trial of a full trial here, so ASHA arms get twice the trials: every arm then spends
-# about the same trial-epochs, and "not reached in budget" means the same budget for all.
+# about the same trial-epochs, and "not reached in budget" means the same budget for all (the
+# median rule from the 3rd epoch cut about a tenth of the epochs on recorded curves: one share).
 HYPERBAND = {**ASHA, "kind": "hyperband"}  # every bracket (sweeps.execution.tuner.hyperband_brackets)
 ARMS = {
+    "TPE + median, grace 3": ("tpe", MEDIAN, 1),
     "TPE + ASHA": ("tpe", ASHA, 2),
     "TPE + Hyperband": ("tpe", HYPERBAND, 2),
     "BOHB-style (budget TPE + Hyperband)": ("bohb", HYPERBAND, 2),
@@ -87,12 +92,23 @@ ARMS = {
     "random, no early stopping": ("random", {"kind": "none"}, 1),
 }
 KEYS = {
+    "TPE + median, grace 3": "tpe_median",
     "TPE + Hyperband": "tpe_hyperband",
     "BOHB-style (budget TPE + Hyperband)": "bohb",
 }  # ratio names; else the first word
 BASELINE = "random, no early stopping"
 SMOKE_ARMS = ("TPE + ASHA", BASELINE)  # the smoke run checks the path, not the comparison
-DEFAULT_ARM = "TPE + ASHA"  # the schema's defaults: `search.algorithm: tpe`, default start-up trials, ASHA
+
+
+def default_arm() -> str | None:
+    """The arm that is the engine's default search (the schema's `search.algorithm` and `scheduler`), if one is."""
+    from mer_core.configs.fields import from_dict
+    from sweeps.spec import SchedulerConfig, SearchConfig
+
+    for label, (algorithm, scheduler, _) in ARMS.items():  # every arm leaves start-up trials at the default
+        if algorithm == SearchConfig().algorithm and from_dict(SchedulerConfig, scheduler, "sch") == SchedulerConfig():
+            return label
+    return None
 
 
 @dataclass(frozen=True)
@@ -298,7 +314,7 @@ def _ert_ratio(name: str, arm: str, seeds: Mapping[str, list[tuple[float, float]
         f"expected trial-epochs (ERT: epochs over all seeds, failed seeds' whole budgets included, ÷ seeds that "
         f"reached it) to within {tol} of the best known, {arm} ÷ random (< 1: {arm} needs fewer; 0: only {arm} "
         f"reached it; nan: no seed of either did); 90% bootstrap interval over seeds {lo:.2f} .. {hi:.2f}",
-        goal="<= 0.30x (the default search)" if arm == DEFAULT_ARM and tol == TOLERANCE else "",
+        goal="<= 0.30x (the default search)" if arm == default_arm() and tol == TOLERANCE else "",
     )
 
 
@@ -362,10 +378,9 @@ def early_vs_final(
 
 
 def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minutes: float) -> list[str]:
-    from sweeps.spec import SchedulerConfig
     from sweeps.spec.schema import STARTUP_TRIALS
 
-    defaults, startup = SchedulerConfig(), max(STARTUP_TRIALS, 2)  # 2 trials at a time
+    startup = max(STARTUP_TRIALS, 2)  # 2 trials at a time
     holder = max(runs, key=lambda r: r.best)
     data = (
         "a tiny synthetic set"
@@ -387,20 +402,22 @@ def _notes(runs: list[SweepRun], *, best: float, trials: int, smoke: bool, minut
         "same). Space: search_spaces/quick.yaml. 2 trials at a time (1 CPU each), actor reuse, MLflow logging on.",
         f"A trial-epoch = one reported fine-tuning epoch of one trial (Ray's `training_iteration`, minus the final "
         f"report). An arm *reaches* the target when a trial that trained to its end reports a final value >= target; "
-        f"the count is every epoch of every trial (ASHA-pruned ones included) reported before that moment, in the "
+        f"the count is every epoch of every trial (cut ones included) reported before that moment, in the "
         f"order the driver received them (MLflow step timestamps). Budget per sweep: {trials} trials for random "
-        f"search, {trials * ARMS['TPE + ASHA'][2]} for the ASHA arms (ASHA spends about half the epochs per trial, "
-        "so every arm spends about the same trial-epochs; see 'epochs spent'). Seeds that never reach the target "
-        "within the budget count as infinite, so a median is infinite when fewer than half of the seeds reached it. "
+        f"search and the median rule, {trials * ARMS['TPE + ASHA'][2]} for the ASHA and Hyperband arms (ASHA spends "
+        "about half the epochs per trial, so every arm spends about the same trial-epochs; see 'epochs spent'). "
+        "Seeds that never reach the target within the budget count as infinite, so a median is infinite when fewer "
+        "than half of the seeds reached it. "
         "The ERT rows and `_ert_` ratios "
         "(expected running time, as in the COCO platform) do not need half: every epoch the arm spent over all "
         "seeds (a failed seed's whole budget, a successful seed's epochs up to its hit) ÷ the seeds that hit.",
-        f"Arms: TPE (multivariate, {startup} random start-up trials, constant liar) + ASHA (grace "
-        f"{defaults.grace_period}, reduction {defaults.reduction_factor:g}, max_t = the longest trial): the default "
-        "search; TPE + Hyperband (same, every bracket); BOHB-style (`search.algorithm: bohb`, "
-        "TPE fitted at one budget) + Hyperband; QMC (scrambled Sobol) + ASHA; random search, every trial to its end "
-        "(early stopping inside a trial by `optim.patience` applies to all arms alike). Sampler seeds 0..S-1; "
-        "arm order rotated per seed.",
+        f"Arms: TPE (multivariate, {startup} random start-up trials, constant liar) + median stopping (grace 3: "
+        "from its 3rd result on, a trial whose best value is below the median of the others' running means stops, "
+        "once 3 others got that far); TPE + ASHA (grace 1, reduction 3, max_t = the longest trial); TPE + "
+        "Hyperband (same, every bracket); BOHB-style (`search.algorithm: bohb`, TPE fitted at one budget) + "
+        "Hyperband; QMC (scrambled Sobol) + ASHA; random search, every trial to its end (early stopping inside a "
+        "trial by `optim.patience` applies to all arms alike). Sampler seeds 0..S-1; arm order rotated per seed. "
+        f"The default search (the schema's defaults): {default_arm() or 'none of these arms'}.",
         f"Profile (medians over seeds, at the headline target {best - TOLERANCE:.4f}): how many trials each arm "
         "started, the epochs it gave each, how many trials the scheduler cut and the share of epochs they took, "
         "and how many of the trials that trained to their end were within the target (the searcher's part).",

@@ -68,6 +68,7 @@ class Arm:
 
 ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 3}
 HYPERBAND = {"kind": "hyperband", "grace_period": 1, "reduction_factor": 3}
+MEDIAN = {"kind": "median", "grace_period": 3}  # the default early stopping, chosen by `search_replay`
 ARMS = {
     "random, no early stopping": Arm("random", {"kind": "none"}),
     "random + ASHA": Arm("random", ASHA),
@@ -79,6 +80,7 @@ ARMS = {
     "TPE + ASHA, reduction 2": Arm("tpe", {**ASHA, "reduction_factor": 2}),
     "TPE + ASHA, 10 start-up trials": Arm("tpe", ASHA, n_startup=10),
     "TPE + ASHA, 20 start-up trials": Arm("tpe", ASHA, n_startup=20),
+    "TPE + median, grace 3": Arm("tpe", MEDIAN),
 }
 BASELINE = "random, no early stopping"
 SMOKE_ARMS = (BASELINE, "TPE + ASHA", "BOHB-style (budget TPE + Hyperband)")
@@ -366,15 +368,16 @@ def _result(
     return res
 
 
-def default_arm() -> str | None:
-    """The arm that is the engine's default search (SearchConfig's and SchedulerConfig's defaults), if one is."""
+def default_arm(arms: Mapping[str, Arm] = ARMS) -> str | None:
+    """The label in `arms` of the engine's default search (SearchConfig's and SchedulerConfig's defaults at
+    CONCURRENT trials at a time), if one of them is."""
     from mer_core.configs.fields import from_dict
     from sweeps.spec import SchedulerConfig, SearchConfig
     from sweeps.spec.schema import STARTUP_TRIALS
 
     search, scheduler = SearchConfig(), SchedulerConfig()
     startup = search.n_startup_trials if search.n_startup_trials is not None else max(STARTUP_TRIALS, CONCURRENT)
-    for label, arm in ARMS.items():
+    for label, arm in arms.items():
         same_search = arm.algorithm == search.algorithm and arm.n_startup == startup
         if same_search and from_dict(SchedulerConfig, arm.scheduler, "scheduler") == scheduler:
             return label
@@ -439,7 +442,9 @@ def _notes(
         f"Arms: TPE = the engine's TPE (multivariate, grouped, constant liar, {N_STARTUP} start-up trials unless "
         "named); BOHB-style = `search.algorithm: bohb` (TPE fitted at the largest epoch enough trials reached, "
         "`sweeps/space/budget_tpe.py`) with `scheduler.kind: hyperband`; ASHA and Hyperband: grace 1, reduction 3 "
-        "unless named; Hyperband with every bracket (s = 0..3; bracket s first cuts at 3^s epochs).",
+        "unless named; Hyperband with every bracket (s = 0..3; bracket s first cuts at 3^s epochs); median: Ray's "
+        "median stopping rule (a trial's best below the median of the others' running means stops, once 3 others "
+        "got that far).",
         "Profile (medians over seeds): how many trials each arm started, how many of its proposals were within "
         "the target (the searcher's part), how many of those the scheduler cut before their end (the scheduler's "
         "part: a cut good trial cannot be the hit), and the share of epochs spent on trials that were cut.",

@@ -176,11 +176,11 @@ def run_all(
 
 def default_arm() -> str:
     """The arm that is the engine's default search (the schema's `search` and `scheduler` defaults)."""
-    from benchmarks.bench_search_mf import default_arm as mf_default
+    from benchmarks.bench_search_mf import default_arm as matching
 
-    label = mf_default()  # the same (algorithm, scheduler, start-up trials) arms exist here
-    if label is None or label not in ARMS:
-        raise ValueError(f"no search_replay arm is the engine's default search ({label})")
+    label = matching(ARMS)
+    if label is None:
+        raise ValueError("no search_replay arm is the engine's default search")
     return label
 
 

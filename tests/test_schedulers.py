@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 
 from benchmarks.mf_hartmann import F_STAR, NOISE_STD, X_STAR, curve, mf_hartmann6
 from mer_core.errors import ConfigError
@@ -22,8 +22,9 @@ from sweeps.execution.tuner import SeededHyperBand, hyperband_brackets, make_sch
 from sweeps.space import load_space, make_sampler
 from sweeps.space.budget_tpe import BudgetTPESampler, at_budget, model_budget
 from sweeps.space.study import StudyRef
-from sweeps.spec import load_sweep
-from sweeps.spec.schema import STARTUP_TRIALS
+from sweeps.spec import SchedulerConfig, load_sweep
+from sweeps.spec.schema import GRACE_PERIOD, STARTUP_TRIALS
+from sweeps.trainable.report import TIME_ATTR
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces/quick.yaml"
@@ -110,6 +111,58 @@ def test_asha_accepts_one_bracket_and_hyperband_fused_names_what_fused_allows(tm
     path.write_text(f"name: s\nsearch_space: {QUICK}\nscheduler: {{kind: hyperband}}\nexecution: {{mode: fused}}\n")
     with pytest.raises(ConfigError, match=r"asha, none .*hyperband"):
         load_sweep(path)
+
+
+def test_the_median_rule_continues_a_trial_it_cannot_judge_yet_instead_of_pausing_it(tmp_path):
+    """Ray's rule would PAUSE a trial while fewer than 3 others got as far and another waits to start; our
+    trials checkpoint only at their end (a paused one would restart from scratch), so ours continues it."""
+
+    class Controller:  # what the rule reads of Tune's controller
+        def get_live_trials(self) -> set:
+            return {running, waiting}
+
+    running, waiting = Trial("fn", stub=True, trial_id="a"), Trial("fn", stub=True, trial_id="b")
+    running.set_status(Trial.RUNNING)
+    waiting.set_status(Trial.PENDING)
+    result = {TIME_ATTR: 4, "val/weighted_f1": 0.5}
+    spec = _spec(tmp_path, "{kind: median, grace_period: 3}")
+    for rule, expected in [
+        (make_scheduler(spec, spec.base_config()), TrialScheduler.CONTINUE),
+        (MedianStoppingRule(time_attr=TIME_ATTR, grace_period=3), TrialScheduler.PAUSE),  # Ray's own default
+    ]:
+        rule.set_search_properties("val/weighted_f1", "max")
+        rule.on_trial_add(Controller(), running)
+        assert rule.on_trial_result(Controller(), running, result) == expected
+
+
+def test_a_fused_search_that_names_no_scheduler_kind_runs_asha(tmp_path):
+    """The default rule (median) is one fused populations cannot run: left unnamed there, the kind is asha."""
+    head = f"name: s\nsearch_space: {QUICK}\n"
+    fused = "execution: {mode: fused, population: 4}\n"
+    for extra, grace in [("", GRACE_PERIOD), ("scheduler: {grace_period: 2}\n", 2), ("scheduler:\n", GRACE_PERIOD)]:
+        path = tmp_path / "fused.yaml"
+        path.write_text(head + fused + extra)
+        spec = load_sweep(path)
+        assert (spec.scheduler.kind, spec.scheduler.grace_period) == ("asha", grace), extra
+        again = tmp_path / "again.yaml"
+        again.write_text(spec.to_yaml())
+        assert load_sweep(again) == spec  # what runs/<sweep>/ stores reads back the same
+    path = tmp_path / "trial.yaml"
+    path.write_text(head)
+    assert load_sweep(path, sets=["sweep.execution.mode=fused"]).scheduler.kind == "asha"
+    assert load_sweep(path).scheduler == SchedulerConfig()  # trial mode: the default, median
+    path.write_text("name: s\nkind: ablation\nablation: {variants: {full: {}}, seeds: [0]}\n" + fused)
+    assert load_sweep(path).scheduler == SchedulerConfig()  # an ablation stops no member: its kind is not used
+
+
+def test_median_named_in_fused_mode_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "fused.yaml"
+    path.write_text(f"name: s\nsearch_space: {QUICK}\nexecution: {{mode: fused}}\nscheduler: {{kind: median}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    message = str(info.value)
+    assert message.startswith("scheduler.kind:") and "\n" not in message, message
+    assert "asha, none" in message and "median" in message.partition("asha, none")[2], message
 
 
 def _finished(number: int, curve_values: dict[int, float], state: TrialState = TrialState.PRUNED):

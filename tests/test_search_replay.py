@@ -186,8 +186,22 @@ def test_search_replay_smoke_runs_on_the_tiny_recorded_subset() -> None:
     assert any("Leave one task out" in line for line in res.notes)
 
 
+def test_the_quickstart_runs_the_default_search_the_replay_chose() -> None:
+    """The quickstart, the schema's defaults and the replay's default arm are one search: they cannot drift."""
+    from benchmarks.bench_search_replay import ARMS, CONCURRENT, default_arm
+    from mer_core.configs.fields import from_dict
+    from sweeps.spec import SchedulerConfig
+
+    assert default_arm() == "TPE + median, grace 3"  # chosen on all real tasks (RESULTS.md, `search_replay`)
+    arm = ARMS[default_arm()]
+    quickstart = load_sweep(ROOT / "sweeps/quickstart.yaml")
+    assert quickstart.scheduler == from_dict(SchedulerConfig, arm.scheduler, "scheduler") == SchedulerConfig()
+    assert quickstart.search.algorithm == arm.algorithm
+    assert (quickstart.resources.max_concurrent, quickstart.startup_trials()) == (CONCURRENT, arm.n_startup)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arm", ["TPE + ASHA", "TPE + forecast"])
+@pytest.mark.parametrize("arm", ["TPE + ASHA", "TPE + forecast", "TPE + median, grace 3"])
 def test_the_replay_loop_does_what_ray_tune_does_one_trial_at_a_time(arm) -> None:
     import ray
 

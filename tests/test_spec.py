@@ -42,7 +42,8 @@ def _search(extra: str = "", *, name: str = "t1", space: Path | str = QUICK) -> 
 def test_minimal_search_spec_takes_defaults(tmp_path: Path) -> None:
     spec = load_sweep(_write(tmp_path, _search()))
     assert spec.kind == "search" and spec.base is None and spec.metric == METRICS[0] and spec.mode == "max"
-    assert spec.search.algorithm == "tpe" and spec.scheduler.kind == "asha" and spec.ablation is None
+    assert spec.search.algorithm == "tpe" and spec.ablation is None
+    assert (spec.scheduler.kind, spec.scheduler.grace_period) == ("median", 3)  # the default early stopping
     assert spec.experiment_name() == "t1" and spec.search_space_path() == str(QUICK)
     assert spec.load_search_space() is not None
 

@@ -82,7 +82,12 @@ def build_scheduler(s: SchedulerConfig, *, max_t: int, seed: int) -> TrialSchedu
             brackets=brackets,
         )
     if s.kind == "median":
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=s.grace_period, min_samples_required=3)
+        # Ray's rule PAUSEs a trial to let a pending one start while fewer than 3 others got as far; our
+        # trials checkpoint only at their end, so a paused one would restart from its first epoch. With an
+        # infinite time slice it never pauses; what it stops is unchanged.
+        return MedianStoppingRule(
+            time_attr=TIME_ATTR, grace_period=s.grace_period, min_samples_required=3, min_time_slice=math.inf
+        )
     if s.kind == "forecast":
         return ForecastStopping(time_attr=TIME_ATTR, max_t=top, grace_period=s.grace_period, margin_sd=s.margin_sd)
     return FIFOScheduler()

@@ -2,8 +2,9 @@
 
 Raw YAML is normalised first (nested and dotted spellings of `set`, `data` and variant overrides
 mean the same thing; lists and maps are frozen), `--set sweep.KEY=VALUE` overrides are applied,
-every field is validated, files named in the sweep are resolved to absolute paths, and the checks
-that read files run last (`sweeps.spec.checks`).
+a fused search that names no scheduler kind gets ASHA (the default median rule is not one fused
+populations run), every field is validated, files named in the sweep are resolved to absolute
+paths, and the checks that read files run last (`sweeps.spec.checks`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mer_core.configs.loader import parse_override, read_yaml, set_nested
 from mer_core.configs.schema import ExperimentConfig
 from mer_core.errors import ConfigError
 from sweeps.spec.checks import check_resolved
-from sweeps.spec.schema import METRICS, AblationConfig, SeedSchedule, SweepSpec
+from sweeps.spec.schema import FUSED_SCHEDULER_KIND, METRICS, AblationConfig, SeedSchedule, SweepSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def load_sweep(path: str | Path, *, sets: Iterable[str] = (), num_samples: int |
         raw["set"] = {**(raw.get("set") or {}), **experiment}
     if num_samples is not None:
         raw = apply_sweep_sets(raw, [("search.num_samples", num_samples)])
-    raw = normalise(raw)
+    raw = fused_scheduler_default(normalise(raw))
     if raw.get("ablation") is not None:
         # Optional sections convert as a union, which would hide the inner field's message.
         if isinstance(raw["ablation"], Mapping) and isinstance(raw["ablation"].get("seeds"), Mapping):
@@ -77,6 +78,23 @@ def resolve_report_metric(spec: SweepSpec) -> SweepSpec:
     if has_test:
         return dataclasses.replace(spec, report_metric=f"test/{spec.metric.partition('/')[2]}")
     return dataclasses.replace(spec, report_metric=spec.metric)
+
+
+def fused_scheduler_default(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw sweep with `scheduler.kind: asha` filled in for a fused search that names no kind.
+
+    The schema's default rule (median stopping) is one that fused populations cannot run, so a fused
+    search left at the default would be refused for a field it never set; it gets ASHA, the rule fused
+    mode runs, instead. A kind the sweep names is kept, and checked by the schema (one line, exit 2).
+    """
+    out = dict(raw)
+    execution, scheduler = out.get("execution"), out.get("scheduler")
+    fused = isinstance(execution, Mapping) and execution.get("mode") == "fused"
+    if not fused or out.get("kind", "search") != "search" or not isinstance(scheduler, Mapping | None):
+        return out
+    if scheduler is None or "kind" not in scheduler:
+        out["scheduler"] = {**(scheduler or {}), "kind": FUSED_SCHEDULER_KIND}
+    return out
 
 
 def _resolve_paths(spec: SweepSpec, here: Path) -> SweepSpec:

@@ -92,10 +92,24 @@ class SearchConfig:
     )
 
 
+# The default early stopping: the median stopping rule from the 3rd result on, chosen leave-one-task-out by
+# `python -m benchmarks search_replay` on recorded real learning curves (RESULTS.md, section `search_replay`:
+# with TPE it was the best arm over all three uci-mfeat tasks; TPE + ASHA from the 1st result cost up to 3.6x
+# random search's epochs there). A fused search that names no kind gets FUSED_SCHEDULER_KIND instead
+# (`sweeps.spec.load`): fused populations stop members by ASHA's rule only (`sweeps.fused.rungs`).
+DEFAULT_SCHEDULER_KIND = "median"
+FUSED_SCHEDULER_KIND = "asha"
+# Results before any rule may stop a trial: on those curves ASHA and the median rule each reached the target
+# with fewer epochs judging from the 3rd result than from the 1st, on every task.
+GRACE_PERIOD = 3
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
-    kind: Literal["asha", "hyperband", "median", "forecast", "none"] = "asha"
-    grace_period: int = fld(1, ge=1, doc="results every trial reports before it can be stopped")
+    kind: Literal["asha", "hyperband", "median", "forecast", "none"] = fld(
+        DEFAULT_SCHEDULER_KIND, doc="median; a fused search that names no kind: asha (the rule fused mode runs)"
+    )
+    grace_period: int = fld(GRACE_PERIOD, ge=1, doc="results every trial reports before it can be stopped")
     max_t: int | None = fld(None, ge=1, doc="ASHA's top rung in reported results; null = the longest trial")
     reduction_factor: float = fld(3.0, gt=1.0)
     brackets: int | None = fld(
