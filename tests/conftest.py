@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,21 @@ os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
 def _one_torch_thread() -> None:
     """Every test starts at TEST_THREADS torch threads (a run with runtime.threads may have left more)."""
     torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels_restored() -> Iterator[None]:
+    """Logger levels belong to the process, and xdist runs many test files in one: a test (or the
+    code it runs in-process, e.g. a sweep's quiet mode) that sets one must not decide what a test
+    of another file sees. Every level a test changed is put back after it."""
+    manager = logging.Logger.manager
+    before = {name: lg.level for name, lg in list(manager.loggerDict.items()) if isinstance(lg, logging.Logger)}
+    root = logging.getLogger().level
+    yield
+    for name, lg in list(manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and lg.level != before.get(name, logging.NOTSET):
+            lg.setLevel(before.get(name, logging.NOTSET))
+    logging.getLogger().setLevel(root)
 
 
 @pytest.fixture

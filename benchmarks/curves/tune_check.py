@@ -68,7 +68,9 @@ def tune_trace(problem: Any, *, searcher: Any, scheduler: Any, arm: str, seed: i
         def stop_all(self) -> bool:
             return trace.done
 
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.ERROR)  # the check's hundreds of short trials, not Tune's progress chatter
     with tempfile.TemporaryDirectory(prefix="mersweep-replay-tune-") as tmp:
         tuner = tune.Tuner(
             tune.with_parameters(_trainable, problem=problem, seed=seed),
@@ -85,7 +87,10 @@ def tune_trace(problem: Any, *, searcher: Any, scheduler: Any, arm: str, seed: i
                 name="replay-check", storage_path=str(Path(tmp)), callbacks=[Record()], stop=Done(), verbose=0
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            tune_logger.setLevel(level)  # a logger's level belongs to the whole process: give it back
     for trial_id, entry in infos.items():
         entry[4] = trial_id in cut
     return trace
