@@ -43,7 +43,9 @@ from sweeps.spec.schema import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CPUS = 4  # declared CPUs of each of the 2 worker nodes: 8 trials at once
-SMOKE = {"trials": 16, "trial_s": 0.2}
+# The smoke keeps the three nodes but declares one CPU each: 2 trials at once, so each driver starts 2 trial
+# workers instead of 8 (every one a Python process importing Ray, 4 drivers' worth on 2 cores).
+SMOKE = {"trials": 16, "trial_s": 0.2, "node_cpus": 1}
 FULL_TRIAL_S = 1.0  # Ray's release test: one-second trials reporting once a second
 ASK_SIZES = (100, 1000)
 DATA = {  # loaded once by the driver and shipped to the workers; the bookkeeping trial ignores it
@@ -231,14 +233,15 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
     """
     trials = opts.trials or (SMOKE["trials"] if opts.smoke else 1000)
     trial_s = SMOKE["trial_s"] if opts.smoke else FULL_TRIAL_S
-    slots = 2 * NODE_CPUS
+    node_cpus = SMOKE["node_cpus"] if opts.smoke else NODE_CPUS
+    slots = 2 * node_cpus
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-scale-") as tmp:
         work = Path(tmp)
         from benchmarks.scale_ask import ask_latencies
 
         sizes = (*ASK_SIZES, 10_000) if trials >= 10_000 else ((100,) if opts.smoke else ASK_SIZES)
         yield _ask_result(ask_latencies(work, sizes, history=HISTORY))
-        with local_cluster() as (address, cluster_env):
+        with local_cluster(cpus=node_cpus) as (address, cluster_env):
             env = _env(cluster_env)
             plain_cmd = [sys.executable, "-m", "benchmarks.scale_plain", "--address", address]
             plain_cmd += ["--trials", str(trials), "--slots", str(slots), "--trial-s", str(trial_s)]
