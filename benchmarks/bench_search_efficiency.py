@@ -34,7 +34,7 @@ import yaml
 
 from benchmarks.bench_search_mf import SEEDS as MF_SEEDS
 from benchmarks.bench_search_mf import bench_search_mf
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, sqlite_store
 from benchmarks.ert import ert_of, ratio, ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def bench_search_real(opts: BenchOptions) -> BenchResult:
     started = time.perf_counter()
     runs: list[SweepRun] = []
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-search-") as tmp:
-        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        uri = sqlite_store(Path(tmp) / "mlflow.db", template=opts.store_template)
         try:
             for seed in range(seeds):
                 arms = [a for a in list(ARMS)[seed % len(ARMS) :] + list(ARMS)[: seed % len(ARMS)] if a in names]
