@@ -159,6 +159,33 @@ class CallTimer:
                 setattr(owner, n, fn)
 
 
+# The Ray session the smoke starts once for the in-process benchmarks that share it (`SHARES_RAY`): each
+# start and stop is seconds on 2 cores. Two CPUs: every one of them runs 2 trials at a time.
+SMOKE_RAY: dict[str, Any] = {
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "logging_level": "WARNING",
+}
+
+
+@contextlib.contextmanager
+def ray_session(*, start: bool = True, **init: Any) -> Iterator[None]:
+    """Ray for one benchmark: the session already up, if any, left up (the smoke shares one); else
+    `ray.init(**init)` (`start` False: the sweep engine starts it) and `ray.shutdown()` after."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if start:
+        ray.init(**init)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def sqlite_store(path: Path, *, template: Path | None) -> str:
     """The tracking URI of an MLflow SQLite store at `path`, a copy of `template` when one is given.
 
