@@ -144,7 +144,7 @@ def run_driver(cmd: list[str], *, cwd: Path, env: dict[str, str], kill_after: in
     return Driver(wall, peak[0], proc.returncode, stdout, "".join(stderr_lines), cwd=cwd, killed_at=killed[0])
 
 
-def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int) -> Path:
+def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int, *, report: bool = True) -> Path:
     spec = {
         "name": name,
         "kind": "search",
@@ -156,7 +156,7 @@ def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int
         "metric": "val/weighted_f1",
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": slots},
-        "tracking": {"report": True},
+        "tracking": {"report": report},
         "objective": {"name": "bookkeeping", "trial_s": trial_s, "report_every_s": trial_s},
     }
     path = folder / f"{name}.yaml"
@@ -254,17 +254,20 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
             fit = json.loads(plain.stdout.strip().splitlines()[-1])
             yield _wall_result(trials, trial_s, slots, plain, sweep, fit, read_tracking(sweep_dir / "mlflow.db"))
             resume_dir = work / "resume"
-            cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address)
+            # The smoke's resumed driver skips the end report (seconds of plotting): the report's figures are (b)'s.
+            cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address, report=not opts.smoke)
             killed = run_driver(cmd, cwd=resume_dir, env=env, kill_after=trials // 2)
             resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
             _check(resumed, "the resumed sweep")
             yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
 
 
-def _sweep_cmd(folder: Path, name: str, trials: int, trial_s: float, slots: int, address: str) -> list[str]:
+def _sweep_cmd(
+    folder: Path, name: str, trials: int, trial_s: float, slots: int, address: str, *, report: bool = True
+) -> list[str]:
     """`run_sweep.py` on the cluster, its spec and MLflow store (SQLite) in `folder` (created)."""
     folder.mkdir()
-    spec = _sweep_spec(folder, name, trials, trial_s, slots)
+    spec = _sweep_spec(folder, name, trials, trial_s, slots, report=report)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     return [sys.executable, str(ROOT / "run_sweep.py"), str(spec), "--address", address, "--tracking-uri", uri]
 
