@@ -70,8 +70,8 @@ def local_cluster(*, workers: int = 2, cpus: int = NODE_CPUS) -> Iterator[tuple[
     os.environ["RAY_TMPDIR"] = tmp
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
-        for _ in range(workers):
-            cluster.add_node(num_cpus=cpus, num_gpus=1)
+        for _ in range(workers):  # one node's processes start while the one before registers
+            cluster.add_node(wait=False, num_cpus=cpus, num_gpus=1)
         cluster.wait_for_nodes()
         yield cluster.address, {"RAY_TMPDIR": tmp}
     finally:
