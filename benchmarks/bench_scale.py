@@ -44,8 +44,9 @@ from sweeps.spec.schema import HISTORY
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CPUS = 4  # declared CPUs of each of the 2 worker nodes: 8 trials at once
 # The smoke keeps the three nodes but declares one CPU each: 2 trials at once, so each driver starts 2 trial
-# workers instead of 8 (every one a Python process importing Ray, 4 drivers' worth on 2 cores).
-SMOKE = {"trials": 16, "trial_s": 0.2, "node_cpus": 1}
+# workers instead of 8 (every one a Python process importing Ray, 4 drivers' worth on 2 cores); 8 trials, the
+# kill after 4 of them.
+SMOKE = {"trials": 8, "trial_s": 0.2, "node_cpus": 1}
 FULL_TRIAL_S = 1.0  # Ray's release test: one-second trials reporting once a second
 ASK_SIZES = (100, 1000)
 DATA = {  # loaded once by the driver and shipped to the workers; the bookkeeping trial ignores it
