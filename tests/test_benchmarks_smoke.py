@@ -37,7 +37,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,  # 75 s on 2 idle cores, 3 minutes at load 5 (each sweep starts its own worker processes)
+        timeout=600,  # 95-160 s at load 3-8 (each sweep starts its own worker processes); over 3 minutes at load 15
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     positive = ("epoch.speedup", "overhead.engine_vs_optuna", "overhead.plain_tune_vs_optuna")
