@@ -14,7 +14,7 @@ import importlib
 from benchmarks.common import BENCHMARKS, BenchFn, BenchOptions, BenchResult, Ratio, Row
 from mer_core.errors import ConfigError
 
-__all__ = ["BENCHMARKS", "DEFAULT", "MODULES", "BenchOptions", "BenchResult", "Ratio", "Row", "load"]
+__all__ = ["BENCHMARKS", "DEFAULT", "MODULES", "SHARES_RAY", "BenchOptions", "BenchResult", "Ratio", "Row", "load"]
 
 # name -> module under benchmarks/ that registers it
 MODULES: dict[str, str] = {
@@ -32,6 +32,10 @@ MODULES: dict[str, str] = {
 # What `python -m benchmarks` runs without names: all but the GPU check, which needs a CUDA device,
 # and the driver-scale benchmark, which starts a multi-node cluster of its own and runs by name.
 DEFAULT: tuple[str, ...] = tuple(n for n in MODULES if n not in ("gpu", "scale"))
+
+# In-process benchmarks that run in a Ray session already up rather than starting their own: the smoke
+# starts one for all of them (each start and stop is seconds on 2 cores). Full runs start one each.
+SHARES_RAY: tuple[str, ...] = ("memory", "search_efficiency", "search_mf")
 
 
 def load(name: str) -> BenchFn:

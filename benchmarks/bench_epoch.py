@@ -108,9 +108,11 @@ class Arm:
 
 
 def _config(opts: BenchOptions, device: torch.device) -> ExperimentConfig:
-    dims = MER2024_DIMS if not opts.smoke else {"audio": 64, "text": 160, "video": 48}
+    # Smoke: a model small enough that the whole benchmark (both arms, floor, phases) takes seconds on 2 cores;
+    # the baseline's per-modality encoders need each dim divisible by model.nhead (8).
+    dims = MER2024_DIMS if not opts.smoke else {"audio": 16, "text": 32, "video": 16}
     overrides = {
-        "data.synthetic.n_labelled": EPOCH_SAMPLES if not opts.smoke else 320,
+        "data.synthetic.n_labelled": EPOCH_SAMPLES if not opts.smoke else 160,
         "data.synthetic.n_unlabelled": 0,
         "data.synthetic.dims": dims,
         "loss.w_noise": 0.0,  # the reference fine-tuning loss: 4-head CE + modality contrastive
@@ -118,7 +120,7 @@ def _config(opts: BenchOptions, device: torch.device) -> ExperimentConfig:
         "runtime.precision": "bf16" if opts.bf16 else "fp32",
     }
     if opts.smoke:
-        overrides["model.ff_dim"] = 256
+        overrides |= {"model.ff_dim": 64, "model.hidden_dim": 32, "model.head_hidden": [32]}
     return build_config(None, overrides)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, ratio
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, ratio, sqlite_store
 from mer_core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,9 +116,11 @@ def sweep_yaml(folder: Path, arm: Arm, trials: int, *, smoke: bool, device: str)
     return path
 
 
-def run_arm(folder: Path, sweep: Path) -> float:
-    """Wall seconds of `python run_sweep.py SWEEP` from start to exit (Ray start-up included)."""
-    cmd = [sys.executable, str(ROOT / "run_sweep.py"), str(sweep), "--tracking-uri", f"sqlite:///{folder / 'm.db'}"]
+def run_arm(folder: Path, sweep: Path, *, store_template: Path | None = None) -> float:
+    """Wall seconds of `python run_sweep.py SWEEP` from start to exit (Ray start-up included; `store_template`:
+    its MLflow store starts as a copy of that one, see `sqlite_store`)."""
+    uri = sqlite_store(folder / "m.db", template=store_template)
+    cmd = [sys.executable, str(ROOT / "run_sweep.py"), str(sweep), "--tracking-uri", uri]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=_env())
     wall = time.perf_counter() - started
@@ -160,7 +162,8 @@ def bench_fused(opts: BenchOptions) -> BenchResult:
             for arm in arms[k % len(arms) :] + arms[: k % len(arms)]:  # rotate: no arm always runs first
                 folder = Path(tmp) / f"{arm.key}{k}"
                 folder.mkdir()
-                walls[arm.key].append(run_arm(folder, sweep_yaml(folder, arm, trials, smoke=opts.smoke, device=device)))
+                sweep = sweep_yaml(folder, arm, trials, smoke=opts.smoke, device=device)
+                walls[arm.key].append(run_arm(folder, sweep, store_template=opts.store_template))
     return _result(arms, walls, trials, device, opts)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session
 from mer_core.data.featureset import FeatureSet
 from sweeps.trainable.trial import TrialSettings, trial_main
 
@@ -232,8 +232,6 @@ def _trainables(prepared, outs: Mapping[str, Path]) -> dict[str, Any]:
 @BENCHMARKS.register("memory")
 def bench_memory(opts: BenchOptions) -> BenchResult:
     """Per-worker peak RSS and private memory with the dataset shared vs copied, against its size."""
-    import ray
-
     from sweeps.execution.prepare import prepare
     from sweeps.spec import load_sweep
 
@@ -248,8 +246,7 @@ def bench_memory(opts: BenchOptions) -> BenchResult:
         prepared = prepare(spec, resume=False, tracking_uri=f"sqlite:///{tmp}/unused.db", runs_root=Path(tmp) / "runs")
         data_mib = prepared.data.nbytes() / 2**20
         outs = {arm: Path(tmp) / arm.replace(" ", "_") for arm in ARMS}
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
-        try:
+        with ray_session(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True):
             trainables = _trainables(prepared, outs)
             for k in range(opts.repeats):
                 for arm in ARMS[k % 2 :] + ARMS[: k % 2]:  # alternate which arm runs first
@@ -258,8 +255,6 @@ def bench_memory(opts: BenchOptions) -> BenchResult:
                         stale.unlink()
                     _run_sweep(prepared, trainables[arm], Path(tmp) / "runs" / f"{outs[arm].name}-{k}", outs[arm])
                     workers[arm] += _workers(outs[arm])
-        finally:
-            ray.shutdown()
     _check_fresh_processes(workers)
     return _result(workers, data_mib=data_mib, trials=trials, opts=opts)
 

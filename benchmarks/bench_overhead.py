@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, CallTimer, Row, ratio
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, CallTimer, Row, ratio, sqlite_store
 from mer_core.configs import build_config, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
@@ -114,8 +114,9 @@ def arm_optuna(base: Mapping[str, Any], trials: int, *, threads: int | None = No
     return ArmRun(time.perf_counter() - start, compute)
 
 
-def arm_engine(folder: Path, sweep: Path) -> ArmRun:
-    """(b) our engine, exactly what `python run_sweep.py SWEEP.yaml` runs after argument parsing."""
+def arm_engine(folder: Path, sweep: Path, *, store_template: Path | None = None) -> ArmRun:
+    """(b) our engine, exactly what `python run_sweep.py SWEEP.yaml` runs after argument parsing
+    (`store_template`: its MLflow store starts as a copy of that one, see `sqlite_store`)."""
     import ray
     from ray.tune import ExperimentAnalysis
 
@@ -130,7 +131,7 @@ def arm_engine(folder: Path, sweep: Path) -> ArmRun:
     with timer.patch("ray.init", ray, ("init",)), timer.patch("MLflow (driver)", SweepTracker, mlflow_calls):
         start = time.perf_counter()
         spec = load_sweep(sweep)
-        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        uri = sqlite_store(folder / "mlflow.db", template=store_template)
         prepared = prepare(spec, resume=False, tracking_uri=uri, runs_root=folder / "runs")
         execute(prepared, address=None, argv=["run_sweep.py", "bench-overhead.yaml"])
         timer.seconds["ray.shutdown"] = _shutdown_seconds()
@@ -215,7 +216,7 @@ def bench_overhead(opts: BenchOptions) -> BenchResult:
         arms = {
             "a": lambda k: arm_optuna(base, trials),
             "a1": lambda k: arm_optuna(base, trials, threads=1),
-            "b": lambda k: arm_engine(Path(tmp) / f"b{k}", sweep),
+            "b": lambda k: arm_engine(Path(tmp) / f"b{k}", sweep, store_template=opts.store_template),
             "c": lambda k: arm_plain_tune(Path(tmp) / f"c{k}", base, trials),
         }
         for k in range(opts.repeats):

@@ -43,7 +43,10 @@ from sweeps.spec.schema import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CPUS = 4  # declared CPUs of each of the 2 worker nodes: 8 trials at once
-SMOKE = {"trials": 16, "trial_s": 0.2}
+# The smoke keeps the three nodes but declares one CPU each: 2 trials at once, so each driver starts 2 trial
+# workers instead of 8 (every one a Python process importing Ray, 4 drivers' worth on 2 cores); 8 trials, the
+# kill after 4 of them.
+SMOKE = {"trials": 8, "trial_s": 0.2, "node_cpus": 1}
 FULL_TRIAL_S = 1.0  # Ray's release test: one-second trials reporting once a second
 ASK_SIZES = (100, 1000)
 DATA = {  # loaded once by the driver and shipped to the workers; the bookkeeping trial ignores it
@@ -68,8 +71,8 @@ def local_cluster(*, workers: int = 2, cpus: int = NODE_CPUS) -> Iterator[tuple[
     os.environ["RAY_TMPDIR"] = tmp
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
-        for _ in range(workers):
-            cluster.add_node(num_cpus=cpus, num_gpus=1)
+        for _ in range(workers):  # one node's processes start while the one before registers
+            cluster.add_node(wait=False, num_cpus=cpus, num_gpus=1)
         cluster.wait_for_nodes()
         yield cluster.address, {"RAY_TMPDIR": tmp}
     finally:
@@ -142,7 +145,7 @@ def run_driver(cmd: list[str], *, cwd: Path, env: dict[str, str], kill_after: in
     return Driver(wall, peak[0], proc.returncode, stdout, "".join(stderr_lines), cwd=cwd, killed_at=killed[0])
 
 
-def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int) -> Path:
+def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int, *, report: bool = True) -> Path:
     spec = {
         "name": name,
         "kind": "search",
@@ -154,7 +157,7 @@ def _sweep_spec(folder: Path, name: str, trials: int, trial_s: float, slots: int
         "metric": "val/weighted_f1",
         "mode": "max",
         "resources": {"cpu": 1, "gpu": 0, "max_concurrent": slots},
-        "tracking": {"report": True},
+        "tracking": {"report": report},
         "objective": {"name": "bookkeeping", "trial_s": trial_s, "report_every_s": trial_s},
     }
     path = folder / f"{name}.yaml"
@@ -231,14 +234,15 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
     """
     trials = opts.trials or (SMOKE["trials"] if opts.smoke else 1000)
     trial_s = SMOKE["trial_s"] if opts.smoke else FULL_TRIAL_S
-    slots = 2 * NODE_CPUS
+    node_cpus = SMOKE["node_cpus"] if opts.smoke else NODE_CPUS
+    slots = 2 * node_cpus
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-scale-") as tmp:
         work = Path(tmp)
         from benchmarks.scale_ask import ask_latencies
 
         sizes = (*ASK_SIZES, 10_000) if trials >= 10_000 else ((100,) if opts.smoke else ASK_SIZES)
         yield _ask_result(ask_latencies(work, sizes, history=HISTORY))
-        with local_cluster() as (address, cluster_env):
+        with local_cluster(cpus=node_cpus) as (address, cluster_env):
             env = _env(cluster_env)
             plain_cmd = [sys.executable, "-m", "benchmarks.scale_plain", "--address", address]
             plain_cmd += ["--trials", str(trials), "--slots", str(slots), "--trial-s", str(trial_s)]
@@ -251,17 +255,20 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
             fit = json.loads(plain.stdout.strip().splitlines()[-1])
             yield _wall_result(trials, trial_s, slots, plain, sweep, fit, read_tracking(sweep_dir / "mlflow.db"))
             resume_dir = work / "resume"
-            cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address)
+            # The smoke's resumed driver skips the end report (seconds of plotting): the report's figures are (b)'s.
+            cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address, report=not opts.smoke)
             killed = run_driver(cmd, cwd=resume_dir, env=env, kill_after=trials // 2)
             resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
             _check(resumed, "the resumed sweep")
             yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
 
 
-def _sweep_cmd(folder: Path, name: str, trials: int, trial_s: float, slots: int, address: str) -> list[str]:
+def _sweep_cmd(
+    folder: Path, name: str, trials: int, trial_s: float, slots: int, address: str, *, report: bool = True
+) -> list[str]:
     """`run_sweep.py` on the cluster, its spec and MLflow store (SQLite) in `folder` (created)."""
     folder.mkdir()
-    spec = _sweep_spec(folder, name, trials, trial_s, slots)
+    spec = _sweep_spec(folder, name, trials, trial_s, slots, report=report)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     return [sys.executable, str(ROOT / "run_sweep.py"), str(spec), "--address", address, "--tracking-uri", uri]
 

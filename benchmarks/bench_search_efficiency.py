@@ -36,7 +36,7 @@ import yaml
 
 from benchmarks.bench_search_mf import SEEDS as MF_SEEDS
 from benchmarks.bench_search_mf import bench_search_mf
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session, sqlite_store
 from benchmarks.ert import ert_of, ratio, ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,8 +231,6 @@ def bench_search_efficiency(opts: BenchOptions) -> Iterator[BenchResult]:
 
 def bench_search_real(opts: BenchOptions) -> BenchResult:
     """Trial-epochs to within 0.005 weighted F1 of the best known value, per arm, on the bundled real data."""
-    import ray
-
     trials = opts.trials or (1 if opts.smoke else 24)
     seeds = opts.seeds or (1 if opts.smoke else 5)
     names = SMOKE_ARMS if opts.smoke else tuple(ARMS)  # arm order rotated per seed below
@@ -240,16 +238,14 @@ def bench_search_real(opts: BenchOptions) -> BenchResult:
     started = time.perf_counter()
     runs: list[SweepRun] = []
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-search-") as tmp:
-        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        try:
+        uri = sqlite_store(Path(tmp) / "mlflow.db", template=opts.store_template)
+        with ray_session(start=False):  # the first sweep's engine starts Ray; the rest run in it
             for seed in range(seeds):
                 arms = [a for a in list(ARMS)[seed % len(ARMS) :] + list(ARMS)[: seed % len(ARMS)] if a in names]
                 runs += [
                     run_arm(Path(tmp), arm=a, seed=seed, trials=trials, smoke=opts.smoke, tracking_uri=uri)
                     for a in arms
                 ]
-        finally:
-            ray.shutdown()
     return _result(runs, trials=trials, seeds=seeds, smoke=opts.smoke, minutes=(time.perf_counter() - started) / 60)
 
 

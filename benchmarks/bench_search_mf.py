@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import mf_hartmann
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session
 from benchmarks.ert import ert_of, ratio, ratio_interval
 from benchmarks.mf_hartmann import DIM, F_STAR, curve, mf_hartmann6
 from sweeps.spec.schema import STARTUP_TRIALS
@@ -293,8 +293,6 @@ def _light_trials() -> Iterator[None]:
 @BENCHMARKS.register("search_mf")
 def bench_search_mf(opts: BenchOptions) -> BenchResult:
     """ERT to a target regret on MF-Hartmann6 for every arm, >= 20 seeds each, through Ray Tune."""
-    import ray
-
     seeds = opts.seeds or (1 if opts.smoke else SEEDS)
     epochs, budget, target = (
         (SMOKE_EPOCHS, SMOKE_BUDGET, SMOKE_TARGET) if opts.smoke else (EPOCHS, EPOCH_BUDGET, TARGET_REGRET)
@@ -304,12 +302,9 @@ def bench_search_mf(opts: BenchOptions) -> BenchResult:
     started = time.perf_counter()
     order = [(arm, seed) for seed in range(seeds) for arm in arms[seed % len(arms) :] + arms[: seed % len(arms)]]
     sweeps = [make_sweep(arm, seed, epochs=epochs, budget=budget, target=target) for arm, seed in order]
-    with tempfile.TemporaryDirectory(prefix="mersweep-bench-mf-") as tmp, _light_trials():
-        ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            run_queue(sweeps, folder=Path(tmp), epochs=epochs)
-        finally:
-            ray.shutdown()
+    session = ray_session(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with tempfile.TemporaryDirectory(prefix="mersweep-bench-mf-") as tmp, _light_trials(), session:
+        run_queue(sweeps, folder=Path(tmp), epochs=epochs)
     minutes = (time.perf_counter() - started) / 60
     traces = [s.trace for s in sweeps]
     return _result(traces, arms=arms, seeds=seeds, epochs=epochs, budget=budget, target=target, minutes=minutes)

@@ -12,6 +12,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import time
@@ -43,6 +44,9 @@ class BenchOptions:
         seeds: Sampler seeds per arm (search_efficiency); None = its default.
         tag: Extra label of this run's sections in RESULTS.md (e.g. the machine), so runs on
             other machines or settings sit next to each other instead of replacing each other.
+        store_template: Where an empty MLflow SQLite store, schema already migrated, is kept (made on first
+            use) that each sweep's store starts as a copy of; None: MLflow creates each store, as on a
+            user's first sweep. The smoke sets it: MLflow's migrations take seconds per fresh store.
     """
 
     smoke: bool = False
@@ -53,6 +57,7 @@ class BenchOptions:
     trials: int | None = None
     seeds: int | None = None
     tag: str = ""
+    store_template: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,48 @@ class CallTimer:
         finally:
             for n, fn in originals.items():
                 setattr(owner, n, fn)
+
+
+# The Ray session the smoke starts once for the in-process benchmarks that share it (`SHARES_RAY`): each
+# start and stop is seconds on 2 cores. Two CPUs: every one of them runs 2 trials at a time.
+SMOKE_RAY: dict[str, Any] = {
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "logging_level": "WARNING",
+}
+
+
+@contextlib.contextmanager
+def ray_session(*, start: bool = True, **init: Any) -> Iterator[None]:
+    """Ray for one benchmark: the session already up, if any, left up (the smoke shares one); else
+    `ray.init(**init)` (`start` False: the sweep engine starts it) and `ray.shutdown()` after."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if start:
+        ray.init(**init)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def sqlite_store(path: Path, *, template: Path | None) -> str:
+    """The tracking URI of an MLflow SQLite store at `path`, a copy of `template` when one is given.
+
+    The template is an empty store MLflow has created and migrated, made here on first use; MLflow
+    opens a copy without migrating again. Without one, the sweep's tracker creates the store.
+    """
+    if template is not None:
+        if not template.exists():
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
+        shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 def ratio(num: Row, den: Row, name: str, meaning: str, goal: str = "") -> Ratio:

@@ -26,7 +26,7 @@ def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() ->
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,  # under a minute on 2 idle cores; a 3-node cluster and four drivers under load take longer
+        timeout=900,  # 51 s at load 4-5 (8 trials, 2 slots); a 3-node cluster and four drivers under load take longer
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _ratio(proc.stdout, "scale.wall_vs_plain_tune") > 0.0

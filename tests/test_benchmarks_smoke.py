@@ -37,7 +37,7 @@ def test_smoke_prints_every_ratio_and_keeps_results() -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,  # 75 s on 2 idle cores, 3 minutes at load 5 (each sweep starts its own worker processes)
+        timeout=600,  # 95-160 s at load 3-8 (each sweep starts its own worker processes); over 3 minutes at load 15
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     positive = ("epoch.speedup", "overhead.engine_vs_optuna", "overhead.plain_tune_vs_optuna")
@@ -73,6 +73,27 @@ def test_registry_lists_the_benchmarks_and_each_module_registers_its_own() -> No
     assert "gpu" not in DEFAULT and "scale" not in DEFAULT  # each runs when named
     for name in MODULES:
         assert load(name) is BENCHMARKS.get(name)
+
+
+def test_sqlite_store_copies_one_migrated_template_into_independent_stores(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from benchmarks.common import sqlite_store
+
+    template = tmp_path / "empty.db"
+    first = sqlite_store(tmp_path / "a.db", template=template)
+    made = template.stat().st_mtime_ns
+    second = sqlite_store(tmp_path / "b.db", template=template)
+    assert template.stat().st_mtime_ns == made  # made once, then only copied
+    MlflowClient(tracking_uri=first).create_experiment("only-in-a")
+
+    def names(uri: str) -> set[str]:
+        return {e.name for e in MlflowClient(tracking_uri=uri).search_experiments()}
+
+    assert "only-in-a" in names(first) and "only-in-a" not in names(second)
+    # Without a template nothing is made here: the sweep's tracker creates the store.
+    assert sqlite_store(tmp_path / "c.db", template=None) == f"sqlite:///{tmp_path / 'c.db'}"
+    assert not (tmp_path / "c.db").exists()
 
 
 def test_epochs_to_target_counts_every_trial_in_arrival_order() -> None:
