@@ -14,19 +14,40 @@
 The sweep YAMLs that ship with mersweep sit beside this file (`sweeps/<name>.yaml`).
 """
 
-from sweeps.space import ALGORITHMS, AskTellGridSampler, Param, SearchSpace, check_algorithm, load_space, make_sampler
-from sweeps.spec import (
-    METRICS,
-    AblationConfig,
-    ExecutionConfig,
-    ResourcesConfig,
-    RetuneConfig,
-    SchedulerConfig,
-    SearchConfig,
-    SweepSpec,
-    TrackingConfig,
-    load_sweep,
-)
+import importlib
+from typing import Any
+
+# Where each public name lives. They load on first use (PEP 562), not with the package: every
+# `sweeps.*` import runs this file first, and a Ray trial worker, which needs only
+# `sweeps.trainable`, would otherwise import Optuna and the spec loader at each worker start.
+_HOMES = {
+    **dict.fromkeys(
+        ("ALGORITHMS", "AskTellGridSampler", "Param", "SearchSpace", "check_algorithm", "load_space", "make_sampler"),
+        "sweeps.space",
+    ),
+    **dict.fromkeys(
+        (
+            "METRICS",
+            "AblationConfig",
+            "ExecutionConfig",
+            "ResourcesConfig",
+            "RetuneConfig",
+            "SchedulerConfig",
+            "SearchConfig",
+            "SweepSpec",
+            "TrackingConfig",
+            "load_sweep",
+        ),
+        "sweeps.spec",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
+
 
 __all__ = [
     "ALGORITHMS",

@@ -46,3 +46,16 @@ def test_the_hook_drops_system_exit_in_a_finalizer():
 def test_the_hook_still_reports_every_other_exception(exc):
     proc = _run(quiet=True, exc=exc)
     assert "Exception ignored" in proc.stderr and exc.split("(")[0] in proc.stderr
+
+
+def test_a_trial_worker_starts_without_the_drivers_table_and_statistics_libraries():
+    """Every Ray trial worker imports the trial function's module at its start: pandas and SciPy
+    (label CSVs, data files and ablation designs, all read on the driver) stay out of it."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import sweeps.trainable.trial, sweeps.trainable.bookkeeping\n"
+        "print(sorted(m for m in ('pandas', 'scipy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", proc.stdout

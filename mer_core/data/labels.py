@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from mer_core.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_COLUMNS = ("name", "names", "sample", "sample_name", "video", "video_name", "filename", "file")
 LABEL_COLUMNS = ("label", "labels", "emo", "emotion", "discrete", "discrete_label")
@@ -83,6 +86,8 @@ def _read_csv(path: Path) -> dict[str, str]:
 
 def _parse_csv(path: Path, delimiter: str) -> pd.DataFrame:
     """The CSV as a table of strings; an unreadable file is a DataError naming it, not pandas' own error."""
+    import pandas as pd  # here, not at the top: every trial worker imports this module, few read a CSV
+
     try:
         return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="c")
     except UnicodeDecodeError as err:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mer_core.configs.schema import UciConfig
 from mer_core.data.featureset import FeatureSet
@@ -79,6 +78,8 @@ def _read_view(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     pandas decompresses the `.gz` on the fly (it infers gzip from the suffix).
     """
+    import pandas as pd  # here: trial workers import this module, only the driver reads the files
+
     try:
         table = pd.read_csv(path, header=0, engine="c", dtype=np.float64).to_numpy()  # (N, D + 1)
     except (OSError, EOFError, ValueError) as err:  # EOFError: a truncated .gz

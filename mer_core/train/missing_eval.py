@@ -10,9 +10,9 @@ after training, re-scores the final model on the validation rows at each of `mis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from mer_core.configs import with_overrides
 from mer_core.configs.schema import ExperimentConfig
@@ -22,6 +22,9 @@ from mer_core.train.recipe import fold_data
 from mer_core.train.result import TrialResult
 from mer_core.train.run import run
 from mer_core.train.scores import GRID_METRICS, metric_name
+
+if TYPE_CHECKING:  # pandas loads where a table is built, not with `mer_core.train` in every trial worker
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_RATES",
@@ -47,6 +50,8 @@ def grid_table(result: TrialResult, rates: Sequence[float]) -> pd.DataFrame:
         DataFrame indexed by `missing_rate` with columns `<m>` and `<m>_std` per metric m
         (NaN where a value is absent, e.g. a pruned run or a single fold's std).
     """
+    import pandas as pd
+
     rows = []
     for rate in rates:
         row = {"missing_rate": float(rate)}

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sweeps.ablation.sequential import SequentialDesign
 from sweeps.spec.schema import AblationConfig, SweepSpec
 from sweeps.tracking.names import ABLATION_SEED_PARAM, PHASE_PARAM, VARIANT_PARAM
+
+if TYPE_CHECKING:  # the design needs SciPy: loaded where one is computed, not in every trial worker
+    from sweeps.ablation.sequential import SequentialDesign
 
 VARIANT_KEY, SEED_KEY, PHASE_KEY = "__variant", "__seed", "__phase"
 INIT_KEY, SPLIT_KEY = "__init_seed", "__split_seed"  # the model and fold seeds, when not the paired seed
@@ -78,6 +80,8 @@ class AblationPlan:
     @property
     def design(self) -> SequentialDesign:
         """Looks, alpha and the number of comparisons with the reference."""
+        from sweeps.ablation.sequential import SequentialDesign
+
         return SequentialDesign(looks=self.looks, alpha=self.alpha, comparisons=max(1, len(self.variants) - 1))
 
     @property
@@ -145,6 +149,8 @@ def ablation_plan(spec: SweepSpec) -> AblationPlan | None:
 
 def design_of(ablation: AblationConfig) -> SequentialDesign:
     """The sequential design of an ablation section (what `analysis compare` judges with)."""
+    from sweeps.ablation.sequential import SequentialDesign
+
     return SequentialDesign(
         looks=ablation.looks(), alpha=ablation.alpha, comparisons=max(1, len(ablation.variants) - 1)
     )
