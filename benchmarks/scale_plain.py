@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus != args.slots:  # the cluster's CPUs are what bounds the trials at once here (see below)
+        p.error(f"--slots: the cluster's CPU count ({cpus}) is the number of trials at once here; given {args.slots}")
     objective = {"name": "bookkeeping", "trial_s": args.trial_s, "report_every_s": args.report_every_s}
     settings = TrialSettings(base={}, metric=METRIC, mode="max", fixed={}, objective=objective)
     trainable = tune.with_resources(tune.with_parameters(bookkeeping_main, settings=settings), {"cpu": 1})
@@ -47,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=METRIC,
             mode="max",
             num_samples=args.trials,
-            max_concurrent_trials=args.slots,
+            # No max_concurrent_trials, as in Ray's release test: the cluster's CPUs (--slots of them)
+            # already bound the trials at once, and with a limit Tune has no staged trial when one
+            # ends, so it stops the finished trial's actor and starts a new worker process for the next.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(name="plain", storage_path=args.folder, verbose=0),
