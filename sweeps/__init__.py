@@ -17,54 +17,16 @@ The sweep YAMLs that ship with mersweep sit beside this file (`sweeps/<name>.yam
 import importlib
 from typing import Any
 
-# Where each public name lives. They load on first use (PEP 562), not with the package: every
-# `sweeps.*` import runs this file first, and a Ray trial worker, which needs only
-# `sweeps.trainable`, would otherwise import Optuna and the spec loader at each worker start.
-_HOMES = {
-    **dict.fromkeys(
-        ("ALGORITHMS", "AskTellGridSampler", "Param", "SearchSpace", "check_algorithm", "load_space", "make_sampler"),
-        "sweeps.space",
-    ),
-    **dict.fromkeys(
-        (
-            "METRICS",
-            "AblationConfig",
-            "ExecutionConfig",
-            "ResourcesConfig",
-            "RetuneConfig",
-            "SchedulerConfig",
-            "SearchConfig",
-            "SweepSpec",
-            "TrackingConfig",
-            "load_sweep",
-        ),
-        "sweeps.spec",
-    ),
-}
+# The public names of `sweeps.space` and `sweeps.spec` are read through the package too, but load on
+# first use (PEP 562), not with the package: every `sweeps.*` import runs this file first, and a Ray
+# trial worker, which needs only `sweeps.trainable`, would otherwise import Optuna and the spec
+# loader at each worker start.
+_REEXPORTED = ("sweeps.space", "sweeps.spec")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
+    for home in _REEXPORTED:
+        module = importlib.import_module(home)
+        if name in module.__all__:
+            return getattr(module, name)
     raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
-
-
-__all__ = [
-    "ALGORITHMS",
-    "METRICS",
-    "AblationConfig",
-    "AskTellGridSampler",
-    "ExecutionConfig",
-    "Param",
-    "ResourcesConfig",
-    "RetuneConfig",
-    "SchedulerConfig",
-    "SearchConfig",
-    "SearchSpace",
-    "SweepSpec",
-    "TrackingConfig",
-    "check_algorithm",
-    "load_space",
-    "load_sweep",
-    "make_sampler",
-]
