@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks.bench_search_mf import ASHA, HYPERBAND, MEDIAN, bench_search_mf
 from benchmarks.bench_search_mf import SEEDS as MF_SEEDS
-from benchmarks.bench_search_mf import bench_search_mf
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session, sqlite_store
 from benchmarks.ert import ert_of, ratio, ratio_interval
 
@@ -76,13 +76,10 @@ SMOKE_DATA = {
     "synthetic": {"n_labelled": 240, "n_unlabelled": 0, "dims": {"audio": 24, "text": 32, "video": 16}},
 }
 SMOKE_SET = {**SET, "model.ff_dim": 64, "optim.max_epochs": 2, "optim.patience": 2}
-ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 3}  # the default search until `search_replay`
-MEDIAN = {"kind": "median", "grace_period": 3}  # the schema's default, chosen by `search_replay`
 # label -> (algorithm, scheduler, trials as a multiple of `trials`). ASHA spends about half the
 # epochs per trial of a full trial here, so ASHA arms get twice the trials: every arm then spends
 # about the same trial-epochs, and "not reached in budget" means the same budget for all (the
 # median rule from the 3rd epoch cut about a tenth of the epochs on recorded curves: one share).
-HYPERBAND = {**ASHA, "kind": "hyperband"}  # every bracket (sweeps.execution.tuner.hyperband_brackets)
 ARMS = {
     "TPE + median, grace 3": ("tpe", MEDIAN, 1),
     "TPE + ASHA": ("tpe", ASHA, 2),

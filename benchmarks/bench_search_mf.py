@@ -66,8 +66,10 @@ class Arm:
     n_startup: int = N_STARTUP
 
 
+# The scheduler sections the search benchmarks' arms share (search_replay, search_efficiency), so an
+# arm of one name is the same search in each of them.
 ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 3}
-HYPERBAND = {"kind": "hyperband", "grace_period": 1, "reduction_factor": 3}
+HYPERBAND = {**ASHA, "kind": "hyperband"}  # every bracket (sweeps.execution.tuner.hyperband_brackets)
 MEDIAN = {"kind": "median", "grace_period": 3}  # the default early stopping, chosen by `search_replay`
 ARMS = {
     "random, no early stopping": Arm("random", {"kind": "none"}),

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_search_mf import EPOCH_BUDGET, EPOCHS, TARGET_REGRET, Arm
+from benchmarks.bench_search_mf import ASHA, EPOCH_BUDGET, EPOCHS, HYPERBAND, MEDIAN, TARGET_REGRET, Arm
 from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult
 from benchmarks.curves.loop import Trace, replay
 from benchmarks.curves.problems import HartmannProblem, TableProblem
@@ -41,9 +41,6 @@ BUDGET_FACTOR = 3  # a table sweep's budget: 3x the epochs random search expects
 MF = "MF-Hartmann6"
 SMOKE_DATA = Path(__file__).resolve().parent / "curves" / "smoke_data"
 
-ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 3}
-HYPERBAND = {**ASHA, "kind": "hyperband"}
-MEDIAN = {"kind": "median", "grace_period": 1}
 FORECAST = {"kind": "forecast", "grace_period": 1, "margin_sd": 2.0}
 NONE = {"kind": "none"}
 ARMS: Mapping[str, Arm] = {
@@ -56,8 +53,8 @@ ARMS: Mapping[str, Arm] = {
     "TPE + ASHA, reduction 2": Arm("tpe", {**ASHA, "reduction_factor": 2}),
     "TPE + Hyperband": Arm("tpe", HYPERBAND),
     "BOHB-style (budget TPE + Hyperband)": Arm("bohb", HYPERBAND),
-    "TPE + median": Arm("tpe", MEDIAN),
-    "TPE + median, grace 3": Arm("tpe", {**MEDIAN, "grace_period": 3}),
+    "TPE + median": Arm("tpe", {**MEDIAN, "grace_period": 1}),
+    "TPE + median, grace 3": Arm("tpe", MEDIAN),
     "random + forecast": Arm("random", FORECAST),
     "TPE + forecast": Arm("tpe", FORECAST),
     "TPE + forecast, margin 1": Arm("tpe", {**FORECAST, "margin_sd": 1.0}),
