@@ -10,7 +10,8 @@ CPUs and a fake GPU each) runs the same N trials twice, each arm a driver proces
     run and the end-of-sweep report.
 
 Then (b) once more under another name, killed (SIGKILL) when half its trials have ended and
-resumed (`--resume`), with lost and duplicate MLflow runs counted; and TPE's ask timed on stored
+resumed (`--resume`), with lost and duplicate MLflow runs counted; outside the smoke, (c): (b) with
+MLflow on an `mlflow server` over a throwaway PostgreSQL cluster; and TPE's ask timed on stored
 studies of 100 and 1,000 (10,000 with `--trials 10000`) finished trials, with the sweep's default
 window (`search.history`) and without one. Figures: wall time against (a), the driver's overhead
 per trial, its peak RSS, MLflow rows written per second and the largest backlog, the end
@@ -183,30 +184,39 @@ class Tracking:
 
 
 def read_tracking(db: Path) -> Tracking:
-    """Child runs of the sweep's parent and the tracking/* metrics its driver logged on it."""
+    """Child runs of the sweep's parent and the tracking/* metrics its driver logged on it (SQLite store)."""
     with sqlite3.connect(db) as conn:
-        parent = conn.execute(
-            "SELECT r.run_uuid FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
-            "AND t.key = 'mlflow.parentRunId')"
-        ).fetchone()[0]
-        kids = conn.execute(
-            "SELECT r.run_uuid, r.status, (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid "
-            "AND t.key = 'mersweep.trial_id') FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
-            "WHERE p.key = 'mlflow.parentRunId' AND p.value = ? AND r.lifecycle_stage = 'active'",
-            (parent,),
-        ).fetchall()
-        rows = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("metrics", "params", "tags"))
-        metrics = dict(
-            conn.execute(
-                "SELECT key, value FROM latest_metrics WHERE run_uuid = ? AND key LIKE 'tracking/%'", (parent,)
-            )
-        )
+        return _tracking_of(conn, "?")
+
+
+def _tracking_of(conn: Any, mark: str) -> Tracking:
+    """`read_tracking` on any DB-API connection to an MLflow store; `mark` is its parameter placeholder."""
+    cur = conn.cursor()
+
+    def rows(sql: str, *args: str) -> list[tuple]:
+        if mark == "%s":  # pyformat drivers (psycopg2) read a literal % as a placeholder's start
+            sql = sql.replace("%", "%%")
+        cur.execute(sql.replace("?", mark), args)
+        return list(cur.fetchall())
+
+    parent = rows(
+        "SELECT r.run_uuid FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
+        "AND t.key = 'mlflow.parentRunId')"
+    )[0][0]
+    kids = rows(
+        "SELECT r.run_uuid, r.status, (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid "
+        "AND t.key = 'mersweep.trial_id') FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
+        "WHERE p.key = 'mlflow.parentRunId' AND p.value = ? AND r.lifecycle_stage = 'active'",
+        parent,
+    )
+    counted = sum(rows(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("metrics", "params", "tags"))
+    metrics = rows("SELECT key, value FROM latest_metrics WHERE run_uuid = ? AND key LIKE 'tracking/%'", parent)
     return Tracking(
         children=len(kids),
         distinct=len({k[2] for k in kids}),
         finished=sum(1 for k in kids if k[1] != "RUNNING"),
-        rows=rows,
-        parent={k: float(v) for k, v in metrics.items()},
+        rows=counted,
+        parent={k: float(v) for k, v in metrics},
     )
 
 
@@ -261,15 +271,25 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
             resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
             _check(resumed, "the resumed sweep")
             yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
+            if not opts.smoke:  # a PostgreSQL cluster and an MLflow server take the smoke's whole budget to start
+                yield _postgres_arm(work / "pg", (trials, trial_s, slots), address, env, plain)
 
 
 def _sweep_cmd(
-    folder: Path, name: str, trials: int, trial_s: float, slots: int, address: str, *, report: bool = True
+    folder: Path,
+    name: str,
+    trials: int,
+    trial_s: float,
+    slots: int,
+    address: str,
+    *,
+    report: bool = True,
+    uri: str | None = None,
 ) -> list[str]:
-    """`run_sweep.py` on the cluster, its spec and MLflow store (SQLite) in `folder` (created)."""
-    folder.mkdir()
+    """`run_sweep.py` on the cluster, its spec in `folder` (created); MLflow at `uri`, else SQLite in `folder`."""
+    folder.mkdir(parents=True)
     spec = _sweep_spec(folder, name, trials, trial_s, slots, report=report)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = uri or f"sqlite:///{folder / 'mlflow.db'}"
     return [sys.executable, str(ROOT / "run_sweep.py"), str(spec), "--address", address, "--tracking-uri", uri]
 
 
@@ -356,5 +376,63 @@ def _resume_result(trials: int, killed: Driver, resumed: Driver, after: Tracking
     res.notes = [
         f"After the resume: {after.distinct} trials with a live child run, {after.children} live child runs, "
         f"{after.finished} of them ended (superseded runs of trials Ray reran are soft-deleted, not counted)."
+    ]
+    return res
+
+
+def _postgres_arm(
+    folder: Path, shape: tuple[int, float, int], address: str, env: dict[str, str], plain: Driver
+) -> BenchResult:
+    """(c): (b) with MLflow on an `mlflow server` over PostgreSQL, as README's "On a cluster" sets it up.
+
+    A throwaway PostgreSQL cluster (Debian's binaries, `initdb` in a temp dir, 127.0.0.1 only) and
+    one MLflow server (one uvicorn worker) on it; the driver logs over HTTP. `shape`: (trials,
+    trial_s, slots) of the other arms.
+    """
+    from tests.pg_helpers import PG_USER, pg_bin_dir, start_mlflow_server, start_postgres
+
+    trials, trial_s, slots = shape
+    res = BenchResult(
+        "scale_pg", f"{trials} bookkeeping trials of {trial_s:g} s, MLflow on a server over PostgreSQL ({slots} slots)"
+    )
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        res.notes = ["Not run: no PostgreSQL server binaries here (initdb, pg_ctl; `apt-get install postgresql`)."]
+        return res
+    import psycopg2
+
+    pg = start_postgres(bin_dir)
+    try:
+        folder.mkdir()
+        server = start_mlflow_server(pg, folder, "scale")
+        try:
+            cmd = _sweep_cmd(folder / "sweep", "scale-pg", trials, trial_s, slots, address, uri=server.uri)
+            sweep = run_driver(cmd, cwd=folder / "sweep", env=env)
+        finally:
+            server.stop()
+        _check(sweep, "the sweep on the MLflow server")
+        conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user=PG_USER, password=pg.password, dbname="scale")
+        try:
+            tracking = _tracking_of(conn, "%s")
+        finally:
+            conn.close()
+    finally:
+        pg.stop()
+    ideal = trials * trial_s / slots
+    res.rows = [
+        Row("(c) mersweep driver, MLflow server: wall", (sweep.wall_s,), "s", f"ideal {ideal:.1f} s"),
+        Row("(a) plain Ray Tune: driver wall (the same run's)", (plain.wall_s,), "s"),
+        Row("(c) driver peak RSS", (sweep.peak_rss_mb,), "MiB", "goal <= 2048"),
+        Row("(c) end report", (_report_seconds(sweep.stderr),), "s", "goal <= 60"),
+        Row("(c) MLflow rows per second of sending", (tracking.parent.get("tracking/rows_per_s", 0.0),), "rows/s"),
+        Row("(c) MLflow largest backlog", (tracking.parent.get("tracking/backlog_max", 0.0),), "ops", "bound 500"),
+    ]
+    res.ratios = [Ratio("wall_vs_plain_tune", sweep.wall_s / plain.wall_s, "(c) wall ÷ (a) wall", goal="<= 1.15")]
+    res.notes = [
+        f"Slot-seconds not spent in trials: {(sweep.wall_s * slots - trials * trial_s) / trials:.2f} s per trial. "
+        f"PostgreSQL after (c): {tracking.rows} metric, param and tag rows; {tracking.children} child runs "
+        f"({tracking.distinct} distinct trials) for {trials} trials; the driver spent "
+        f"{tracking.parent.get('tracking/send_s', 0.0):.0f} s sending them. The server, PostgreSQL and the Ray "
+        "cluster share this machine's cores with the driver."
     ]
     return res
