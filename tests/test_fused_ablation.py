@@ -272,4 +272,5 @@ def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ab
         assert run_.data.params == want.data.params  # the full config, variant, seed and phase
         assert run_.data.tags["mersweep.status"] == "ok"
         assert set(run_.data.metrics) == set(want.data.metrics)
-        assert run_.data.metrics["val/loss"] == pytest.approx(want.data.metrics["val/loss"], abs=1e-3), pair
+        # Both sweeps train in float64 (tests/conftest.py): the fused kernels' rounding stays far below this.
+        assert run_.data.metrics["val/loss"] == pytest.approx(want.data.metrics["val/loss"], abs=1e-6), pair
