@@ -221,6 +221,30 @@ def test_the_devtools_client_reads_a_page_it_opened(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_pictures_wait_until_the_page_stops_changing(tmp_path):
+    """The README's pictures wait for a still page, not a fixed pause: a page that draws for a while
+    is waited for until it is done; one that never stops is an error, not a half-drawn picture."""
+    from analysis.report.browser import BrowserError
+
+    _require_chromium()
+    # Draws a new number every 100 ms until LIMIT have been drawn (never, for -1), then stays as it is.
+    script = (
+        "let n = 0; const t = setInterval(() => { n += 1; document.body.textContent = 'step ' + n; "
+        "if (n === LIMIT) clearInterval(t); }, 100);"
+    )
+    pages = {}
+    for name, limit in (("done", "15"), ("forever", "-1")):
+        pages[name] = tmp_path / f"{name}.html"
+        pages[name].write_text(f"<html><body>start<script>{script.replace('LIMIT', limit)}</script></body></html>")
+    with Browser(width=300, height=100) as browser:
+        browser.goto(pages["done"].as_uri())
+        browser.wait_still(interval_s=0.3)
+        assert browser.text().strip() == "step 15"  # waited past the last change
+        browser.goto(pages["forever"].as_uri())
+        with pytest.raises(BrowserError, match="still changing"):
+            browser.wait_still(interval_s=0.3, timeout=2)
+
+
 def test_an_epochs_place_is_logged_and_ablation_runs_are_named_by_their_arm():
     from sweeps.tracking.callback import _metrics_of, run_name
 

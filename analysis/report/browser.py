@@ -42,6 +42,25 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+# What the page shows, in short: per document (the page, and each frame it may read), a hash of its
+# markup and how many of its images are decoded. null while a navigation is under way.
+_STILL_SIGNATURE = """(() => {
+  const hash = (text) => {
+    let h = 0;
+    for (let i = 0; i < text.length; i++) h = (Math.imul(h, 31) + text.charCodeAt(i)) | 0;
+    return h;
+  };
+  const look = (doc) => hash(doc.documentElement.outerHTML) + ':' +
+    Array.from(doc.images).filter((img) => img.complete && img.naturalWidth > 0).length;
+  try {
+    const frames = Array.from(document.querySelectorAll('iframe')).map((f) => {
+      try { return f.contentDocument ? look(f.contentDocument) : 'closed'; } catch (e) { return 'closed'; }
+    });
+    return [look(document), ...frames].join('|');
+  } catch (e) { return null; }
+})()"""
+
+
 class BrowserError(RuntimeError):
     """Chromium did not start, or a page did not do what a script waited for."""
 
@@ -138,6 +157,27 @@ class Browser:
             params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
         return path
+
+    def wait_still(self, *, interval_s: float = 0.5, timeout: float = 60.0, what: str = "the page") -> None:
+        """Wait until the page has stopped changing: its DOM, the images it has decoded and those of
+        the frames it may read are the same in two looks `interval_s` apart.
+
+        For views that go on drawing after the element one waits for is there (status icons, a
+        frame's images): how long that takes depends on the machine, so no fixed pause fits.
+        (Comparing screenshots would not do: Chromium answers a capture only once a new frame was
+        drawn, so a second capture of a still page never returns.) BrowserError if the page is
+        still changing after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            now = self.evaluate(_STILL_SIGNATURE)
+            if now is not None and now == last:
+                return
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{what} was still changing after {timeout:.0f} s")
+            last = now
+            time.sleep(interval_s)
 
     def close(self) -> None:
         sock = getattr(self, "_sock", None)

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,12 +107,12 @@ def _photograph(sweep_dir: Path, uri: str, state: SweepState, out: Path) -> None
         _click(browser, EXPANDER)
         rows = "document.querySelectorAll('.ag-center-cols-container [role=\"row\"]').length > 1"
         browser.wait_for(rows, what="the trials under the sweep's run")
-        time.sleep(1.0)  # the status icons and colours settle after the rows
+        browser.wait_still(what="the runs view")  # status icons and colours come after the rows
         browser.screenshot(out / "mlflow_runs.png")
         browser.goto(ui_link(uri, experiment, parent, f"{REPORT_DIR}/{REPORT_PAGE}"))
         browser.wait_for("document.querySelector('iframe') !== null", what="the report in MLflow's artifact view")
         _click(browser, CLOSE_ASSISTANT)
-        time.sleep(3.0)  # the frame renders the report's images
+        browser.wait_still(what="the report in MLflow")  # the frame renders the report's images
         browser.screenshot(out / "mlflow_report.png")
 
 
