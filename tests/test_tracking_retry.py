@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 
 import pytest
@@ -210,6 +211,74 @@ def test_a_backlog_goes_out_over_several_calls_while_trials_run():
     assert not box.put(*(Op("log", run, send) for _ in range(10)))
     assert len(sent) == 3  # 0.25 s worth: Ray's event loop goes on
     assert box.drain(block=True) and len(sent) == 10
+
+
+def _background_box(out: io.StringIO, **policy: float) -> Outbox:
+    """An outbox on the real clock with its sender thread running (the tracker's set-up)."""
+    settings = {"deadline_s": 5.0, "quiet_s": 0.0, "first_wait_s": 0.01, "max_wait_s": 0.05, **policy}
+    box = Outbox(RetryingCaller(RetryPolicy(**settings), label="http://h:5000", stream=out))
+    box.send_in_background()
+    return box
+
+
+def test_a_background_outbox_sends_in_order_from_its_own_thread():
+    out, server = io.StringIO(), Server()
+    box = _background_box(out)
+    run, sent = RunRef(token="a", run_id="r"), []
+
+    def send(i: int):
+        return lambda _: sent.append((i, threading.current_thread().name, server()))
+
+    try:
+        for i in range(20):
+            assert box.put(Op("log", run, send(i))) in (True, False)  # hands over; the thread sends
+        deadline = time.monotonic() + 30
+        while len(box) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [i for i, *_ in sent] == list(range(20))
+        assert {name for _, name, _ in sent} == {"mersweep-mlflow-outbox"}
+        assert len(box) == 0 and box.stats.ops == 20 and box.drain(block=True)
+    finally:
+        box.close()
+
+
+def test_a_background_outbox_holds_the_caller_back_only_past_its_bound_while_the_server_answers():
+    out, server = io.StringIO(), Server()
+    box = _background_box(out, max_backlog=2)
+    run, sent, release = RunRef(token="a", run_id="r"), [], threading.Event()
+
+    def slow(i: int):
+        def send(_: str | None) -> None:
+            release.wait()  # the server takes its time
+            sent.append(i)
+
+        return send
+
+    try:
+        box.put(Op("log", run, slow(0)))
+        putter = threading.Thread(target=lambda: box.put(*(Op("log", run, slow(i)) for i in range(1, 6))))
+        putter.start()
+        putter.join(0.5)
+        assert putter.is_alive(), "a put past max_backlog returned while the server was answering slowly"
+        release.set()
+        putter.join(10)
+        assert not putter.is_alive()
+        assert box.drain(block=True) and sent == list(range(6))
+
+        # While the server is away nothing is held back: the backlog waits for it instead.
+        server.down = True
+        down = [Op("log", run, lambda _: server()) for _ in range(6)]
+        box.put(*down[:1])
+        while not box.caller.away:
+            time.sleep(0.01)
+        box.put(*down[1:])  # returns: past the bound, but the server is away
+        assert len(box) == 6 and "unreachable" in out.getvalue()
+        server.down = False
+        assert box.drain(block=True) and len(box) == 0
+        assert "is back" in out.getvalue()
+    finally:
+        release.set()
+        box.close()
 
 
 def test_mlflow_retry_settings_hold_only_during_our_calls_and_a_users_own_win(monkeypatch):

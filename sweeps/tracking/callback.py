@@ -252,6 +252,8 @@ class MlflowCallback(Callback):
             self.interrupted.add(trial_id)
             del self.runs[trial_id]
         self.tracker.flush()
+        if self._unlinked:  # runs the tracker's thread created after their trial's last result
+            self._link_later()
 
 
 def last_attempt_results(trial) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -99,9 +100,20 @@ class RetryingCaller:
         self._wait = policy.first_wait_s
         self._next_try = 0.0
         self._reason = ""
+        # The outbox's sender thread and the driver's own blocking calls share the backoff state.
+        self._lock = threading.RLock()
 
     def now(self) -> float:
         return self._clock()
+
+    @property
+    def away(self) -> bool:
+        """The server's last answer was a transient failure (an outage is under way)."""
+        return self._failing_since is not None
+
+    def seconds_to_next_try(self) -> float:
+        """How long until an attempt is due (0 when one is due now)."""
+        return max(0.0, self._next_try - self._clock())
 
     def call(self, fn: Callable[[], T], *, block: bool) -> T:
         """`fn()`, retried on transient failures for up to deadline_s (`block`); else one attempt, if due.
@@ -110,6 +122,10 @@ class RetryingCaller:
             TrackingUnavailable: the server did not answer in time.
             Exception: whatever `fn` raised for a non-transient reason, at once.
         """
+        with self._lock:
+            return self._call(fn, block=block)
+
+    def _call(self, fn: Callable[[], T], *, block: bool) -> T:
         blocking = block and not self._gave_up_blocking
         end = self._clock() + (self.policy.deadline_s if blocking else 0.0)
         while True:
@@ -220,27 +236,84 @@ class OutboxStats:
 
 
 class Outbox:
-    """MLflow operations in the order they were made, sent when the server takes them."""
+    """MLflow operations in the order they were made, sent when the server takes them.
+
+    By default whoever puts or drains sends. After `send_in_background()` a thread of its own
+    sends while the server answers: a Ray callback that hands over an operation then never waits
+    for a request (with a remote server, each is a round trip), only for a backlog past
+    `max_backlog`; a blocking `drain` still sends everything itself before it returns.
+    """
 
     def __init__(self, caller: RetryingCaller, *, scrub: Callable[[str], str] = str) -> None:
         self.caller = caller
         self._ops: deque[Op] = deque()
         self._scrub = scrub
         self.stats = OutboxStats()
+        self._changed = threading.Condition()  # guards _ops; signalled when operations arrive or leave
+        self._sending = threading.Lock()  # held by whoever sends: the thread, or a blocking drain
+        self._thread: threading.Thread | None = None
+        self._closing = False
 
     def __len__(self) -> int:
         return len(self._ops)
 
     @property
     def n_metrics(self) -> int:
-        return sum(op.n_metrics for op in self._ops)
+        with self._changed:
+            return sum(op.n_metrics for op in self._ops)
+
+    def send_in_background(self) -> None:
+        """From now on a daemon thread sends (until `close`); see the class docstring."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send_loop, name="mersweep-mlflow-outbox", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the sender thread (what still waits stays in the outbox)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with self._changed:
+                self._closing = True
+                self._changed.notify_all()
+            thread.join()
 
     def put(self, *ops: Op, block: bool = False) -> bool:
-        self._ops.extend(ops)
-        self.stats.peak_backlog = max(self.stats.peak_backlog, len(self._ops))
+        with self._changed:
+            self._ops.extend(ops)
+            self.stats.peak_backlog = max(self.stats.peak_backlog, len(self._ops))
+            self._changed.notify_all()
         return self.drain(block=block)
 
     def drain(self, *, block: bool) -> bool:
+        """`_drain` by whoever calls, or with a sender thread: wait for a backlog past `max_backlog`
+        (not during an outage) unless `block`, and then send the rest here. True when all went out."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._drain(block=block)
+        if block:
+            with self._sending:  # the thread pauses between two operations
+                return self._drain(block=True)
+        with self._changed:
+            while len(self._ops) > self.caller.policy.max_backlog and not self.caller.away and self._thread.is_alive():
+                self._changed.wait(0.5)
+            return not self._ops
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._ops and not self._closing:
+                    self._changed.wait()
+                if self._closing:
+                    return
+            with self._sending:
+                try:
+                    self._drain(block=False, slice_s=None)
+                except Exception:  # not the server's absence (that is handled): the driver's next drain
+                    return  # sends the same operation itself and raises the same error there
+            if self.caller.away:  # the next attempt is not due before the backoff says
+                with self._changed:
+                    self._changed.wait(min(1.0, max(0.05, self.caller.seconds_to_next_try())))
+
+    def _drain(self, *, block: bool, slice_s: float | None = -1.0) -> bool:
         """Send what waits, in order; True when all went out. Never raises for the server's sake.
 
         Without `block` it sends for at most `in_sweep_s` (a backlog goes out over several calls),
@@ -253,8 +326,9 @@ class Outbox:
         from mlflow.exceptions import MlflowException
 
         start = self.caller.now()
+        budget = self.caller.policy.in_sweep_s if slice_s == -1.0 else slice_s  # None: no time limit
         while self._ops:
-            late = self.caller.now() - start > self.caller.policy.in_sweep_s
+            late = budget is not None and self.caller.now() - start > budget
             if not block and late and len(self._ops) <= self.caller.policy.max_backlog:
                 return False
             op = self._ops[0]
@@ -270,5 +344,7 @@ class Outbox:
                 except (MlflowException, OSError) as err:  # OSError: requests' errors, a vanished artifact file
                     first = (str(err).strip().splitlines() or [""])[0]
                     self.caller.say(f"mlflow: could not {op.what}: {self._scrub(first)[:300]}; skipped")
-            self._ops.popleft()
+            with self._changed:
+                self._ops.popleft()
+                self._changed.notify_all()
         return True
