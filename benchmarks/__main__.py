@@ -20,6 +20,7 @@ from benchmarks import DEFAULT, MODULES, SHARES_RAY, load
 from benchmarks.common import (
     INCLUDES,
     RESULTS_PATH,
+    SCALE_ARMS,
     SMOKE_RAY,
     BenchFn,
     BenchOptions,
@@ -58,6 +59,12 @@ def _parser() -> ArgumentParser:
         help=f"search_efficiency: sampler seeds per arm of the real-data sweeps (default {MIN_SEEDS}; "
         "MF-Hartmann6 keeps at least 20); search_mf: seeds per arm (default 20)",
     )
+    p.add_argument(
+        "--arms",
+        default=None,
+        help=f"scale only: its parts to run, comma-separated ({', '.join(SCALE_ARMS)}; default all, postgres "
+        "outside the smoke)",
+    )
     p.add_argument("--tag", default="", help="label of this run's RESULTS.md sections (e.g. another machine)")
     p.add_argument("--output", type=Path, default=None, help=f"Markdown file to update (default {RESULTS_PATH})")
     return p
@@ -73,7 +80,16 @@ def _options(args) -> BenchOptions:
             raise ConfigError(flag, "an integer >= 1", value, "out of range")
     if args.seeds is not None and not args.smoke and args.seeds < MIN_SEEDS:
         raise ConfigError("--seeds", f"an integer >= {MIN_SEEDS} (>= 1 with --smoke)", args.seeds, "too few seeds")
+    arms = None
+    if args.arms is not None:
+        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        unknown = [a for a in arms if a not in SCALE_ARMS]
+        if unknown or not arms:
+            raise ConfigError("--arms", f"a comma-separated list of {', '.join(SCALE_ARMS)}", args.arms, "unknown arm")
+        if "scale" not in (args.names or DEFAULT):
+            raise ConfigError("--arms", "only with the scale benchmark (python -m benchmarks scale --arms ...)", arms)
     return BenchOptions(
+        arms=arms,
         smoke=args.smoke,
         repeats=repeats,
         device=args.device,

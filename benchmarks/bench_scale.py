@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row
+from benchmarks.common import BENCHMARKS, SCALE_ARMS, BenchOptions, BenchResult, Ratio, Row
 from sweeps.spec.schema import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,32 +246,43 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
     trial_s = SMOKE["trial_s"] if opts.smoke else FULL_TRIAL_S
     node_cpus = SMOKE["node_cpus"] if opts.smoke else NODE_CPUS
     slots = 2 * node_cpus
+    # A PostgreSQL cluster and an MLflow server would take the smoke's whole budget to start.
+    arms = set(opts.arms or [a for a in SCALE_ARMS if a != "postgres" or not opts.smoke])
     with tempfile.TemporaryDirectory(prefix="mersweep-bench-scale-") as tmp:
         work = Path(tmp)
-        from benchmarks.scale_ask import ask_latencies
+        if "ask" in arms:
+            from benchmarks.scale_ask import ask_latencies
 
-        sizes = (*ASK_SIZES, 10_000) if trials >= 10_000 else ((100,) if opts.smoke else ASK_SIZES)
-        yield _ask_result(ask_latencies(work, sizes, history=HISTORY))
+            sizes = (*ASK_SIZES, 10_000) if trials >= 10_000 else ((100,) if opts.smoke else ASK_SIZES)
+            yield _ask_result(ask_latencies(work, sizes, history=HISTORY))
+        if not arms - {"ask"}:
+            return
         with local_cluster(cpus=node_cpus) as (address, cluster_env):
             env = _env(cluster_env)
-            plain_cmd = [sys.executable, "-m", "benchmarks.scale_plain", "--address", address]
-            plain_cmd += ["--trials", str(trials), "--slots", str(slots), "--trial-s", str(trial_s)]
-            plain_cmd += ["--report-every-s", str(trial_s), "--folder", str(work / "plain")]
-            plain = run_driver(plain_cmd, cwd=work, env=env)
-            _check(plain, "plain Ray Tune")
-            sweep_dir = work / "sweep"
-            sweep = run_driver(_sweep_cmd(sweep_dir, "scale", trials, trial_s, slots, address), cwd=sweep_dir, env=env)
-            _check(sweep, "the sweep")
-            fit = json.loads(plain.stdout.strip().splitlines()[-1])
-            yield _wall_result(trials, trial_s, slots, plain, sweep, fit, read_tracking(sweep_dir / "mlflow.db"))
-            resume_dir = work / "resume"
-            # The smoke's resumed driver skips the end report (seconds of plotting): the report's figures are (b)'s.
-            cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address, report=not opts.smoke)
-            killed = run_driver(cmd, cwd=resume_dir, env=env, kill_after=trials // 2)
-            resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
-            _check(resumed, "the resumed sweep")
-            yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
-            if not opts.smoke:  # a PostgreSQL cluster and an MLflow server take the smoke's whole budget to start
+            plain = sweep = None
+            if "plain" in arms:
+                plain_cmd = [sys.executable, "-m", "benchmarks.scale_plain", "--address", address]
+                plain_cmd += ["--trials", str(trials), "--slots", str(slots), "--trial-s", str(trial_s)]
+                plain_cmd += ["--report-every-s", str(trial_s), "--folder", str(work / "plain")]
+                plain = run_driver(plain_cmd, cwd=work, env=env)
+                _check(plain, "plain Ray Tune")
+            if "sweep" in arms:
+                sweep_dir = work / "sweep"
+                cmd = _sweep_cmd(sweep_dir, "scale", trials, trial_s, slots, address)
+                sweep = run_driver(cmd, cwd=sweep_dir, env=env)
+                _check(sweep, "the sweep")
+            if plain is not None or sweep is not None:
+                tracking = read_tracking(work / "sweep" / "mlflow.db") if sweep is not None else None
+                yield _wall_result((trials, trial_s, slots), plain, sweep, tracking)
+            if "resume" in arms:
+                resume_dir = work / "resume"
+                # The smoke's resumed driver skips the end report (seconds of plotting): the report's figures are (b)'s.
+                cmd = _sweep_cmd(resume_dir, "scale-resume", trials, trial_s, slots, address, report=not opts.smoke)
+                killed = run_driver(cmd, cwd=resume_dir, env=env, kill_after=trials // 2)
+                resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
+                _check(resumed, "the resumed sweep")
+                yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
+            if "postgres" in arms:
                 yield _postgres_arm(work / "pg", (trials, trial_s, slots), address, env, plain)
 
 
@@ -326,38 +337,48 @@ def _ask_result(asks: dict[int, Any]) -> BenchResult:
 
 
 def _wall_result(
-    trials: int, trial_s: float, slots: int, plain: Driver, sweep: Driver, fit: dict[str, Any], tracking: Tracking
+    shape: tuple[int, float, int], plain: Driver | None, sweep: Driver | None, tracking: Tracking | None
 ) -> BenchResult:
+    """(a) against (b), or whichever of the two ran (`--arms`); `shape`: (trials, trial_s, slots)."""
+    trials, trial_s, slots = shape
     res = BenchResult(
         "scale", f"{trials} bookkeeping trials of {trial_s:g} s on a 3-node local cluster ({slots} slots)"
     )
     ideal = trials * trial_s / slots
-    sweep_dir_note = "SQLite store, parent-run tables and report included"
-    res.rows = [
-        Row("(a) plain Ray Tune: driver wall", (plain.wall_s,), "s", f"ideal {ideal:.1f} s"),
-        Row("(b) mersweep driver: wall", (sweep.wall_s,), "s", f"ideal {ideal:.1f} s; {sweep_dir_note}"),
-        Row("(a) driver peak RSS", (plain.peak_rss_mb,), "MiB"),
-        Row("(b) driver peak RSS", (sweep.peak_rss_mb,), "MiB", "goal <= 2048"),
-        Row("(b) end report", (_report_seconds(sweep.stderr),), "s", "goal <= 60"),
-        Row("(b) trials.json", (_trials_json_kb(sweep.cwd),), "KiB"),
-        Row("(b) MLflow rows per second of sending", (tracking.parent.get("tracking/rows_per_s", 0.0),), "rows/s"),
-        Row("(b) MLflow largest backlog", (tracking.parent.get("tracking/backlog_max", 0.0),), "ops", "bound 500"),
-    ]
-    res.ratios = [Ratio("wall_vs_plain_tune", sweep.wall_s / plain.wall_s, "(b) wall ÷ (a) wall", goal="<= 1.15")]
-    res.ratios.append(Ratio("plain_tune_vs_ideal", plain.wall_s / ideal, "(a) wall ÷ (N x trial_s / slots)"))
-    overhead = (sweep.wall_s - plain.wall_s) / trials
-    slot_overhead = (sweep.wall_s * slots - trials * trial_s) / trials
-    plain_slot = (plain.wall_s * slots - trials * trial_s) / trials
-    res.notes = [
-        f"Driver overhead per trial: {overhead * 1000:.0f} ms of wall time more than plain Tune; slot-seconds not "
-        f"spent in trials: {slot_overhead:.2f} s per trial in (b), {plain_slot:.2f} s in (a) (Ray's release test: "
-        f"about 0.14 s on 16 idle CPUs). (a) `tuner.fit()` alone took {fit['fit_s']:.0f} s "
-        f"of its {plain.wall_s:.0f} s.",
-        f"MLflow (SQLite): {tracking.rows} metric, param and tag rows after (b) "
-        f"({tracking.rows / sweep.wall_s:.0f} per second of the sweep's wall time); "
-        f"{tracking.children} child runs for {trials} trials; the driver spent "
-        f"{tracking.parent.get('tracking/send_s', 0.0):.0f} s sending them.",
-    ]
+    if plain is not None:
+        fit = json.loads(plain.stdout.strip().splitlines()[-1])
+        res.rows += [
+            Row("(a) plain Ray Tune: driver wall", (plain.wall_s,), "s", f"ideal {ideal:.1f} s"),
+            Row("(a) driver peak RSS", (plain.peak_rss_mb,), "MiB"),
+        ]
+        res.ratios.append(Ratio("plain_tune_vs_ideal", plain.wall_s / ideal, "(a) wall ÷ (N x trial_s / slots)"))
+        plain_slot = (plain.wall_s * slots - trials * trial_s) / trials
+        res.notes.append(
+            f"(a) slot-seconds not spent in trials: {plain_slot:.2f} s per trial (Ray's release test: about 0.14 s "
+            f"on 16 idle CPUs); `tuner.fit()` alone took {fit['fit_s']:.0f} s of its {plain.wall_s:.0f} s."
+        )
+    if sweep is not None and tracking is not None:
+        res.rows += [
+            Row("(b) mersweep driver: wall", (sweep.wall_s,), "s", f"ideal {ideal:.1f} s; SQLite, report included"),
+            Row("(b) driver peak RSS", (sweep.peak_rss_mb,), "MiB", "goal <= 2048"),
+            Row("(b) end report", (_report_seconds(sweep.stderr),), "s", "goal <= 60"),
+            Row("(b) trials.json", (_trials_json_kb(sweep.cwd),), "KiB"),
+            Row("(b) MLflow rows per second of sending", (tracking.parent.get("tracking/rows_per_s", 0.0),), "rows/s"),
+            Row("(b) MLflow largest backlog", (tracking.parent.get("tracking/backlog_max", 0.0),), "ops", "bound 500"),
+        ]
+        res.ratios.append(Ratio("sweep_vs_ideal", sweep.wall_s / ideal, "(b) wall ÷ (N x trial_s / slots)"))
+        slot_overhead = (sweep.wall_s * slots - trials * trial_s) / trials
+        res.notes += [
+            f"(b) slot-seconds not spent in trials: {slot_overhead:.2f} s per trial.",
+            f"MLflow (SQLite): {tracking.rows} metric, param and tag rows after (b) "
+            f"({tracking.rows / sweep.wall_s:.0f} per second of the sweep's wall time); "
+            f"{tracking.children} child runs for {trials} trials; the driver spent "
+            f"{tracking.parent.get('tracking/send_s', 0.0):.0f} s sending them.",
+        ]
+    if plain is not None and sweep is not None:
+        res.ratios.insert(0, Ratio("wall_vs_plain_tune", sweep.wall_s / plain.wall_s, "(b) wall ÷ (a) wall", "<= 1.15"))
+        extra_ms = (sweep.wall_s - plain.wall_s) / trials * 1000
+        res.notes.insert(0, f"Driver overhead per trial: {extra_ms:.0f} ms of wall time more than plain Tune.")
     return res
 
 
@@ -381,7 +402,7 @@ def _resume_result(trials: int, killed: Driver, resumed: Driver, after: Tracking
 
 
 def _postgres_arm(
-    folder: Path, shape: tuple[int, float, int], address: str, env: dict[str, str], plain: Driver
+    folder: Path, shape: tuple[int, float, int], address: str, env: dict[str, str], plain: Driver | None
 ) -> BenchResult:
     """(c): (b) with MLflow on an `mlflow server` over PostgreSQL, as README's "On a cluster" sets it up.
 
@@ -421,13 +442,15 @@ def _postgres_arm(
     ideal = trials * trial_s / slots
     res.rows = [
         Row("(c) mersweep driver, MLflow server: wall", (sweep.wall_s,), "s", f"ideal {ideal:.1f} s"),
-        Row("(a) plain Ray Tune: driver wall (the same run's)", (plain.wall_s,), "s"),
         Row("(c) driver peak RSS", (sweep.peak_rss_mb,), "MiB", "goal <= 2048"),
         Row("(c) end report", (_report_seconds(sweep.stderr),), "s", "goal <= 60"),
         Row("(c) MLflow rows per second of sending", (tracking.parent.get("tracking/rows_per_s", 0.0),), "rows/s"),
         Row("(c) MLflow largest backlog", (tracking.parent.get("tracking/backlog_max", 0.0),), "ops", "bound 500"),
     ]
-    res.ratios = [Ratio("wall_vs_plain_tune", sweep.wall_s / plain.wall_s, "(c) wall ÷ (a) wall", goal="<= 1.15")]
+    res.ratios = [Ratio("sweep_vs_ideal", sweep.wall_s / ideal, "(c) wall ÷ (N x trial_s / slots)")]
+    if plain is not None:
+        res.ratios.insert(0, Ratio("wall_vs_plain_tune", sweep.wall_s / plain.wall_s, "(c) wall ÷ (a) wall", "<= 1.15"))
+        res.rows.insert(1, Row("(a) plain Ray Tune: driver wall (the same run's)", (plain.wall_s,), "s"))
     res.notes = [
         f"Slot-seconds not spent in trials: {(sweep.wall_s * slots - trials * trial_s) / trials:.2f} s per trial. "
         f"PostgreSQL after (c): {tracking.rows} metric, param and tag rows; {tracking.children} child runs "

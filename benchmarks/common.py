@@ -44,6 +44,8 @@ class BenchOptions:
         seeds: Sampler seeds per arm (search_efficiency); None = its default.
         tag: Extra label of this run's sections in RESULTS.md (e.g. the machine), so runs on
             other machines or settings sit next to each other instead of replacing each other.
+        arms: The parts of a benchmark to run (scale: `SCALE_ARMS`); None = all of them. A long run can
+            then be split, e.g. 10,000 trials through the driver without plain Tune's hours beside it.
         store_template: Where an empty MLflow SQLite store, schema already migrated, is kept (made on first
             use) that each sweep's store starts as a copy of; None: MLflow creates each store, as on a
             user's first sweep. The smoke sets it: MLflow's migrations take seconds per fresh store.
@@ -58,6 +60,7 @@ class BenchOptions:
     seeds: int | None = None
     tag: str = ""
     store_template: Path | None = None
+    arms: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ BenchFn = Callable[[BenchOptions], BenchResult | Iterable[BenchResult]]
 
 # Benchmarks that run others as their parts: selecting both runs the part once.
 INCLUDES: dict[str, tuple[str, ...]] = {"search_efficiency": ("search_mf",)}
+
+# The parts of `python -m benchmarks scale` (`--arms`): TPE's ask, plain Tune, the whole driver, kill and
+# resume, the driver on an MLflow server over PostgreSQL (here so the CLI checks them before any import).
+SCALE_ARMS = ("ask", "plain", "sweep", "resume", "postgres")
 
 # Filled once, by importing the benchmark modules (benchmarks/__init__.py); never mutated after.
 BENCHMARKS: Registry[BenchFn] = Registry("benchmark")
