@@ -54,3 +54,33 @@ def test_an_absent_server_holds_everything_without_blocking() -> None:
 
     assert outbox.put(*(Op(f"op {i}", run, refused) for i in range(5))) is False
     assert len(outbox) == 5 and outbox.stats.ops == 0  # nothing lost, nothing waited for
+
+
+def test_a_retried_trials_runs_keep_their_own_buffered_metrics(tmp_path) -> None:
+    """The tracker's thread creates runs after `child` returns, so both attempts of a retried trial
+    start as stand-ins: each keeps its own handle, and the failed attempt's buffered epoch goes to
+    its own (superseded) run, never into the retry's history."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking.tracker import SweepTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "retry")
+    tracker.open_parent(sweep="retry", parent_id=None, tags={})
+    first = tracker.child("t1", "t1", {"optim.lr": 0.1})
+    tracker.queue_metrics(first, {"val/a": 0.1}, step=1)
+    tracker.retire_child("t1", "superseded: this attempt failed")
+    second = tracker.child("t1", "t1", {"optim.lr": 0.1})
+    assert second != first
+    for step, value in ((1, 0.5), (2, 0.6)):
+        tracker.queue_metrics(second, {"val/a": value}, step=step)
+    tracker.finish_child(second, status="FINISHED", tags={"mersweep.status": "ok"})
+    tracker.finish_parent(status="FINISHED", metrics={}, tags={})
+
+    client = MlflowClient(tracking_uri=uri)
+    live = tracker.run_id_of("t1")
+    assert [(m.step, m.value) for m in client.get_metric_history(live, "val/a")] == [(1, 0.5), (2, 0.6)]
+    experiment = client.get_experiment_by_name("retry").experiment_id
+    (gone,) = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
+    assert [(m.step, m.value) for m in client.get_metric_history(gone.info.run_id, "val/a")] == [(1, 0.1)]

@@ -145,6 +145,7 @@ class SweepTracker:
         if handle is None:
             return
         run = self._runs[handle]
+        self._flush_pending([handle] if handle in self._pending else [])  # the attempt's history stays its own
         ops = self._batch_ops(run, f"retire the run of trial {trial_id}", tags=_superseded(note))
         ops.append(Op("end a superseded run", run, lambda rid: self.client.set_terminated(rid, status="KILLED")))
         ops.append(Op("delete a superseded run", run, lambda rid: self.client.delete_run(rid)))
@@ -228,7 +229,7 @@ class SweepTracker:
     def child(self, trial_id: str, name: str, params: Mapping[str, Any]) -> str:
         """A handle on the trial's child run: reused if it exists (resume), else created with its params.
 
-        The handle is the run id, or while the server is away a stand-in (`pending-<trial>`) that
+        The handle is the run id, or until the run is created a stand-in (`pending-<trial>`) that
         the tracker maps to the run once created; `run_id_of` gives the real id.
         """
         handle = self._children.get(trial_id)
@@ -247,9 +248,18 @@ class SweepTracker:
         )
         what = f"log the params of trial {trial_id}"
         self._outbox.put(create, *self._batch_ops(run, what, params={k: _param(v) for k, v in params.items()}))
-        handle = run.run_id or f"pending-{trial_id}"
+        handle = run.run_id or self._stand_in(trial_id)
         self._runs[handle] = run
         self._children[trial_id] = handle
+        return handle
+
+    def _stand_in(self, trial_id: str) -> str:
+        """`pending-<trial>` for a run not created yet; a retried trial's next run gets `pending-<trial>-2`
+        and so on, so one attempt's buffered metrics never land in another attempt's run."""
+        handle, attempt = f"pending-{trial_id}", 1
+        while handle in self._runs:
+            attempt += 1
+            handle = f"pending-{trial_id}-{attempt}"
         return handle
 
     def _report_link(self) -> dict[str, str]:
