@@ -446,6 +446,12 @@ def _postgres_arm(
         Row("(c) end report", (_report_seconds(sweep.stderr),), "s", "goal <= 60"),
         Row("(c) MLflow rows per second of sending", (tracking.parent.get("tracking/rows_per_s", 0.0),), "rows/s"),
         Row("(c) MLflow largest backlog", (tracking.parent.get("tracking/backlog_max", 0.0),), "ops", "bound 500"),
+        Row(
+            "(c) live child runs",
+            (float(tracking.children),),
+            "runs",
+            f"{tracking.distinct} distinct trials of {trials}",
+        ),
     ]
     res.ratios = [Ratio("sweep_vs_ideal", sweep.wall_s / ideal, "(c) wall ÷ (N x trial_s / slots)")]
     if plain is not None:

@@ -7,6 +7,7 @@ smoke instead of after it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -36,3 +37,55 @@ def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() ->
     for figure in ("driver peak RSS", "end report", "ask at 100 finished trials", "MLflow largest backlog"):
         assert figure in proc.stdout
     assert _snapshot(RESULTS) == before
+
+
+def _bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["scale", "--arms", "plain,tune"], "unknown arm"),
+        (["scale", "--arms", ","], "unknown arm"),
+        (["epoch", "--arms", "plain"], "only with the scale benchmark"),
+    ],
+)
+def test_bad_arms_exit_2_naming_the_flag_and_the_arms(args: list[str], named: str) -> None:
+    proc = _bench(*args, "--smoke")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --arms:") and named in line and "Traceback" not in proc.stderr
+    if named == "unknown arm":
+        assert "ask, plain, sweep, resume, postgres" in line
+
+
+def test_a_scale_section_reports_whichever_arms_ran() -> None:
+    from benchmarks.bench_scale import Driver, Tracking, _wall_result
+
+    plain = Driver(20.0, 400.0, 0, '{"fit_s": 18.0}\n', "")
+    sweep = Driver(25.0, 600.0, 0, "", "report: x written in 2.5 s\n")
+    tracking = Tracking(children=100, distinct=100, finished=100, rows=5000, parent={"tracking/backlog_max": 3.0})
+    both = _wall_result((100, 1.0, 8), plain, sweep, tracking)
+    assert [r.name for r in both.ratios] == ["wall_vs_plain_tune", "plain_tune_vs_ideal", "sweep_vs_ideal"]
+    assert both.ratios[0].value == pytest.approx(1.25) and both.ratios[2].value == pytest.approx(2.0)
+    alone = _wall_result((100, 1.0, 8), None, sweep, tracking)
+    assert [r.name for r in alone.ratios] == ["sweep_vs_ideal"]
+    assert all(r.label.startswith("(b)") for r in alone.rows)
+    assert [r.name for r in _wall_result((100, 1.0, 8), plain, None, None).ratios] == ["plain_tune_vs_ideal"]
+
+
+@pytest.mark.slow
+def test_scale_postgres_arm_logs_every_trial_through_an_mlflow_server(postgres) -> None:
+    """Arm (c) on its own: a throwaway PostgreSQL cluster, an MLflow server on it, 8 trials through the driver."""
+    proc = _bench("scale", "--smoke", "--arms", "postgres", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _ratio(proc.stdout, "scale_pg.sweep_vs_ideal") > 1.0
+    runs = re.search(r"\(c\) live child runs\s+(\S+) runs\s+(\d+) distinct trials of 8", proc.stdout)
+    assert runs is not None and float(runs.group(1)) == 8.0 and runs.group(2) == "8", proc.stdout
+    for figure in ("(c) driver peak RSS", "(c) end report", "(c) MLflow largest backlog"):
+        assert figure in proc.stdout
