@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -183,34 +182,35 @@ class Tracking:
     parent: dict[str, float] = field(default_factory=dict)  # the parent run's tracking/* metrics
 
 
-def read_tracking(db: Path) -> Tracking:
-    """Child runs of the sweep's parent and the tracking/* metrics its driver logged on it (SQLite store)."""
-    with sqlite3.connect(db) as conn:
-        return _tracking_of(conn, "?")
+def read_tracking(uri: str) -> Tracking:
+    """Child runs of the sweep's parent and the tracking/* metrics its driver logged on it, read from
+    the MLflow store at the SQLAlchemy `uri` (SQLite or PostgreSQL) with bound parameters."""
+    from sqlalchemy import create_engine, text
 
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as conn:
 
-def _tracking_of(conn: Any, mark: str) -> Tracking:
-    """`read_tracking` on any DB-API connection to an MLflow store; `mark` is its parameter placeholder."""
-    cur = conn.cursor()
+            def rows(sql: str, **args: str) -> list[tuple]:
+                return [tuple(r) for r in conn.execute(text(sql), args)]
 
-    def rows(sql: str, *args: str) -> list[tuple]:
-        if mark == "%s":  # pyformat drivers (psycopg2) read a literal % as a placeholder's start
-            sql = sql.replace("%", "%%")
-        cur.execute(sql.replace("?", mark), args)
-        return list(cur.fetchall())
-
-    parent = rows(
-        "SELECT r.run_uuid FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
-        "AND t.key = 'mlflow.parentRunId')"
-    )[0][0]
-    kids = rows(
-        "SELECT r.run_uuid, r.status, (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid "
-        "AND t.key = 'mersweep.trial_id') FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
-        "WHERE p.key = 'mlflow.parentRunId' AND p.value = ? AND r.lifecycle_stage = 'active'",
-        parent,
-    )
-    counted = sum(rows(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("metrics", "params", "tags"))
-    metrics = rows("SELECT key, value FROM latest_metrics WHERE run_uuid = ? AND key LIKE 'tracking/%'", parent)
+            parent = rows(
+                "SELECT r.run_uuid FROM runs r WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
+                "AND t.key = 'mlflow.parentRunId')"
+            )[0][0]
+            kids = rows(
+                "SELECT r.run_uuid, r.status, (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid "
+                "AND t.key = 'mersweep.trial_id') FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
+                "WHERE p.key = 'mlflow.parentRunId' AND p.value = :parent AND r.lifecycle_stage = 'active'",
+                parent=parent,
+            )
+            counted = sum(rows(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("metrics", "params", "tags"))
+            metrics = rows(
+                "SELECT key, value FROM latest_metrics WHERE run_uuid = :parent AND key LIKE 'tracking/%'",
+                parent=parent,
+            )
+    finally:
+        engine.dispose()
     return Tracking(
         children=len(kids),
         distinct=len({k[2] for k in kids}),
@@ -272,7 +272,7 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
                 sweep = run_driver(cmd, cwd=sweep_dir, env=env)
                 _check(sweep, "the sweep")
             if plain is not None or sweep is not None:
-                tracking = read_tracking(work / "sweep" / "mlflow.db") if sweep is not None else None
+                tracking = read_tracking(f"sqlite:///{work / 'sweep' / 'mlflow.db'}") if sweep is not None else None
                 yield _wall_result((trials, trial_s, slots), plain, sweep, tracking)
             if "resume" in arms:
                 resume_dir = work / "resume"
@@ -281,7 +281,7 @@ def bench_scale(opts: BenchOptions) -> Iterator[BenchResult]:
                 killed = run_driver(cmd, cwd=resume_dir, env=env, kill_after=trials // 2)
                 resumed = run_driver([*cmd, "--resume"], cwd=resume_dir, env=env)
                 _check(resumed, "the resumed sweep")
-                yield _resume_result(trials, killed, resumed, read_tracking(resume_dir / "mlflow.db"))
+                yield _resume_result(trials, killed, resumed, read_tracking(f"sqlite:///{resume_dir / 'mlflow.db'}"))
             if "postgres" in arms:
                 yield _postgres_arm(work / "pg", (trials, trial_s, slots), address, env, plain)
 
@@ -410,7 +410,7 @@ def _postgres_arm(
     one MLflow server (one uvicorn worker) on it; the driver logs over HTTP. `shape`: (trials,
     trial_s, slots) of the other arms.
     """
-    from tests.pg_helpers import PG_USER, pg_bin_dir, start_mlflow_server, start_postgres
+    from tests.pg_helpers import pg_bin_dir, start_mlflow_server, start_postgres
 
     trials, trial_s, slots = shape
     res = BenchResult(
@@ -420,8 +420,6 @@ def _postgres_arm(
     if bin_dir is None:
         res.notes = ["Not run: no PostgreSQL server binaries here (initdb, pg_ctl; `apt-get install postgresql`)."]
         return res
-    import psycopg2
-
     pg = start_postgres(bin_dir)
     try:
         folder.mkdir()
@@ -432,11 +430,7 @@ def _postgres_arm(
         finally:
             server.stop()
         _check(sweep, "the sweep on the MLflow server")
-        conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user=PG_USER, password=pg.password, dbname="scale")
-        try:
-            tracking = _tracking_of(conn, "%s")
-        finally:
-            conn.close()
+        tracking = read_tracking(pg.uri("scale"))
     finally:
         pg.stop()
     ideal = trials * trial_s / slots

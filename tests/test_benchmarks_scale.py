@@ -19,16 +19,8 @@ from tests.test_benchmarks_smoke import RESULTS, ROOT, _ratio, _snapshot
 @pytest.mark.slow
 def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() -> None:
     before = _snapshot(RESULTS)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "scale", "--smoke"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,  # 51 s at load 4-5 (8 trials, 2 slots); a 3-node cluster and four drivers under load take longer
-    )
+    # 51 s at load 4-5 (8 trials, 2 slots); a 3-node cluster and four drivers under load take longer
+    proc = _bench("scale", "--smoke", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _ratio(proc.stdout, "scale.wall_vs_plain_tune") > 0.0
     assert _ratio(proc.stdout, "scale_resume.lost_runs") == 0.0

@@ -306,14 +306,14 @@ class Outbox:
                     return
             with self._sending:
                 try:
-                    self._drain(block=False, slice_s=None)
+                    self._drain(block=False, sliced=False)
                 except Exception:  # not the server's absence (that is handled): the driver's next drain
                     return  # sends the same operation itself and raises the same error there
             if self.caller.away:  # the next attempt is not due before the backoff says
                 with self._changed:
                     self._changed.wait(min(1.0, max(0.05, self.caller.seconds_to_next_try())))
 
-    def _drain(self, *, block: bool, slice_s: float | None = -1.0) -> bool:
+    def _drain(self, *, block: bool, sliced: bool = True) -> bool:
         """Send what waits, in order; True when all went out. Never raises for the server's sake.
 
         Without `block` it sends for at most `in_sweep_s` (a backlog goes out over several calls),
@@ -326,9 +326,8 @@ class Outbox:
         from mlflow.exceptions import MlflowException
 
         start = self.caller.now()
-        budget = self.caller.policy.in_sweep_s if slice_s == -1.0 else slice_s  # None: no time limit
         while self._ops:
-            late = budget is not None and self.caller.now() - start > budget
+            late = sliced and self.caller.now() - start > self.caller.policy.in_sweep_s
             if not block and late and len(self._ops) <= self.caller.policy.max_backlog:
                 return False
             op = self._ops[0]
