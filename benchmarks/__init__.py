@@ -33,9 +33,10 @@ MODULES: dict[str, str] = {
 # and the driver-scale benchmark, which starts a multi-node cluster of its own and runs by name.
 DEFAULT: tuple[str, ...] = tuple(n for n in MODULES if n not in ("gpu", "scale"))
 
-# In-process benchmarks that run in a Ray session already up rather than starting their own: the smoke
-# starts one for all of them (each start and stop is seconds on 2 cores). Full runs start one each.
-SHARES_RAY: tuple[str, ...] = ("memory", "search_efficiency", "search_mf")
+# Benchmarks whose smoke runs its sweeps in this process, in a Ray session already up, rather than each
+# starting Ray of its own: the smoke starts one for all of them (each start and stop is seconds on 2 cores).
+# Full runs start one each (`fused` runs `run_sweep.py` as a user does, start-up included).
+SHARES_RAY: tuple[str, ...] = ("fused", "memory", "overhead", "search_efficiency", "search_mf")
 
 
 def load(name: str) -> BenchFn:

@@ -10,6 +10,8 @@ On CPU: one trial per core (2 slots) vs populations of K members, one population
 On a GPU (`--device cuda`, or `auto` when one is visible), two baselines: one trial
 per GPU, and 4 trials per GPU through fractional resources (gpu 0.25), vs populations of K on
 one GPU. Figures are medians over repeats of per-repeat ratios (arms back to back, order rotated).
+The smoke runs the same sweeps through the engine in its own process and shared Ray session: it checks
+the arms and the figures, not the start-up, which a smoke would otherwise spend most of its time on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, ratio, sqlite_store
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Row, ratio, sqlite_store, sweep_here, timed
 from mer_core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,10 +118,16 @@ def sweep_yaml(folder: Path, arm: Arm, trials: int, *, smoke: bool, device: str)
     return path
 
 
-def run_arm(folder: Path, sweep: Path, *, store_template: Path | None = None) -> float:
+def run_arm(folder: Path, sweep: Path, *, store_template: Path | None = None, here: bool = False) -> float:
     """Wall seconds of `python run_sweep.py SWEEP` from start to exit (Ray start-up included; `store_template`:
-    its MLflow store starts as a copy of that one, see `sqlite_store`)."""
+    its MLflow store starts as a copy of that one, see `sqlite_store`).
+
+    `here`: the same sweep through the engine in this process and its Ray session (the smoke's: it
+    checks the arms and the figures, not the start-up a user pays, which the measured run includes).
+    """
     uri = sqlite_store(folder / "m.db", template=store_template)
+    if here:
+        return timed(lambda: sweep_here(sweep, tracking_uri=uri, runs_root=folder / "runs"))
     cmd = [sys.executable, str(ROOT / "run_sweep.py"), str(sweep), "--tracking-uri", uri]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=_env())
@@ -163,7 +171,7 @@ def bench_fused(opts: BenchOptions) -> BenchResult:
                 folder = Path(tmp) / f"{arm.key}{k}"
                 folder.mkdir()
                 sweep = sweep_yaml(folder, arm, trials, smoke=opts.smoke, device=device)
-                walls[arm.key].append(run_arm(folder, sweep, store_template=opts.store_template))
+                walls[arm.key].append(run_arm(folder, sweep, store_template=opts.store_template, here=opts.smoke))
     return _result(arms, walls, trials, device, opts)
 
 

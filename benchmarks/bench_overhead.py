@@ -9,6 +9,7 @@
 All three use the same tiny data, base config, search space and sampler (TPE, seed 0).
 Trials overlap in (b) and (c) (two 1-CPU slots on 2 cores) and TPE proposes from different
 histories there, so the configurations, not only the overhead, may differ between arms.
+The smoke runs (b) and (c) in its shared Ray session, so there they count no Ray start or stop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, CallTimer, Row, ratio, sqlite_store
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, CallTimer, Row, ratio, sqlite_store, sweep_here
 from mer_core.configs import build_config, to_dict
 from mer_core.data import load_data
 from mer_core.data.featureset import FeatureSet
@@ -120,24 +121,22 @@ def arm_engine(folder: Path, sweep: Path, *, store_template: Path | None = None)
     import ray
     from ray.tune import ExperimentAnalysis
 
-    from sweeps.execution.engine import execute
-    from sweeps.execution.prepare import prepare
     from sweeps.spec import load_sweep
     from sweeps.tracking.tracker import SweepTracker
 
+    shared = ray.is_initialized()  # the smoke's Ray session: neither started nor stopped here
     timer = CallTimer()
     mlflow_calls = ("__init__", "open_parent", "log_parent_artifact_text", "finish_parent", "child")
     mlflow_calls += ("queue_metrics", "flush", "finish_child")
     with timer.patch("ray.init", ray, ("init",)), timer.patch("MLflow (driver)", SweepTracker, mlflow_calls):
         start = time.perf_counter()
-        spec = load_sweep(sweep)
         uri = sqlite_store(folder / "mlflow.db", template=store_template)
-        prepared = prepare(spec, resume=False, tracking_uri=uri, runs_root=folder / "runs")
-        execute(prepared, address=None, argv=["run_sweep.py", "bench-overhead.yaml"])
-        timer.seconds["ray.shutdown"] = _shutdown_seconds()
+        ran = sweep_here(sweep, tracking_uri=uri, runs_root=folder / "runs")
+        if not shared:
+            timer.seconds["ray.shutdown"] = _shutdown_seconds()
         wall = time.perf_counter() - start
-    compute = ExperimentAnalysis(str(prepared.folder)).dataframe()["time_total_s"].astype(float).tolist()
-    return ArmRun(wall, compute, timer.seconds, slots=spec.resources.max_concurrent)
+    compute = ExperimentAnalysis(str(ran)).dataframe()["time_total_s"].astype(float).tolist()
+    return ArmRun(wall, compute, timer.seconds, slots=load_sweep(sweep).resources.max_concurrent)
 
 
 def plain_trainable(config: dict[str, Any], *, data: FeatureSet, base: Mapping[str, Any]) -> None:
@@ -162,8 +161,10 @@ def arm_plain_tune(folder: Path, base: Mapping[str, Any], trials: int) -> ArmRun
     start = time.perf_counter()
     space = load_space(ROOT / "search_spaces/quick.yaml")
     data = load_data(build_config(base).data)
+    shared = ray.is_initialized()  # the smoke's Ray session: neither started nor stopped here
     init = time.perf_counter()
-    ray.init()
+    if not shared:
+        ray.init(address="local")  # Ray's defaults otherwise, but never a cluster this machine left running
     parts = {"ray.init": time.perf_counter() - init}
     slots = int(ray.cluster_resources().get("CPU", 1))  # default: 1 CPU per trial, as many as fit
     sampler = make_sampler("tpe", 0, space=space, n_startup_trials=N_STARTUP)
@@ -177,7 +178,8 @@ def arm_plain_tune(folder: Path, base: Mapping[str, Any], trials: int) -> ArmRun
     )
     grid = tuner.fit()
     compute = [float((r.metrics or {}).get("time_total_s", 0.0)) for r in grid]
-    parts["ray.shutdown"] = _shutdown_seconds()
+    if not shared:
+        parts["ray.shutdown"] = _shutdown_seconds()
     return ArmRun(time.perf_counter() - start, compute, parts, slots=slots)
 
 

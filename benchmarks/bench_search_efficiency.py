@@ -36,7 +36,7 @@ import yaml
 
 from benchmarks.bench_search_mf import ASHA, HYPERBAND, MEDIAN, bench_search_mf
 from benchmarks.bench_search_mf import SEEDS as MF_SEEDS
-from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session, sqlite_store
+from benchmarks.common import BENCHMARKS, BenchOptions, BenchResult, Ratio, Row, ray_session, sqlite_store, sweep_here
 from benchmarks.ert import ert_of, ratio, ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,8 +177,6 @@ def _sweep_yaml(
 
 def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, tracking_uri: str) -> SweepRun:
     """One sweep exactly as `python run_sweep.py` runs it (Ray stays up between sweeps); its events from MLflow."""
-    from sweeps.execution.engine import execute
-    from sweeps.execution.prepare import prepare
     from sweeps.resume.state import read_state
     from sweeps.spec import load_sweep
 
@@ -187,12 +185,9 @@ def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, trac
     path = _sweep_yaml(
         folder, name=name, algorithm=algorithm, scheduler=scheduler, seed=seed, trials=trials * factor, smoke=smoke
     )
-    spec = load_sweep(path)
-    prepared = prepare(spec, resume=False, tracking_uri=tracking_uri, runs_root=folder / "runs")
-    if execute(prepared, address=None, argv=["run_sweep.py", path.name]).interrupted:
-        raise KeyboardInterrupt  # Tune ends fit() early on Ctrl-C instead of raising: stop here, not at the next sweep
-    parent = read_state(prepared.folder).parent_run_id
-    return SweepRun(arm, seed, tuple(_events(tracking_uri, spec.experiment_name(), parent)))
+    sweep = sweep_here(path, tracking_uri=tracking_uri, runs_root=folder / "runs")
+    parent = read_state(sweep).parent_run_id
+    return SweepRun(arm, seed, tuple(_events(tracking_uri, load_sweep(path).experiment_name(), parent)))
 
 
 def _events(uri: str, experiment: str, parent: str) -> list[Event]:

@@ -179,18 +179,41 @@ SMOKE_RAY: dict[str, Any] = {
 @contextlib.contextmanager
 def ray_session(*, start: bool = True, **init: Any) -> Iterator[None]:
     """Ray for one benchmark: the session already up, if any, left up (the smoke shares one); else
-    `ray.init(**init)` (`start` False: the sweep engine starts it) and `ray.shutdown()` after."""
+    `ray.init(**init)` (`start` False: the sweep engine starts it) and `ray.shutdown()` after.
+
+    A cluster of its own unless `init` names an address: Ray's default joins whatever cluster this
+    machine last started (`ray start`, or a dead one whose address file was left behind, where
+    `ray.init` then waits for ever)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     if start:
-        ray.init(**init)
+        ray.init(**{"address": "local", **init})
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def sweep_here(sweep: Path, *, tracking_uri: str, runs_root: Path) -> Path:
+    """Run the sweep at `sweep` exactly as `python run_sweep.py SWEEP` does after parsing its
+    arguments, in this process (and in its Ray session, if one is up); returns its folder
+    (`runs_root/<sweep name>/`).
+
+    Raises:
+        KeyboardInterrupt: the sweep was stopped by Ctrl-C (Tune then ends `fit()` early instead of
+            raising), so that a benchmark stops there and not at its next sweep.
+    """
+    from sweeps.execution.engine import execute
+    from sweeps.execution.prepare import prepare
+    from sweeps.spec import load_sweep
+
+    prepared = prepare(load_sweep(sweep), resume=False, tracking_uri=tracking_uri, runs_root=runs_root)
+    if execute(prepared, address=None, argv=["run_sweep.py", sweep.name]).interrupted:
+        raise KeyboardInterrupt
+    return prepared.folder
 
 
 def sqlite_store(path: Path, *, template: Path | None) -> str:

@@ -212,7 +212,7 @@ def test_the_replay_loop_does_what_ray_tune_does_one_trial_at_a_time(arm) -> Non
     searcher, scheduler = make_sweep(arm, 0, problem)
     loop = replay(problem, searcher=searcher, scheduler=scheduler, arm=arm, seed=0, budget=240, concurrent=1)
     searcher, scheduler = make_sweep(arm, 0, problem)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         tuned = tune_trace(problem, searcher=searcher, scheduler=scheduler, arm=arm, seed=0, budget=240)
     finally:

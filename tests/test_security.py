@@ -325,3 +325,28 @@ def test_no_service_is_told_to_listen_on_every_interface():
             assert isinstance(dashboard, ast.Constant) and dashboard.value is False, f"{path}:{call.lineno}"
         host = keywords.get("dashboard_host")
         assert host is None or ast.literal_eval(host) in ("127.0.0.1", "localhost"), f"{path}:{call.lineno}"
+
+
+def test_every_ray_start_says_which_cluster():
+    """Every `ray.init` names its address (a dict unpacked into it counts when it names one): without
+    one Ray joins the cluster this machine last started, `ray start`'s or a dead one whose address
+    file was left in /tmp/ray, where `ray.init` then waits for ever."""
+
+    def names_address(call: ast.Call) -> bool:
+        for k in call.keywords:
+            if k.arg == "address":
+                return True
+            if k.arg is None and isinstance(k.value, ast.Dict):
+                if any(isinstance(key, ast.Constant) and key.value == "address" for key in k.value.keys):
+                    return True
+        return False
+
+    inits = [
+        (path, call)
+        for path, tree in _parsed()
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ray.init"
+    ]
+    assert inits, "the scan found no ray.init"
+    unnamed = [f"{path}:{call.lineno}" for path, call in inits if not names_address(call)]
+    assert not unnamed, f"ray.init without an address: {unnamed}"
