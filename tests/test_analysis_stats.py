@@ -368,3 +368,23 @@ def test_the_table_judges_with_the_logged_design_and_reports_the_variance_source
     assert table.variance.init > table.variance.split  # init moved the score by 0.05, the split by 0.02
     assert "variance sources" in table.variance.to_text(table.metric)
     assert "different: worse" in to_text(table) and "| worse |" in to_markdown(table)
+
+
+PARAM_STRINGS = ["0.001", "1e-3", "32", "-4", ".inf", "True", "false", "None", "null", "gated", "[1, 2]", "{a: 1}"]
+
+
+@pytest.mark.parametrize("raw", [*PARAM_STRINGS, "'x", "a: b: c"])
+def test_a_param_reads_back_as_yaml_reads_it_and_lists_are_never_shared(raw):
+    import yaml
+
+    from analysis.runs import parse_param
+
+    try:
+        expected = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        expected = raw  # not YAML: the string itself
+    got = parse_param(raw)
+    assert got == expected and type(got) is type(expected)
+    if isinstance(got, (list, dict)):
+        got.clear()  # memoised, but a caller's change never reaches the next caller
+        assert parse_param(raw) == expected
