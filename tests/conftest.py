@@ -85,36 +85,18 @@ def once_per_session(tmp_path_factory, name: str, make: Callable[[Path], None]) 
     return folder
 
 
-@pytest.fixture(scope="session")
-def shared_ray() -> Iterator[dict[str, str]]:
-    """A driver's environment (`RAY_ADDRESS`, ...) for a Ray cluster shared by this test process's
-    sweeps (one per xdist worker, started on first use), as on a cluster a team keeps running.
-
-    Each sweep that starts its own local Ray spends seconds of both cores on Ray's start-up and its
-    daemons; the sweeps that test something else than that start-up run here. Those that test it
-    (a local cluster's resource checks, its loopback binding, what a Ctrl-C or kill leaves behind)
-    start their own, as a user's laptop does. As many CPUs as this machine gives Ray locally.
-    """
-    from tests.ray_cluster import served_cluster
-
-    with served_cluster(len(os.sched_getaffinity(0))) as env:
-        yield env
-
-
-def _cli_sweep(work: Path, spec: Path, ray_env: dict[str, str], *, timeout: float = 300) -> None:
-    """`python run_sweep.py SPEC` in `work` into work/mlflow.db, on the cluster of `ray_env`
-    (`shared_ray`); its stdout and stderr kept beside it."""
+def _cli_sweep(work: Path, spec: Path, *, timeout: float = 300) -> None:
+    """`python run_sweep.py SPEC` in `work` into work/mlflow.db; its stdout and stderr kept beside it."""
     from tests.sweep_helpers import run_cli
 
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=work, timeout=timeout, env=ray_env)
+    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"], cwd=work, timeout=timeout)
     (work / "cli.stdout").write_text(proc.stdout)
     (work / "cli.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")
-def search_sweep(tmp_path_factory, request):
+def search_sweep(tmp_path_factory):
     """A finished 6-trial TPE + ASHA sweep on small synthetic data, logged to a temporary sqlite
     MLflow store through the real CLI (shared by the end-to-end and analysis tests; runs once).
 
@@ -123,15 +105,12 @@ def search_sweep(tmp_path_factory, request):
     """
     from tests.sweep_helpers import write_sweep
 
-    def make(work: Path) -> None:  # the cluster starts only in the process that runs the sweep
-        _cli_sweep(work, write_sweep(work, "an-search"), request.getfixturevalue("shared_ray"))
-
-    work = once_per_session(tmp_path_factory, "analysis-search", make)
+    work = once_per_session(tmp_path_factory, "analysis-search", lambda w: _cli_sweep(w, write_sweep(w, "an-search")))
     return work, f"sqlite:///{work / 'mlflow.db'}", "an-search"
 
 
 @pytest.fixture(scope="session")
-def ablation_sweep(tmp_path_factory, request):
+def ablation_sweep(tmp_path_factory):
     """A finished ablation (3 variants x 3 paired seeds, no re-tuning) on small synthetic data,
     logged to a temporary sqlite MLflow store through the real CLI (runs once).
 
@@ -153,7 +132,7 @@ def ablation_sweep(tmp_path_factory, request):
             # training amplifies and which differs by CPU and BLAS, would decide that test's verdict.
             set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0, "runtime.precision": "fp64"},
         )
-        _cli_sweep(work, spec, request.getfixturevalue("shared_ray"), timeout=600)
+        _cli_sweep(work, spec, timeout=600)
 
     work = once_per_session(tmp_path_factory, "analysis-ablation", make)
     return work, f"sqlite:///{work / 'mlflow.db'}", "an-ablation"

@@ -31,7 +31,7 @@ def server(postgres, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server_sweep(server, tmp_path_factory, shared_ray):
+def server_sweep(server, tmp_path_factory):
     """A 3-trial sweep (every trial runs to the end) logged to the server."""
     work = tmp_path_factory.mktemp("server_sweep")
     spec = write_sweep(
@@ -41,7 +41,7 @@ def server_sweep(server, tmp_path_factory, shared_ray):
         search={"algorithm": "random", "num_samples": N_TRIALS, "seed": 0},
         scheduler={"kind": "none"},
     )
-    proc = run_cli([str(spec), "--tracking-uri", server], cwd=work, env=shared_ray)
+    proc = run_cli([str(spec), "--tracking-uri", server], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, MlflowClient(tracking_uri=server)
 

@@ -40,7 +40,7 @@ def _require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def ui_sweep(tmp_path_factory, shared_ray):
+def ui_sweep(tmp_path_factory):
     """A 2-variant x 2-seed ablation (2 folds, one self-training round) logged to a live server."""
     folder = tmp_path_factory.mktemp("mlflow_ui")
     server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder)
@@ -57,7 +57,7 @@ def ui_sweep(tmp_path_factory, shared_ray):
             set={**SMALL_SET, "optim.max_epochs": 3, "self_training.rounds": 1},
             tracking={"report": True},  # the report on the parent run is what these tests look at
         )
-        proc = run_cli([str(spec), "--tracking-uri", server.uri], cwd=folder, timeout=600, env=shared_ray)
+        proc = run_cli([str(spec), "--tracking-uri", server.uri], cwd=folder, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         client = MlflowClient(tracking_uri=server.uri)
         parent, children = children_of(client, "ui-ablation")

@@ -47,12 +47,11 @@ def _sweep_yaml(folder: Path, name: str, **overrides) -> Path:
     return write_sweep(folder, name, data=DATA, set=SET, **{**sections, **overrides})
 
 
-def _run_sweep(folder: Path, name: str, ray_env: dict[str, str], **overrides):
+def _run_sweep(folder: Path, name: str, **overrides):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    spec = _sweep_yaml(folder, name, **overrides)
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=folder, timeout=600, env=ray_env)
+    proc = run_cli([str(_sweep_yaml(folder, name, **overrides)), "--tracking-uri", uri], cwd=folder, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
@@ -62,9 +61,9 @@ def _run_sweep(folder: Path, name: str, ray_env: dict[str, str], **overrides):
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory, shared_ray):
+def search(tmp_path_factory):
     """One finished search trial (random sampler, no early stopping), logged to a sqlite store."""
-    return _run_sweep(tmp_path_factory.mktemp("rerun-search"), "rerun-search", shared_ray)
+    return _run_sweep(tmp_path_factory.mktemp("rerun-search"), "rerun-search")
 
 
 def _retrain(config: Path, cwd: Path) -> dict[str, float]:
@@ -104,11 +103,11 @@ def test_a_search_trials_logged_config_re_runs_to_its_logged_metrics(search, tmp
     assert load_config(folder / "runs" / "rerun-search" / "best_config.yaml") == cfg
 
 
-def test_an_ablation_trials_logged_config_re_runs_to_its_logged_metrics(tmp_path_factory, tmp_path, shared_ray):
+def test_an_ablation_trials_logged_config_re_runs_to_its_logged_metrics(tmp_path_factory, tmp_path):
     """Seed 1 of a variant: its folds and init follow seed 1, its data the sweep's `data.seed` 0."""
     ablation = {"reference": "full", "variants": {"full": {}}, "seeds": [1]}
     _, _, client, children = _run_sweep(
-        tmp_path_factory.mktemp("rerun-ablation"), "rerun-ablation", shared_ray, kind="ablation", search_space=None,
+        tmp_path_factory.mktemp("rerun-ablation"), "rerun-ablation", kind="ablation", search_space=None,
         ablation=ablation,
     )  # fmt: skip
     (run,) = children

@@ -236,7 +236,7 @@ def test_mf_hartmann6_matches_its_published_values():
 
 
 @pytest.mark.slow
-def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path, shared_ray):
+def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
     from tests.resume_checks import optuna_history, ray_trials
     from tests.sweep_helpers import run_cli, write_sweep
 
@@ -255,8 +255,7 @@ def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path, s
             "runtime.threads": 1,
         },
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], tmp_path, timeout=600, env=shared_ray)
+    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "runs" / "hb"
     history, by_ray_id = optuna_history(folder)  # the study's trials as Ray saved them, by number

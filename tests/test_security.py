@@ -210,7 +210,7 @@ def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) 
 
 
 @pytest.mark.slow
-def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(server, tmp_path, shared_ray):
+def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(server, tmp_path):
     """The sweep file's tracking.uri and --tracking-uri both hold a password (the flag wins)."""
     spec_uri, cli_uri = _with_credentials(server.uri, "spec-secret"), _with_credentials(server.uri, "cli-secret")
     spec = write_sweep(
@@ -221,7 +221,7 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(server, tmp
         scheduler={"kind": "none"},
         tracking={"uri": spec_uri},
     )
-    proc = run_cli([str(spec), "--tracking-uri", cli_uri], cwd=tmp_path, timeout=300, env=shared_ray)
+    proc = run_cli([str(spec), "--tracking-uri", cli_uri], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "secret" not in proc.stdout + proc.stderr
 
@@ -333,9 +333,13 @@ def test_every_ray_start_says_which_cluster():
     file was left in /tmp/ray, where `ray.init` then waits for ever."""
 
     def names_address(call: ast.Call) -> bool:
-        unpacked = [k.value.keys for k in call.keywords if k.arg is None and isinstance(k.value, ast.Dict)]
-        in_dict = any(isinstance(key, ast.Constant) and key.value == "address" for keys in unpacked for key in keys)
-        return in_dict or any(k.arg == "address" for k in call.keywords)
+        for k in call.keywords:
+            if k.arg == "address":
+                return True
+            if k.arg is None and isinstance(k.value, ast.Dict):
+                if any(isinstance(key, ast.Constant) and key.value == "address" for key in k.value.keys):
+                    return True
+        return False
 
     inits = [
         (path, call)

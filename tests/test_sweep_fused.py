@@ -218,7 +218,7 @@ def test_fused_mode_refuses_what_it_cannot_run(tmp_path, overrides, field):
 
 # -- end to end -------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fused_sweep_end_to_end(tmp_path, space_file, shared_ray):
+def test_fused_sweep_end_to_end(tmp_path, space_file):
     """8 members in 2 populations of 4: MLflow, Optuna and best_config.yaml see 8 trials."""
     spec = write_sweep(
         tmp_path,
@@ -233,7 +233,7 @@ def test_fused_sweep_end_to_end(tmp_path, space_file, shared_ray):
         execution={"mode": "fused", "population": 4},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=240, env=shared_ray)
+    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "8 trials:" in proc.stdout and "trials 8/8 ended" in proc.stderr
 
