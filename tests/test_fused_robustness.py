@@ -16,7 +16,7 @@ from mer_core.data import load_data
 from mer_core.train import run
 from mer_core.train.missing_eval import metric_name
 from tests.parity import FP64, parity_data_cfg
-from tests.sweep_helpers import run_cli, write_sweep
+from tests.sweep_helpers import run_cli_here, write_sweep
 from tests.test_population import SMALL, _match_single_runs, _variants
 
 
@@ -73,7 +73,7 @@ def test_label_guided_fusion_members_match_single_runs():
 @pytest.mark.slow
 def test_a_fused_sweep_that_sets_retrieval_imputation_exits_2_naming_the_field(tmp_path):
     spec = write_sweep(tmp_path, "fused-retrieval", execution={"mode": "fused", "population": 2})
-    proc = run_cli([str(spec), "--set", "missing.impute=retrieval", "--dry-run"], cwd=tmp_path)
+    proc = run_cli_here([str(spec), "--set", "missing.impute=retrieval", "--dry-run"], cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "missing.impute" in lines[0] and "retrieval" in lines[0], lines

@@ -97,7 +97,7 @@ def test_trial_artifacts_download_from_the_server(server_sweep, tmp_path):
 def test_credentials_in_the_uri_reach_the_server_and_stay_hidden(server, tmp_path):
     spec = write_sweep(tmp_path, "cred")
     uri = server.replace("http://", "http://user:secret@")
-    proc = run_cli([str(spec), "--tracking-uri", uri, "--dry-run"], cwd=tmp_path, timeout=120)
+    proc = run_cli_here([str(spec), "--tracking-uri", uri, "--dry-run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "secret" not in proc.stderr + proc.stdout
     assert "http://***@127.0.0.1" in proc.stderr

@@ -17,7 +17,7 @@ import pytest
 from sweeps.trainable.faults import FAULTS_ENV
 from sweeps.trainable.report import DEVICES_KEY
 from tests.ray_cluster import private_cluster
-from tests.sweep_helpers import SMALL_SET, run_cli, write_sweep
+from tests.sweep_helpers import SMALL_SET, run_cli, run_cli_here, write_sweep
 
 N_TRIALS = 8
 # Every trial holds its GPU share for a while at its first epoch, so all 8 hold one at the same time.
@@ -68,7 +68,7 @@ def test_a_local_sweep_asking_for_a_gpu_without_cuda_in_torch_exits_2_before_ray
     args = [str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     for s in sets:
         args += ["--set", s]
-    proc = run_cli(args, cwd=tmp_path)
+    proc = run_cli_here(args, cwd=tmp_path)  # refused before anything starts: no fresh interpreter needed
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: {field}: ") and ("CPU build" in line or "no CUDA device" in line), line

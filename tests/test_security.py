@@ -333,13 +333,9 @@ def test_every_ray_start_says_which_cluster():
     file was left in /tmp/ray, where `ray.init` then waits for ever."""
 
     def names_address(call: ast.Call) -> bool:
-        for k in call.keywords:
-            if k.arg == "address":
-                return True
-            if k.arg is None and isinstance(k.value, ast.Dict):
-                if any(isinstance(key, ast.Constant) and key.value == "address" for key in k.value.keys):
-                    return True
-        return False
+        unpacked = [k.value.keys for k in call.keywords if k.arg is None and isinstance(k.value, ast.Dict)]
+        in_dict = any(isinstance(key, ast.Constant) and key.value == "address" for keys in unpacked for key in keys)
+        return in_dict or any(k.arg == "address" for k in call.keywords)
 
     inits = [
         (path, call)
