@@ -137,6 +137,17 @@ def test_fanova_finds_the_one_param_that_matters_and_is_seeded(tmp_path):
     assert fanova_importance(space, trials, mode="max", seed=3).values == first.values
 
 
+@pytest.mark.slow  # one fANOVA at the cap: about 6 s
+def test_past_the_cap_fanova_fits_a_sample_and_still_finds_the_param(tmp_path):
+    from analysis.report.importance import MAX_TRIALS
+
+    space = _space(tmp_path, IMPORTANCE_SPACE)
+    trials = _synthetic_trials(MAX_TRIALS + 100)
+    result = fanova_importance(space, trials, mode="max", seed=1)
+    assert result.n_trials == MAX_TRIALS  # a sample: the forest's cost stays bounded at any sweep size
+    assert max(result.values, key=result.values.get) == "optim.lr" and result.values["optim.lr"] > 0.6
+
+
 def test_too_few_trials_give_a_sentence_instead_of_importances(tmp_path):
     space = _space(tmp_path, IMPORTANCE_SPACE)
     result = fanova_importance(space, _synthetic_trials(3), mode="min", seed=0)
