@@ -300,6 +300,18 @@ def test_postgresql_listens_on_loopback_only():
 WILDCARDS = {"0.0.0.0", "::", "[::]"}  # every interface
 
 
+def _ray_inits() -> list[tuple[Path, ast.Call]]:
+    """Every `ray.init(...)` call in the project's code (the scan must find some)."""
+    inits = [
+        (path, call)
+        for path, tree in _parsed()
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ray.init"
+    ]
+    assert inits, "the scan found no ray.init"
+    return inits
+
+
 def test_no_service_is_told_to_listen_on_every_interface():
     """No host/bind string in the code is a wildcard, and the local Ray cluster starts no dashboard."""
     this = Path(__file__).resolve().relative_to(ROOT)
@@ -311,14 +323,7 @@ def test_no_service_is_told_to_listen_on_every_interface():
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip() in WILDCARDS
     ]
     assert not wild, f"wildcard listen address: {wild}"
-    inits = [
-        (path, call)
-        for path, tree in _parsed()
-        for call in ast.walk(tree)
-        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ray.init"
-    ]
-    assert inits, "the scan found no ray.init"
-    for path, call in inits:
+    for path, call in _ray_inits():
         keywords = {k.arg: k.value for k in call.keywords}
         if path.parts[0] == "sweeps":  # the product's own Ray start-up
             dashboard = keywords.get("include_dashboard")
@@ -337,12 +342,5 @@ def test_every_ray_start_says_which_cluster():
         in_dict = any(isinstance(key, ast.Constant) and key.value == "address" for keys in unpacked for key in keys)
         return in_dict or any(k.arg == "address" for k in call.keywords)
 
-    inits = [
-        (path, call)
-        for path, tree in _parsed()
-        for call in ast.walk(tree)
-        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ray.init"
-    ]
-    assert inits, "the scan found no ray.init"
-    unnamed = [f"{path}:{call.lineno}" for path, call in inits if not names_address(call)]
+    unnamed = [f"{path}:{call.lineno}" for path, call in _ray_inits() if not names_address(call)]
     assert not unnamed, f"ray.init without an address: {unnamed}"
