@@ -121,7 +121,6 @@ def arm_engine(folder: Path, sweep: Path, *, store_template: Path | None = None)
     import ray
     from ray.tune import ExperimentAnalysis
 
-    from sweeps.spec import load_sweep
     from sweeps.tracking.tracker import SweepTracker
 
     shared = ray.is_initialized()  # the smoke's Ray session: neither started nor stopped here
@@ -135,8 +134,8 @@ def arm_engine(folder: Path, sweep: Path, *, store_template: Path | None = None)
         if not shared:
             timer.seconds["ray.shutdown"] = _shutdown_seconds()
         wall = time.perf_counter() - start
-    compute = ExperimentAnalysis(str(ran)).dataframe()["time_total_s"].astype(float).tolist()
-    return ArmRun(wall, compute, timer.seconds, slots=load_sweep(sweep).resources.max_concurrent)
+    compute = ExperimentAnalysis(str(ran.folder)).dataframe()["time_total_s"].astype(float).tolist()
+    return ArmRun(wall, compute, timer.seconds, slots=ran.spec.resources.max_concurrent)
 
 
 def plain_trainable(config: dict[str, Any], *, data: FeatureSet, base: Mapping[str, Any]) -> None:

@@ -178,16 +178,15 @@ def _sweep_yaml(
 def run_arm(folder: Path, *, arm: str, seed: int, trials: int, smoke: bool, tracking_uri: str) -> SweepRun:
     """One sweep exactly as `python run_sweep.py` runs it (Ray stays up between sweeps); its events from MLflow."""
     from sweeps.resume.state import read_state
-    from sweeps.spec import load_sweep
 
     algorithm, scheduler, factor = ARMS[arm]
     name = f"bench-se-{algorithm}-{scheduler['kind']}-s{seed}"  # unique per arm: (algorithm, kind) pairs differ
     path = _sweep_yaml(
         folder, name=name, algorithm=algorithm, scheduler=scheduler, seed=seed, trials=trials * factor, smoke=smoke
     )
-    sweep = sweep_here(path, tracking_uri=tracking_uri, runs_root=folder / "runs")
-    parent = read_state(sweep).parent_run_id
-    return SweepRun(arm, seed, tuple(_events(tracking_uri, load_sweep(path).experiment_name(), parent)))
+    ran = sweep_here(path, tracking_uri=tracking_uri, runs_root=folder / "runs")
+    parent = read_state(ran.folder).parent_run_id
+    return SweepRun(arm, seed, tuple(_events(tracking_uri, ran.spec.experiment_name(), parent)))
 
 
 def _events(uri: str, experiment: str, parent: str) -> list[Event]:

@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mer_core.registry import Registry
+
+if TYPE_CHECKING:
+    from sweeps.execution.prepare import PreparedSweep
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -197,10 +200,10 @@ def ray_session(*, start: bool = True, **init: Any) -> Iterator[None]:
         ray.shutdown()
 
 
-def sweep_here(sweep: Path, *, tracking_uri: str, runs_root: Path) -> Path:
+def sweep_here(sweep: Path, *, tracking_uri: str, runs_root: Path) -> PreparedSweep:
     """Run the sweep at `sweep` exactly as `python run_sweep.py SWEEP` does after parsing its
-    arguments, in this process (and in its Ray session, if one is up); returns its folder
-    (`runs_root/<sweep name>/`).
+    arguments, in this process (and in its Ray session, if one is up); returns it as it ran (its
+    spec, and its folder `runs_root/<sweep name>/`).
 
     Raises:
         KeyboardInterrupt: the sweep was stopped by Ctrl-C (Tune then ends `fit()` early instead of
@@ -213,7 +216,7 @@ def sweep_here(sweep: Path, *, tracking_uri: str, runs_root: Path) -> Path:
     prepared = prepare(load_sweep(sweep), resume=False, tracking_uri=tracking_uri, runs_root=runs_root)
     if execute(prepared, address=None, argv=["run_sweep.py", sweep.name]).interrupted:
         raise KeyboardInterrupt
-    return prepared.folder
+    return prepared
 
 
 def sqlite_store(path: Path, *, template: Path | None) -> str:
