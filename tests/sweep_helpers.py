@@ -117,10 +117,11 @@ def run_main_here(
     """A CLI's `main(args)` under `guarded_main`, as `exit_cli` runs it, in this process: its exit
     status and captured stdout/stderr, in the shape `run_program` returns.
 
-    For tests of what a command decides before it starts anything (bad input, --dry-run): a fresh
-    interpreter would spend seconds importing torch, Ray and MLflow first. What only a fresh
-    interpreter shows (import-time output) is checked through real subprocesses elsewhere
-    (tests/test_cli_errors.py). Not for runs that start Ray or servers. Not thread-safe (chdir).
+    For tests of what a command decides before it starts anything (bad input, --dry-run), and for
+    whole sweeps on this process's Ray session (`run_sweep_here`): a fresh interpreter would spend
+    seconds importing torch, Ray and MLflow first. What only a fresh interpreter shows (import-time
+    output) is checked through real subprocesses elsewhere (tests/test_cli_errors.py). Not for
+    runs that start Ray or servers of their own. Not thread-safe (chdir).
     """
     import ray  # noqa: F401  (Ray reads some switches at import: take them from this process's environment)
 
@@ -136,6 +137,25 @@ def run_cli_here(args: list[str], cwd: Path, *, env: dict | None = None) -> subp
     """`run_cli` for bad input and --dry-run: `run_sweep.py`'s main in this process (`run_main_here`)."""
     from sweeps.commands.run import main
 
+    return run_main_here(main, args, cwd, env=env)
+
+
+def run_sweep_here(args: list[str], cwd: Path, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_cli` for a whole sweep, in this process, on this process's Ray session (`tests.ray_here`).
+
+    For tests of what the sweep produces (results, MLflow runs, reports, printed output), which a
+    fresh interpreter and a Ray start of its own would only make slower. Not for what only a process
+    of its own shows (signals, start-up, --address), nor for what a run hands its Ray workers through
+    the job's runtime environment, which a session already up does not take: --verbose and
+    $MERSWEEP_FAULTS sweeps go through `run_cli`.
+    """
+    from sweeps.commands.run import main
+    from sweeps.trainable.faults import FAULTS_ENV
+    from tests.ray_here import ensure_session
+
+    refused = [a for a in args if a in ("--verbose", "--address")] + [k for k in env or {} if k == FAULTS_ENV]
+    assert not refused, f"run_sweep_here cannot honour {refused}: use run_cli"
+    ensure_session()
     return run_main_here(main, args, cwd, env=env)
 
 

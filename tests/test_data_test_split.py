@@ -254,7 +254,7 @@ def test_fused_members_report_the_test_scores_of_their_single_runs() -> None:
 def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Path, mode: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from tests.sweep_helpers import SMALL_DATA, SMALL_SET, children_of, run_cli, write_sweep
+    from tests.sweep_helpers import SMALL_DATA, SMALL_SET, children_of, run_sweep_here, write_sweep
 
     spec = write_sweep(
         tmp_path,
@@ -266,7 +266,7 @@ def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Pa
         execution={"mode": mode, "population": 2},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path)
+    proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = proc.stdout.splitlines()[1]
     assert "val/weighted_f1" in header and "test/weighted_f1" in header  # the summary shows the held-out score

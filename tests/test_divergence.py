@@ -14,7 +14,7 @@ from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.errors import ConfigError
 from mer_core.train import run
-from tests.sweep_helpers import SMALL_SET, children_of, run_cli, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, run_sweep_here, write_sweep
 
 EXPLODING = {"optim.optimizer": "adamw", "optim.weight_decay": 1.0}  # with lr 10: weights x(-9) per step
 SANE_LR, ABSURD_LR = 1.0e-3, 10.0
@@ -61,7 +61,7 @@ def test_a_diverging_trial_is_failed_with_reason_and_the_sweep_completes(tmp_pat
         scheduler={"kind": "none"},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=300)
+    proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trials 2/2 ended: 1 done, 0 pruned, 1 failed" in proc.stderr, proc.stderr[-3000:]
 

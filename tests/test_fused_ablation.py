@@ -31,7 +31,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.parity import FP64, assert_same_run, fused_runs, parity_data_cfg, single_run
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli, run_cli_here, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli_here, run_sweep_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 SMALL = {
@@ -249,7 +249,7 @@ def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ab
     path = tmp_path / "an-ablation-fused.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(path), "--tracking-uri", uri], cwd=tmp_path, timeout=600)
+    proc = run_sweep_here([str(path), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 finished" in proc.stdout, proc.stdout
     out = tmp_path / "report"

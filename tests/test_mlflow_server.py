@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from mer_core.configs import load_config
 from tests.pg_helpers import start_mlflow_server
-from tests.sweep_helpers import SMALL_SET, children_of, free_port, run_cli, run_cli_here, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, free_port, run_cli_here, run_sweep_here, write_sweep
 
 N_TRIALS = 3
 HEADS = ("audio", "text", "video", "fusion")  # SMALL_DATA's modalities + the fusion head
@@ -41,7 +41,7 @@ def server_sweep(server, tmp_path_factory):
         search={"algorithm": "random", "num_samples": N_TRIALS, "seed": 0},
         scheduler={"kind": "none"},
     )
-    proc = run_cli([str(spec), "--tracking-uri", server], cwd=work)
+    proc = run_sweep_here([str(spec), "--tracking-uri", server], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, MlflowClient(tracking_uri=server)
 

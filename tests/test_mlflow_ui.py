@@ -25,7 +25,7 @@ from sweeps.resume.state import SweepState, write_state
 from sweeps.tracking.names import UI_TRAINING_QUERY
 from sweeps.tracking.uri import ui_link
 from tests.pg_helpers import MlflowServer
-from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_cli, run_program, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_program, run_sweep_here, write_sweep
 
 VARIANTS = {"full": {}, "no_nee": {"nee.enabled": False}}
 SEEDS = [0, 1]
@@ -57,7 +57,7 @@ def ui_sweep(tmp_path_factory):
             set={**SMALL_SET, "optim.max_epochs": 3, "self_training.rounds": 1},
             tracking={"report": True},  # the report on the parent run is what these tests look at
         )
-        proc = run_cli([str(spec), "--tracking-uri", server.uri], cwd=folder, timeout=600)
+        proc = run_sweep_here([str(spec), "--tracking-uri", server.uri], cwd=folder)
         assert proc.returncode == 0, proc.stderr[-3000:]
         client = MlflowClient(tracking_uri=server.uri)
         parent, children = children_of(client, "ui-ablation")

@@ -31,7 +31,7 @@ from sweeps.space.tell import TellingOptunaSearch
 from sweeps.space.warm_start import WARM_ATTR, load_warm_start, resolve_source
 from sweeps.spec import load_sweep
 from tests.driver_helpers import Drivers
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, cli_env, free_port, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, cli_env, free_port, run_sweep_here, write_sweep
 
 METRIC = "val/weighted_f1"
 SPACE = ROOT / "search_spaces/quick.yaml"
@@ -363,7 +363,7 @@ def test_second_sweep_starts_from_the_first_and_the_dashboard_shows_it_live(tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     search = {"algorithm": "tpe", "num_samples": 3, "seed": 0, "n_startup_trials": 3}
     first = write_sweep(tmp_path, "first", set=fast, search=search, scheduler={"kind": "none"})
-    done = run_cli([str(first), "--tracking-uri", uri], cwd=tmp_path, timeout=600)
+    done = run_sweep_here([str(first), "--tracking-uri", uri], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "runs/first/optuna.db").is_file()
 

@@ -12,7 +12,7 @@ import pytest
 from mer_core.errors import ConfigError
 from mer_core.train.fused.sizing import MAX_PER_GPU, Probe, choose_population, gpu_fraction
 from sweeps.spec import load_sweep
-from tests.sweep_helpers import run_cli, write_sweep
+from tests.sweep_helpers import run_cli_here, write_sweep
 
 MIB = 2**20
 
@@ -59,7 +59,7 @@ def _dry_run(tmp_path, name: str, sets: list[str]):
     args = [str(spec), "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     for s in ["sweep.execution.mode=fused", "sweep.execution.population=auto", *sets]:
         args += ["--set", s]
-    proc = run_cli(args, cwd=tmp_path, timeout=600)
+    proc = run_cli_here(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr
 

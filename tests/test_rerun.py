@@ -19,7 +19,7 @@ import pytest
 
 from mer_core.configs import load_config
 from sweeps.tracking.names import CONFIG_ARTIFACT, final_metric, mlflow_key
-from tests.sweep_helpers import run_analysis, run_cli, run_program, write_sweep
+from tests.sweep_helpers import run_analysis, run_program, run_sweep_here, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _run_sweep(folder: Path, name: str, **overrides):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    proc = run_cli([str(_sweep_yaml(folder, name, **overrides)), "--tracking-uri", uri], cwd=folder, timeout=600)
+    proc = run_sweep_here([str(_sweep_yaml(folder, name, **overrides)), "--tracking-uri", uri], cwd=folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])

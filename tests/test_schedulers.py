@@ -238,7 +238,7 @@ def test_mf_hartmann6_matches_its_published_values():
 @pytest.mark.slow
 def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
     from tests.resume_checks import optuna_history, ray_trials
-    from tests.sweep_helpers import run_cli, write_sweep
+    from tests.sweep_helpers import run_sweep_here, write_sweep
 
     spec = write_sweep(
         tmp_path,
@@ -255,7 +255,7 @@ def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
             "runtime.threads": 1,
         },
     )
-    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, timeout=600)
+    proc = run_sweep_here([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "runs" / "hb"
     history, by_ray_id = optuna_history(folder)  # the study's trials as Ray saved them, by number

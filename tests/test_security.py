@@ -24,7 +24,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.pg_helpers import MlflowServer, require_postgres, start_postgres
-from tests.sweep_helpers import ROOT, SMALL_SET, cli_env, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, cli_env, run_cli, run_sweep_here, write_sweep
 from tests.test_cli_errors import FEATURES_DATA, make_features
 
 SKIP_DIRS = {"runs", "mlruns", "__pycache__", "build", "dist", "node_modules"}  # plus every dot-folder
@@ -221,7 +221,7 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(server, tmp
         scheduler={"kind": "none"},
         tracking={"uri": spec_uri},
     )
-    proc = run_cli([str(spec), "--tracking-uri", cli_uri], cwd=tmp_path, timeout=300)
+    proc = run_sweep_here([str(spec), "--tracking-uri", cli_uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "secret" not in proc.stdout + proc.stderr
 

@@ -35,7 +35,7 @@ from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from sweeps.trainable.trial import TrialSettings
 from tests.driver_helpers import Drivers, progress
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_cli, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_sweep_here, write_sweep
 
 METRIC = "val/weighted_f1"
 # Only per-member fields, dropout 0: every member of a population shares one stacked model, and a
@@ -233,7 +233,7 @@ def test_fused_sweep_end_to_end(tmp_path, space_file):
         execution={"mode": "fused", "population": 4},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([str(spec), "--tracking-uri", uri], cwd=tmp_path, timeout=240)
+    proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "8 trials:" in proc.stdout and "trials 8/8 ended" in proc.stderr
 

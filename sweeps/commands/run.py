@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     # Stored as the parent run's `mersweep.command` tag: never with a --tracking-uri password.
     invocation = [w for w in args.invocation if w != "python"]
     argv_list = [*invocation, *(redact(a) for a in args.argv)]
+    ray_was_up = _ray_is_up()
     outcome = execute(prepared, address=address, address_field=address_field, argv=argv_list, verbose=args.verbose)
     print(format_table(outcome, metric=spec.metric, mode=spec.mode, report_metric=spec.report_metric))
     if prepared.plan is not None:
@@ -85,8 +86,15 @@ def run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         again = [*args.invocation, *(redact(a) for a in args.argv if a != "--resume"), "--resume"]
         print(f"sweep stopped early; continue it with: {shlex.join(again)}", file=sys.stderr)
-    _stop_ray()
+    if not ray_was_up:  # a program that runs sweeps in its own Ray session keeps it
+        _stop_ray()
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+
+
+def _ray_is_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
 
 
 def _stop_ray() -> None:
