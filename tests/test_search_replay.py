@@ -207,11 +207,13 @@ def test_the_replay_loop_does_what_ray_tune_does_one_trial_at_a_time(arm) -> Non
 
     from benchmarks.bench_search_replay import make_sweep
     from benchmarks.curves.tune_check import tune_trace
+    from tests.ray_here import stop_session
 
     problem = TableProblem(load_table("mfeat-fzm-50", SMOKE))
     searcher, scheduler = make_sweep(arm, 0, problem)
     loop = replay(problem, searcher=searcher, scheduler=scheduler, arm=arm, seed=0, budget=240, concurrent=1)
     searcher, scheduler = make_sweep(arm, 0, problem)
+    stop_session()  # one trial at a time: a Ray of 1 CPU, not this process's shared session, if one is up
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         tuned = tune_trace(problem, searcher=searcher, scheduler=scheduler, arm=arm, seed=0, budget=240)
