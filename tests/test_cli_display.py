@@ -104,8 +104,11 @@ def test_a_pipe_gets_one_line_per_ended_trial_and_nothing_else(piped):
 
 
 def _tmux(socket_name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # COLUMNS/LINES, if this process has them, would override the pane's size for the sweep
+    # (shutil.get_terminal_size reads them first); the pane's own size is what the test is about.
+    env = {k: v for k, v in cli_env().items() if k not in ("COLUMNS", "LINES")}
     return subprocess.run(
-        ["tmux", "-L", socket_name, *args], capture_output=True, text=True, timeout=30, check=check, env=cli_env()
+        ["tmux", "-L", socket_name, *args], capture_output=True, text=True, timeout=30, check=check, env=env
     )
 
 
@@ -129,6 +132,9 @@ def test_a_terminal_gets_one_line_redrawn_in_place(tmp_path):
     script = f"cd {shlex.quote(str(tmp_path))}; {wait}; {run}; echo $? > {shlex.quote(str(done))}; sleep 600"
     _tmux(sock, "new-session", "-d", "-s", "sweep", "-x", "200", "-y", "50", script)
     try:
+        # Pinned (tmux's window-size "manual"): a detached session's size may otherwise fall back to
+        # tmux's default 80x24 when the other tmux commands below come and go. Set before the sweep starts.
+        _tmux(sock, "resize-window", "-t", "sweep", "-x", "200", "-y", "50")
         _tmux(sock, "pipe-pane", "-o", "-t", "sweep", f"cat > {shlex.quote(str(raw))}")
         piping.touch()
         deadline = time.monotonic() + 600
