@@ -29,9 +29,12 @@ def private_cluster(
     """
     from ray.cluster_utils import Cluster
 
+    from sweeps.commands.run import NO_PRESTART
+
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_TMPDIR", tmp)
+        env.setenv(NO_PRESTART, "0")  # as a sweep's own local cluster: no idle workers per CPU on each node
         head = {"num_cpus": head_cpus, "num_gpus": head_gpus, "include_dashboard": False}
         cluster = Cluster(
             initialize_head=True,

@@ -56,12 +56,13 @@ def _idle(ray, timeout: float) -> bool:
 
 
 def _start() -> None:
+    from sweeps.commands.run import NO_PRESTART
     from sweeps.execution.ray_start import start_ray
     from tests.sweep_helpers import cli_env
 
     folder = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix socket paths live below it
     atexit.register(shutil.rmtree, folder, True)  # registered before Ray's own exit hook, so it runs after it
-    with _environment({**cli_env(), "RAY_TMPDIR": folder}):
+    with _environment({**cli_env(), "RAY_TMPDIR": folder, NO_PRESTART: "0"}):  # as the CLI's local cluster
         start_ray(None)  # the raylet, and so every worker, inherits this environment
 
 

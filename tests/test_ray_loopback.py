@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.commands.run import local_ray_environment
+from sweeps.commands.run import NO_PRESTART, local_ray_environment
 from tests.sweep_helpers import ROOT, cli_env, write_sweep
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -107,7 +107,7 @@ def test_the_process_tree_scan_sees_a_listening_child_and_its_address():
 def test_local_ray_environment_keeps_what_the_user_set():
     env = {"RAY_AUTH_MODE": "disabled"}
     local_ray_environment(env)
-    assert env == {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    assert env == {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", NO_PRESTART: "0"}
 
 
 @pytest.mark.slow
@@ -140,6 +140,8 @@ def test_a_local_sweep_s_ray_cluster_listens_on_loopback_only(tmp_path):
         wide = {name: sorted(str(a) for a, _ in bound if not _is_loopback(a)) for name, bound in found.items()}
         wide = {name: addresses for name, addresses in wide.items() if addresses}
         assert not wide, f"listening beyond 127.0.0.1: {wide}"
+        # Only the trial's worker: no idle ones started ahead of need (run.py's NO_PRESTART).
+        assert not [name for name in found if name.startswith("ray::IDLE")], sorted(found)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
+from sweeps.commands.run import NO_PRESTART
 from sweeps.execution.tuner import SeededHyperBand
 from sweeps.space import budget_tpe
 from sweeps.space.budget_tpe import BudgetTPESampler
@@ -70,6 +71,16 @@ def test_rays_resource_detection_is_where_the_local_check_asks_it(module: str) -
     assert importlib.util.find_spec(module) is not None, _moved(RAY, module, where)
     names = {"ray._private.accelerators": "get_accelerator_manager_for_resource", "ray._private.utils": "get_num_cpus"}
     assert hasattr(importlib.import_module(module), names[module]), _moved(RAY, f"{module}.{names[module]}", where)
+
+
+def test_the_raylet_still_reads_the_prestart_setting_a_local_sweep_turns_off() -> None:
+    # Ray reads RAY_<setting> for each of its C++ system settings; an unknown one is ignored, so a
+    # release that drops this one would quietly prestart idle workers again.
+    where = "sweeps/commands/run.py NO_PRESTART (no idle workers on a sweep's own cluster)"
+    setting = NO_PRESTART.removeprefix("RAY_").encode()
+    raylet = Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet"
+    assert raylet.is_file(), _moved(RAY, "the raylet binary", where)
+    assert setting in raylet.read_bytes(), _moved(RAY, f"the system setting {setting.decode()}", where)
 
 
 @pytest.mark.parametrize("logger", ["ray.train._internal.storage", "ray.train.v2._internal.execution.storage"])

@@ -110,17 +110,28 @@ def _stop_ray() -> None:
 
 
 def local_ray_environment(env: MutableMapping[str, str]) -> None:
-    """Make the Ray cluster this process starts (no --address) reachable from this machine only.
+    """Set up the Ray cluster this process starts (no --address): reachable from this machine only,
+    and no idle workers started ahead of need.
 
     Ray's servers (GCS, raylets, workers) listen on every interface, even for a one-machine
     `ray.init()`, unless its no-cluster mode is on; then the node's address is 127.0.0.1 and
     every server binds loopback. Ray reads the switch at `import ray`, so this runs before the
     sweep engine is imported. Token authentication (Ray's default for a local cluster) is set
-    explicitly so Ray does not warn about it on every run. A user who sets either variable
-    keeps their value: that is how one opts out.
+    explicitly so Ray does not warn about it on every run. No idle workers are prestarted
+    (`NO_PRESTART`). A user who sets any of these variables keeps their value: that is how one
+    opts out.
     """
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
+    env.setdefault(NO_PRESTART, "0")
+
+
+# Ray's raylet starts one idle Python worker per CPU for the first driver, for tasks; a sweep runs
+# actors only, and Tune's trial actors start workers of their own (measured: both prestarted
+# workers of a 2-CPU node stayed idle through a whole sweep, 0.45 CPU-s each to start; a 64-CPU
+# node would start 64). A Ray system setting with no public API: tests/test_third_party_internals.py
+# fails on a Ray release that drops it.
+NO_PRESTART = "RAY_prestart_worker_first_driver"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
