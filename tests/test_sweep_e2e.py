@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.train import run
-from tests.sweep_helpers import children_of, run_cli_here, write_sweep
+from tests.sweep_helpers import SMALL_SET, children_of, run_cli_here, run_sweep_here, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +87,23 @@ def test_dry_run_starts_nothing_and_writes_nothing(tmp_path):
     assert "search space:" in proc.stderr and "optim.lr" in proc.stderr
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_sweep_run_where_ray_is_already_up_leaves_that_session_running(tmp_path):
+    """The CLI stops the Ray cluster it started, never a session its caller had up before."""
+    import ray
+
+    from tests.ray_here import ensure_session
+
+    ensure_session()
+    session = ray.get_runtime_context().gcs_address
+    spec = write_sweep(
+        tmp_path,
+        "caller-ray",
+        set={**SMALL_SET, "optim.max_epochs": 1, "optim.pretrain_epochs": 0, "self_training.rounds": 0},
+        search={"algorithm": "random", "num_samples": 1, "seed": 0},
+        scheduler={"kind": "none"},
+    )
+    proc = run_sweep_here([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ray.is_initialized() and ray.get_runtime_context().gcs_address == session
