@@ -19,12 +19,9 @@ answering, is replaced rather than handed to the next test.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 SETTLE_S = 15.0  # Ray frees a finished sweep's placement groups asynchronously (well under a second idle)
 
@@ -58,24 +55,12 @@ def _idle(ray, timeout: float) -> bool:
 def _start() -> None:
     from sweeps.commands.run import NO_PRESTART
     from sweeps.execution.ray_start import start_ray
-    from tests.sweep_helpers import cli_env
+    from tests.sweep_helpers import cli_env, environment
 
     folder = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix socket paths live below it
     atexit.register(shutil.rmtree, folder, True)  # registered before Ray's own exit hook, so it runs after it
-    with _environment({**cli_env(), "RAY_TMPDIR": folder, NO_PRESTART: "0"}):  # as the CLI's local cluster
+    with environment({**cli_env(), "RAY_TMPDIR": folder, NO_PRESTART: "0"}):  # as the CLI's local cluster
         start_ray(None)  # the raylet, and so every worker, inherits this environment
-
-
-@contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def stop_session() -> None:

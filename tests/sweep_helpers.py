@@ -86,25 +86,35 @@ def run_cli(
 
 
 @contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment is exactly `env` inside the block, and what it was after it."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
 def _as_a_fresh_process(cwd: Path, env: dict | None) -> Iterator[None]:
     """`cwd` as the working folder and a user's environment (`cli_env`, plus `env`, no debug
     tracebacks); afterwards the process state a CLI's start-up sets (environment, log levels, the
     `mersweep` logger's handler) is put back, so later tests in this process see none of it."""
     from mer_core.verbosity import DRIVER_CHATTER
 
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_cwd = os.getcwd()
     named = [logging.getLogger(name) for name in (*DRIVER_CHATTER, "optuna", "mersweep")]
     saved = [(log, log.level, log.handlers[:], log.propagate) for log in named]
     fresh = {k: v for k, v in cli_env(env).items() if k != "MERSWEEP_DEBUG"}
-    os.environ.clear()
-    os.environ.update(fresh)
     os.chdir(cwd)
     try:
-        yield
+        with environment(fresh):
+            yield
     finally:
         os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
         for log, level, handlers, propagate in saved:
             log.setLevel(level)
             log.handlers[:] = handlers

@@ -17,6 +17,13 @@ from sweeps.tracking.uri import redact
 
 DESCRIPTION = "Run a mersweep sweep (Ray Tune + Optuna + MLflow)."
 
+# Ray's raylet starts one idle Python worker per CPU for the first driver, for tasks; a sweep runs
+# actors only, and Tune's trial actors start workers of their own (measured: both prestarted
+# workers of a 2-CPU node stayed idle through a whole sweep, 0.45 CPU-s each to start; a 64-CPU
+# node would start 64). A Ray system setting with no public API: tests/test_third_party_internals.py
+# fails on a Ray release that drops it.
+NO_PRESTART = "RAY_prestart_worker_first_driver"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep YAML, e.g. sweeps/quickstart.yaml")
@@ -124,14 +131,6 @@ def local_ray_environment(env: MutableMapping[str, str]) -> None:
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env.setdefault("RAY_AUTH_MODE", "token")
     env.setdefault(NO_PRESTART, "0")
-
-
-# Ray's raylet starts one idle Python worker per CPU for the first driver, for tasks; a sweep runs
-# actors only, and Tune's trial actors start workers of their own (measured: both prestarted
-# workers of a 2-CPU node stayed idle through a whole sweep, 0.45 CPU-s each to start; a 64-CPU
-# node would start 64). A Ray system setting with no public API: tests/test_third_party_internals.py
-# fails on a Ray release that drops it.
-NO_PRESTART = "RAY_prestart_worker_first_driver"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
