@@ -48,7 +48,13 @@ SMOKE_DATA = {
     "folds": 1,
     "synthetic": {"n_labelled": 120, "n_unlabelled": 120, "dims": {"audio": 16, "text": 16, "video": 8}},
 }
-SMOKE_SET = {"model.ff_dim": 32, "model.hidden_dim": 16, "optim.max_epochs": 2, "optim.pretrain_epochs": 1}
+SMOKE_SET = {  # every stage on few rows: the self-training round oversamples to 80 rows per class, not 1000
+    "model.ff_dim": 32,
+    "model.hidden_dim": 16,
+    "optim.max_epochs": 2,
+    "optim.pretrain_epochs": 1,
+    "self_training.oversample_to": 80,
+}
 
 
 CPU_NOTE = (

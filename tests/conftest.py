@@ -103,19 +103,47 @@ def once_per_session(tmp_path_factory, name: str, make: Callable[[Path], None]) 
     return folder
 
 
-def _cli_sweep(work: Path, spec: Path) -> None:
-    """`python run_sweep.py SPEC` in `work` into work/mlflow.db, run in this process on its Ray session
-    (`run_sweep_here`); its stdout and stderr kept beside it."""
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, created and migrated once for the whole run.
+
+    MLflow migrates a new SQLite store through its whole schema history: about 1.4 CPU-s, paid by
+    every sweep on a fresh store. Tests whose subject is not the store's creation start from a copy
+    of this one (`sqlite_store(path, template=mlflow_template)`), which MLflow opens as it is. What
+    a user's first sweep prints while MLflow creates its store is tested on fresh stores
+    (tests/test_cli_display.py).
+    """
+    from mlflow import MlflowClient
+
+    def make(folder: Path) -> None:
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'empty.db'}").search_experiments()  # creates and migrates
+
+    return once_per_session(tmp_path_factory, "mlflow-template", make) / "empty.db"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
+    """The tracking URI of tmp_path/mlflow.db, an empty store already migrated (a copy of the template)."""
+    from benchmarks.common import sqlite_store
+
+    return sqlite_store(tmp_path / "mlflow.db", template=mlflow_template)
+
+
+def _cli_sweep(work: Path, spec: Path, template: Path) -> None:
+    """`python run_sweep.py SPEC` in `work` into work/mlflow.db (a copy of `template`), run in this process
+    on its Ray session (`run_sweep_here`); its stdout and stderr kept beside it."""
+    from benchmarks.common import sqlite_store
     from tests.sweep_helpers import run_sweep_here
 
-    proc = run_sweep_here([str(spec), "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"], cwd=work)
+    uri = sqlite_store(work / "mlflow.db", template=template)
+    proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=work)
     (work / "cli.stdout").write_text(proc.stdout)
     (work / "cli.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")
-def search_sweep(tmp_path_factory):
+def search_sweep(tmp_path_factory, mlflow_template):
     """A finished 6-trial TPE + ASHA sweep on small synthetic data, logged to a temporary sqlite
     MLflow store through the real CLI (shared by the end-to-end and analysis tests; runs once).
 
@@ -124,12 +152,14 @@ def search_sweep(tmp_path_factory):
     """
     from tests.sweep_helpers import write_sweep
 
-    work = once_per_session(tmp_path_factory, "analysis-search", lambda w: _cli_sweep(w, write_sweep(w, "an-search")))
+    work = once_per_session(
+        tmp_path_factory, "analysis-search", lambda w: _cli_sweep(w, write_sweep(w, "an-search"), mlflow_template)
+    )
     return work, f"sqlite:///{work / 'mlflow.db'}", "an-search"
 
 
 @pytest.fixture(scope="session")
-def ablation_sweep(tmp_path_factory):
+def ablation_sweep(tmp_path_factory, mlflow_template):
     """A finished ablation (3 variants x 3 paired seeds, no re-tuning) on small synthetic data,
     logged to a temporary sqlite MLflow store through the real CLI (runs once).
 
@@ -151,7 +181,7 @@ def ablation_sweep(tmp_path_factory):
             # training amplifies and which differs by CPU and BLAS, would decide that test's verdict.
             set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0, "runtime.precision": "fp64"},
         )
-        _cli_sweep(work, spec)
+        _cli_sweep(work, spec, mlflow_template)
 
     work = once_per_session(tmp_path_factory, "analysis-ablation", make)
     return work, f"sqlite:///{work / 'mlflow.db'}", "an-ablation"

@@ -346,7 +346,9 @@ def test_compare_refuses_a_search_sweep_and_unknown_selectors(search_sweep, tmp_
 
 
 @pytest.mark.slow
-def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_change_that_does_nothing(tmp_path):
+def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_change_that_does_nothing(
+    tmp_path, mlflow_uri
+):
     """Audio carries all the class signal of the synthetic data: dropping it (train and test) must end
     *different*; a voting-weight nudge that flips no prediction must end *equivalent*, both within the
     seed maximum, and the decided variants stop getting seeds. The study is stopped with Ctrl-C
@@ -364,7 +366,7 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
         set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},
     )  # fmt: skip
-    args = [str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    args = [str(spec), "--tracking-uri", mlflow_uri]
     drivers = Drivers()
     try:
         first = drivers.start(args, tmp_path)
@@ -387,7 +389,7 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
     assert rows["text_weight"]["decision"] == "equivalent"
     assert int(rows["full"]["n_seeds"]) <= 6 and int(rows["text_weight"]["n_seeds"]) < int(rows["full"]["n_seeds"])
     # Every (variant, seed) ran once across the stop and the resume: no trial repeated or lost.
-    _, children = children_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "adaptive")
+    _, children = children_of(MlflowClient(mlflow_uri), "adaptive")
     done = [(c.data.params["ablation.variant"], c.data.params["ablation.seed"]) for c in children
             if c.data.tags.get("mersweep.status") == "ok"]  # fmt: skip
     assert len(done) == len(set(done)) == sum(int(r["n_seeds"]) for r in rows.values())

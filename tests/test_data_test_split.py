@@ -251,7 +251,7 @@ def test_fused_members_report_the_test_scores_of_their_single_runs() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["trial", "fused"])
-def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Path, mode: str) -> None:
+def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Path, mode: str, mlflow_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     from tests.sweep_helpers import SMALL_DATA, SMALL_SET, children_of, run_sweep_here, write_sweep
@@ -265,7 +265,7 @@ def test_sweep_logs_test_metrics_to_every_child_run_and_prints_them(tmp_path: Pa
         scheduler={"kind": "none"},
         execution={"mode": mode, "population": 2},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = proc.stdout.splitlines()[1]

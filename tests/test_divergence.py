@@ -47,7 +47,7 @@ def test_lr_beyond_the_cap_is_bad_input_not_a_trial():
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_is_failed_with_reason_and_the_sweep_completes(tmp_path):
+def test_a_diverging_trial_is_failed_with_reason_and_the_sweep_completes(tmp_path, mlflow_uri):
     """Grid over {sane, absurd} lr: exactly one trial of each, whatever order Ray runs them in."""
     (tmp_path / "space.yaml").write_text(
         f"params:\n  optim.lr: {{type: categorical, choices: [{SANE_LR}, {ABSURD_LR}]}}\n"
@@ -60,7 +60,7 @@ def test_a_diverging_trial_is_failed_with_reason_and_the_sweep_completes(tmp_pat
         search={"algorithm": "grid", "num_samples": 2, "seed": 0},
         scheduler={"kind": "none"},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trials 2/2 ended: 1 done, 0 pruned, 1 failed" in proc.stderr, proc.stderr[-3000:]

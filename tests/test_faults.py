@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import sqlite_store
 from mer_core.errors import ConfigError, UserInputError
 from sweeps.spec import load_sweep
 from sweeps.trainable.faults import (
@@ -182,7 +183,9 @@ def ray_head():
         yield started
 
 
-def run_faulty_sweep(ray_head, work: Path, name: str, plan: dict, *, trials: int, retries: int, **spec) -> FaultySweep:
+def run_faulty_sweep(
+    ray_head, work: Path, name: str, plan: dict, *, trials: int, retries: int, template: Path, **spec
+) -> FaultySweep:
     from ray.tune import ExperimentAnalysis
 
     path = write_sweep(
@@ -194,7 +197,7 @@ def run_faulty_sweep(ray_head, work: Path, name: str, plan: dict, *, trials: int
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 2, "max_retries": retries},
         **spec,
     )
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    uri = sqlite_store(work / "mlflow.db", template=template)
     cluster, env = ray_head
     args = [str(path), "--tracking-uri", uri, "--address", cluster.address]
     started = time.perf_counter()
@@ -206,10 +209,10 @@ def run_faulty_sweep(ray_head, work: Path, name: str, plan: dict, *, trials: int
 
 
 @pytest.fixture(scope="module")
-def retried(ray_head, tmp_path_factory) -> FaultySweep:
+def retried(ray_head, tmp_path_factory, mlflow_template) -> FaultySweep:
     """4 trials, p = 0.5 per attempt at epoch 2, 2 retries each."""
     work = tmp_path_factory.mktemp("retry")
-    sweep = run_faulty_sweep(ray_head, work, "retry", RETRY_PLAN, trials=4, retries=RETRIES)
+    sweep = run_faulty_sweep(ray_head, work, "retry", RETRY_PLAN, trials=4, retries=RETRIES, template=mlflow_template)
     assert sweep.proc.returncode == 0, sweep.proc.stderr[-3000:]
     return sweep
 
@@ -263,8 +266,10 @@ def test_a_retried_trial_history_has_each_epoch_once(retried):
 
 
 @pytest.mark.slow
-def test_a_trial_that_keeps_failing_is_failed_in_mlflow_with_its_reason(ray_head, tmp_path):
-    sweep = run_faulty_sweep(ray_head, tmp_path, "doomed", {"at_epoch": 2}, trials=2, retries=0)
+def test_a_trial_that_keeps_failing_is_failed_in_mlflow_with_its_reason(ray_head, tmp_path, mlflow_template):
+    sweep = run_faulty_sweep(
+        ray_head, tmp_path, "doomed", {"at_epoch": 2}, trials=2, retries=0, template=mlflow_template
+    )
     assert sweep.proc.returncode == 0, sweep.proc.stderr[-3000:]  # failed trials are results, not a crash
     assert "0 finished, 0 pruned, 2 failed" in sweep.proc.stdout
     assert [(t.status, t.num_failures) for t in sweep.trials] == [("ERROR", 1), ("ERROR", 1)]
@@ -280,7 +285,7 @@ def test_a_trial_that_keeps_failing_is_failed_in_mlflow_with_its_reason(ray_head
 
 
 @pytest.mark.slow
-def test_a_trial_hanging_forever_is_ended_by_the_time_budget(ray_head, tmp_path):
+def test_a_trial_hanging_forever_is_ended_by_the_time_budget(ray_head, tmp_path, mlflow_template):
     # Tune has no per-trial wall-clock limit (stop criteria are only checked when a trial
     # reports, which a hung trial never does); the sweep's time_budget_s ends the whole run, Ray
     # kills the hung worker, the open child run is closed as interrupted, and the CLI exits 0.
@@ -288,7 +293,9 @@ def test_a_trial_hanging_forever_is_ended_by_the_time_budget(ray_head, tmp_path)
     # load 5+ with the other xdist worker running sweeps), or the trial never reaches its hang.
     budget = 45.0
     plan = {"hang_s": "forever"}
-    sweep = run_faulty_sweep(ray_head, tmp_path, "hung", plan, trials=1, retries=0, time_budget_s=budget)
+    sweep = run_faulty_sweep(
+        ray_head, tmp_path, "hung", plan, trials=1, retries=0, template=mlflow_template, time_budget_s=budget
+    )
     assert sweep.proc.returncode == 0, sweep.proc.stderr[-3000:]
     assert sweep.seconds < budget + 90  # driver start-up and shutdown, not an endless wait
     (trial,) = sweep.trials

@@ -240,7 +240,7 @@ def test_a_variant_fused_mode_cannot_run_is_refused_by_name_before_anything_runs
 
 # -- end to end ----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ablation_sweep, tmp_path):
+def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ablation_sweep, tmp_path, mlflow_uri):
     """The session's trial-mode ablation (3 variants x 3 seeds, tests/conftest.py) run again fused:
     3 Ray trials of 3 members, 9 child runs with the params and metrics trial mode logged; compare works."""
     trial_work, trial_uri, trial_experiment = ablation_sweep
@@ -248,7 +248,7 @@ def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ab
     spec.update(name="an-ablation-fused", execution={"mode": "fused", "population": 8})
     path = tmp_path / "an-ablation-fused.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     proc = run_sweep_here([str(path), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 finished" in proc.stdout, proc.stdout

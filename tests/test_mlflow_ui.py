@@ -21,6 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.report.browser import Browser, chromium_path
+from benchmarks.common import sqlite_store
 from sweeps.resume.state import SweepState, write_state
 from sweeps.tracking.names import UI_TRAINING_QUERY
 from sweeps.tracking.uri import ui_link
@@ -40,10 +41,10 @@ def _require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def ui_sweep(tmp_path_factory):
+def ui_sweep(tmp_path_factory, mlflow_template):
     """A 2-variant x 2-seed ablation (2 folds, one self-training round) logged to a live server."""
     folder = tmp_path_factory.mktemp("mlflow_ui")
-    server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder)
+    server = MlflowServer(sqlite_store(folder / "mlflow.db", template=mlflow_template), folder)
     server.start()
     try:
         spec = write_sweep(

@@ -49,8 +49,8 @@ def _spec(work: Path, name: str) -> Path:
     )
 
 
-def _args(spec: Path, work: Path, address: str) -> list[str]:
-    return [str(spec), "--address", address, "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
+def _args(spec: Path, uri: str, address: str) -> list[str]:
+    return [str(spec), "--address", address, "--tracking-uri", uri]
 
 
 def _node_ids(trial_dir: Path) -> list[str]:
@@ -65,11 +65,11 @@ def _ray_trials(folder: Path) -> list:
     return ExperimentAnalysis(str(folder)).trials
 
 
-def test_trials_run_on_several_nodes(cluster, tmp_path):
+def test_trials_run_on_several_nodes(cluster, tmp_path, mlflow_uri):
     started, env = cluster
     # The cluster named by $RAY_ADDRESS, as `ray job submit` runs an entrypoint (the other test uses --address).
     proc = run_cli(
-        [str(_spec(tmp_path, "spread")), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        [str(_spec(tmp_path, "spread")), "--tracking-uri", mlflow_uri],
         cwd=tmp_path,
         env={**env, FAULTS_ENV: NO_FAULTS, "RAY_ADDRESS": started.address},
     )
@@ -84,25 +84,25 @@ def test_trials_run_on_several_nodes(cluster, tmp_path):
         assert [e["action"] for e in read_log(folder / trial.trial_id)] == ["none"]
 
 
-def test_a_sweep_without_an_address_starts_a_cluster_of_its_own(cluster, tmp_path):
+def test_a_sweep_without_an_address_starts_a_cluster_of_its_own(cluster, tmp_path, mlflow_uri):
     """A cluster `ray start` left on the machine (its address file in Ray's temp dir) is not
     joined unasked: Ray's own default would, with none of the local cluster's settings."""
     started, env = cluster
     search = {"algorithm": "random", "num_samples": 1, "seed": 0}
     spec = write_sweep(tmp_path, "own", set=FAST_SET, search=search, scheduler={"kind": "none"})
-    proc = run_cli([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, env=env)
+    proc = run_cli([str(spec), "--tracking-uri", mlflow_uri], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (trial,) = _ray_trials(tmp_path / "runs" / "own")
     cluster_nodes = {started.head_node.node_id} | {node.node_id for node in started.worker_nodes}
     assert set(_node_ids(tmp_path / "runs" / "own" / trial.trial_id)).isdisjoint(cluster_nodes)
 
 
-def test_a_node_lost_mid_sweep_loses_no_trial(cluster, tmp_path):
+def test_a_node_lost_mid_sweep_loses_no_trial(cluster, tmp_path, mlflow_uri):
     started, env = cluster
     folder = tmp_path / "runs" / "lost"
     with open(tmp_path / "driver.err", "w") as err:
         driver = subprocess.Popen(
-            [sys.executable, str(ROOT / "run_sweep.py"), *_args(_spec(tmp_path, "lost"), tmp_path, started.address)],
+            [sys.executable, str(ROOT / "run_sweep.py"), *_args(_spec(tmp_path, "lost"), mlflow_uri, started.address)],
             cwd=tmp_path,
             env=cli_env({**env, FAULTS_ENV: NO_FAULTS}),
             stdout=subprocess.DEVNULL,
@@ -126,7 +126,7 @@ def test_a_node_lost_mid_sweep_loses_no_trial(cluster, tmp_path):
     lost = [t for t in trials if t.num_failures]
     assert len(lost) == 1, [(t.trial_id, t.num_failures) for t in trials]  # the one trial that was on the node
     assert _node_ids(folder / lost[0].trial_id)[-1] != victim.node_id  # finished elsewhere
-    _, children = children_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "lost")
+    _, children = children_of(MlflowClient(mlflow_uri), "lost")
     assert sorted(c.data.tags["mersweep.trial_id"] for c in children) == sorted(t.trial_id for t in trials)
     assert {(c.info.status, c.data.tags["mersweep.status"]) for c in children} == {("FINISHED", "ok")}
 

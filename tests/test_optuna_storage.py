@@ -358,9 +358,9 @@ def _wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = 
 
 
 @pytest.mark.slow
-def test_second_sweep_starts_from_the_first_and_the_dashboard_shows_it_live(tmp_path):
+def test_second_sweep_starts_from_the_first_and_the_dashboard_shows_it_live(tmp_path, mlflow_uri):
     fast = {**SMALL_SET, "optim.max_epochs": 3, "optim.patience": 3}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     search = {"algorithm": "tpe", "num_samples": 3, "seed": 0, "n_startup_trials": 3}
     first = write_sweep(tmp_path, "first", set=fast, search=search, scheduler={"kind": "none"})
     done = run_sweep_here([str(first), "--tracking-uri", uri], cwd=tmp_path)

@@ -34,7 +34,7 @@ def _devices(trial_dir: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_quarter_gpu_per_trial_runs_four_trials_on_each_of_two_gpus(tmp_path):
+def test_a_quarter_gpu_per_trial_runs_four_trials_on_each_of_two_gpus(tmp_path, mlflow_uri):
     spec = write_sweep(
         tmp_path,
         "quarters",
@@ -45,7 +45,7 @@ def test_a_quarter_gpu_per_trial_runs_four_trials_on_each_of_two_gpus(tmp_path):
         resources={"cpu": 1, "gpu": 0.25, "max_concurrent": N_TRIALS},
     )
     with private_cluster(head_cpus=N_TRIALS, head_gpus=2) as (cluster, env):
-        args = [str(spec), "--address", cluster.address, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+        args = [str(spec), "--address", cluster.address, "--tracking-uri", mlflow_uri]
         proc = run_cli(args, cwd=tmp_path, env={**env, FAULTS_ENV: HOLD}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"trials {N_TRIALS}/{N_TRIALS} ended: {N_TRIALS} done" in proc.stderr

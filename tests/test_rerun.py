@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import sqlite_store
 from mer_core.configs import load_config
 from sweeps.tracking.names import CONFIG_ARTIFACT, final_metric, mlflow_key
 from tests.sweep_helpers import run_analysis, run_program, run_sweep_here, write_sweep
@@ -47,10 +48,10 @@ def _sweep_yaml(folder: Path, name: str, **overrides) -> Path:
     return write_sweep(folder, name, data=DATA, set=SET, **{**sections, **overrides})
 
 
-def _run_sweep(folder: Path, name: str, **overrides):
+def _run_sweep(folder: Path, name: str, template: Path, **overrides):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_store(folder / "mlflow.db", template=template)
     proc = run_sweep_here([str(_sweep_yaml(folder, name, **overrides)), "--tracking-uri", uri], cwd=folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
@@ -61,9 +62,9 @@ def _run_sweep(folder: Path, name: str, **overrides):
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
+def search(tmp_path_factory, mlflow_template):
     """One finished search trial (random sampler, no early stopping), logged to a sqlite store."""
-    return _run_sweep(tmp_path_factory.mktemp("rerun-search"), "rerun-search")
+    return _run_sweep(tmp_path_factory.mktemp("rerun-search"), "rerun-search", mlflow_template)
 
 
 def _retrain(config: Path, cwd: Path) -> dict[str, float]:
@@ -103,13 +104,13 @@ def test_a_search_trials_logged_config_re_runs_to_its_logged_metrics(search, tmp
     assert load_config(folder / "runs" / "rerun-search" / "best_config.yaml") == cfg
 
 
-def test_an_ablation_trials_logged_config_re_runs_to_its_logged_metrics(tmp_path_factory, tmp_path):
+def test_an_ablation_trials_logged_config_re_runs_to_its_logged_metrics(tmp_path_factory, tmp_path, mlflow_template):
     """Seed 1 of a variant: its folds and init follow seed 1, its data the sweep's `data.seed` 0."""
     ablation = {"reference": "full", "variants": {"full": {}}, "seeds": [1]}
+    folder = tmp_path_factory.mktemp("rerun-ablation")
     _, _, client, children = _run_sweep(
-        tmp_path_factory.mktemp("rerun-ablation"), "rerun-ablation", kind="ablation", search_space=None,
-        ablation=ablation,
-    )  # fmt: skip
+        folder, "rerun-ablation", mlflow_template, kind="ablation", search_space=None, ablation=ablation
+    )
     (run,) = children
     path = _logged_config(client, run, tmp_path)
     cfg = load_config(path)

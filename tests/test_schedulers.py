@@ -236,7 +236,7 @@ def test_mf_hartmann6_matches_its_published_values():
 
 
 @pytest.mark.slow
-def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
+def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path, mlflow_uri):
     from tests.resume_checks import optuna_history, ray_trials
     from tests.sweep_helpers import run_sweep_here, write_sweep
 
@@ -255,7 +255,7 @@ def test_a_hyperband_sweep_tells_optuna_pruned_for_the_trials_it_cut(tmp_path):
             "runtime.threads": 1,
         },
     )
-    proc = run_sweep_here([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
+    proc = run_sweep_here([str(spec), "--tracking-uri", mlflow_uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "runs" / "hb"
     history, by_ray_id = optuna_history(folder)  # the study's trials as Ray saved them, by number

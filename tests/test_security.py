@@ -23,6 +23,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import sqlite_store
 from tests.pg_helpers import MlflowServer, require_postgres, start_postgres
 from tests.sweep_helpers import ROOT, SMALL_SET, cli_env, run_cli, run_sweep_here, write_sweep
 from tests.test_cli_errors import FEATURES_DATA, make_features
@@ -189,10 +190,10 @@ def test_every_torch_load_passes_weights_only_true():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, mlflow_template):
     """A real MLflow tracking server (sqlite backend), started the way the tests start it: 127.0.0.1."""
     folder = tmp_path_factory.mktemp("security_server")
-    srv = MlflowServer(f"sqlite:///{folder / 'db.sqlite'}", folder)
+    srv = MlflowServer(sqlite_store(folder / "db.sqlite", template=mlflow_template), folder)
     try:
         srv.start()
         yield srv

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import sqlite_store
 from sweeps.resume.state import SweepState, write_state
 from sweeps.tracking.names import UI_TRAINING_QUERY
 from tests.driver_helpers import MARK_VAR, marked_pids
@@ -44,13 +45,13 @@ HOW = ("ctrl-c", "ctrl-c twice", "sigterm")
 
 
 @pytest.fixture(scope="module")
-def sweep_folder(tmp_path_factory) -> Path:
+def sweep_folder(tmp_path_factory, mlflow_template) -> Path:
     """runs/demo of a sweep: its state, an sqlite MLflow store holding its experiment, its study."""
     import optuna
     from mlflow.tracking import MlflowClient
 
     work = tmp_path_factory.mktemp("servers")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    uri = sqlite_store(work / "mlflow.db", template=mlflow_template)
     MlflowClient(tracking_uri=uri).create_experiment("demo")
     folder = work / "runs" / "demo"
     write_state(folder, SweepState("demo", "demo", "0" * 32, uri, "name: demo\n"))

@@ -89,7 +89,7 @@ def test_dry_run_starts_nothing_and_writes_nothing(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_a_sweep_run_where_ray_is_already_up_leaves_that_session_running(tmp_path):
+def test_a_sweep_run_where_ray_is_already_up_leaves_that_session_running(tmp_path, mlflow_uri):
     """The CLI stops the Ray cluster it started, never a session its caller had up before."""
     import ray
 
@@ -104,6 +104,6 @@ def test_a_sweep_run_where_ray_is_already_up_leaves_that_session_running(tmp_pat
         search={"algorithm": "random", "num_samples": 1, "seed": 0},
         scheduler={"kind": "none"},
     )
-    proc = run_sweep_here([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
+    proc = run_sweep_here([str(spec), "--tracking-uri", mlflow_uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ray.is_initialized() and ray.get_runtime_context().gcs_address == session

@@ -218,7 +218,7 @@ def test_fused_mode_refuses_what_it_cannot_run(tmp_path, overrides, field):
 
 # -- end to end -------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fused_sweep_end_to_end(tmp_path, space_file):
+def test_fused_sweep_end_to_end(tmp_path, space_file, mlflow_uri):
     """8 members in 2 populations of 4: MLflow, Optuna and best_config.yaml see 8 trials."""
     spec = write_sweep(
         tmp_path,
@@ -232,7 +232,7 @@ def test_fused_sweep_end_to_end(tmp_path, space_file):
         set={**SMALL_SET, "self_training.oversample": False, "runtime.precision": "fp64"},
         execution={"mode": "fused", "population": 4},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     proc = run_sweep_here([str(spec), "--tracking-uri", uri], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "8 trials:" in proc.stdout and "trials 8/8 ended" in proc.stderr
@@ -287,7 +287,7 @@ def _study(folder):
 
 
 @pytest.mark.slow
-def test_ctrl_c_then_resume_ends_with_each_member_once(tmp_path, space_file):
+def test_ctrl_c_then_resume_ends_with_each_member_once(tmp_path, space_file, mlflow_uri):
     """Stopped during the second population, resumed: 6 members, one Optuna history, one live run each."""
     spec = write_sweep(
         tmp_path,
@@ -298,7 +298,7 @@ def test_ctrl_c_then_resume_ends_with_each_member_once(tmp_path, space_file):
         scheduler={"kind": "none"},
         execution={"mode": "fused", "population": 3},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     drivers = Drivers()
     try:
         first = drivers.start([str(spec), "--tracking-uri", uri], tmp_path)

@@ -86,9 +86,9 @@ def _assert_all_gone(group: Drivers) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers):
+def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers, mlflow_uri):
     spec = _write(tmp_path, "intr")
-    first = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path)], tmp_path)
+    first = drivers.start([str(spec), "--tracking-uri", mlflow_uri], tmp_path)
     _wait_until(first, lambda err: (progress(err) or (0, 0))[0] >= 2, "2 trials ended")
     first.signal_group(signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the foreground process group
     rc = first.proc.wait(120)
@@ -99,7 +99,7 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers):
     _assert_all_gone(drivers)
 
     # A clean stop: the parent and the trials it stopped are ended, not left RUNNING.
-    client = MlflowClient(tracking_uri=_uri(tmp_path))
+    client = MlflowClient(tracking_uri=mlflow_uri)
     parent, children = children_of(client, "intr")
     assert parent.info.status == "KILLED"
     assert 2 <= len(children) < N_TRIALS
@@ -113,11 +113,11 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers):
     assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
     assert f"trials {N_TRIALS}/{N_TRIALS} ended" in resumed.stderr()
     _assert_all_gone(drivers)
-    assert_complete(tmp_path / "runs" / "intr", _uri(tmp_path), N_TRIALS)
+    assert_complete(tmp_path / "runs" / "intr", mlflow_uri, N_TRIALS)
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, drivers):
+def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, drivers, mlflow_uri):
     """Every trial has started when Ctrl-C comes: Ray lists the stopped ones as terminated, so the
     counts alone look complete; the sweep must still say it stopped early (130, KILLED parent)."""
     spec = write_sweep(
@@ -129,21 +129,21 @@ def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, dri
         resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
     )
     # --verbose: a log then also gets a line when a trial starts, the moment this test waits for.
-    first = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path), "--verbose"], tmp_path)
+    first = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--verbose"], tmp_path)
     _wait_until(first, lambda err: progress(err) == (0, 2), "both trials running")
     first.signal_group(signal.SIGINT)
     rc = first.proc.wait(120)
     err = first.stderr()
     assert rc == 130, f"exit {rc}:\n{err[-3000:]}"
     assert "continue it with:" in err
-    parent, _ = children_of(MlflowClient(tracking_uri=_uri(tmp_path)), "last")
+    parent, _ = children_of(MlflowClient(tracking_uri=mlflow_uri), "last")
     assert parent.info.status == "KILLED"
     _assert_all_gone(drivers)
 
-    resumed = drivers.start([str(spec), "--tracking-uri", _uri(tmp_path), "--resume"], tmp_path)
+    resumed = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--resume"], tmp_path)
     assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
     assert "trials 2/2 ended" in resumed.stderr()
-    assert_complete(tmp_path / "runs" / "last", _uri(tmp_path), 2)
+    assert_complete(tmp_path / "runs" / "last", mlflow_uri, 2)
 
 
 Trigger = Callable[[str, Path], bool]  # (driver's stderr, runs/<sweep>/) -> kill now
@@ -191,10 +191,10 @@ LEAVES_ORPHANS = {"mid_sweep", "first_trial_running"}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
+def test_resume_after_the_driver_is_killed(tmp_path, drivers, mlflow_uri, point):
     name = point.replace("_", "-")
     spec = _write(tmp_path, name)
-    args = [str(spec), "--tracking-uri", _uri(tmp_path)]
+    args = [str(spec), "--tracking-uri", mlflow_uri]
     # --verbose: a log also gets a line when a trial starts (the first kill point waits for one).
     first = drivers.start([*args, "--verbose"], tmp_path, env=DEBUG)
     trigger, landed = KILL_POINTS[point]
@@ -207,7 +207,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
     assert landed(first.stderr(), folder), f"killed outside {point}: {progress(first.stderr())}"
     _assert_all_gone(drivers)
     saved = any(folder.glob("searcher-state-*.pkl"))  # none if Ray saved nothing yet
-    lost = lose_the_outbox(_uri(tmp_path), name) if point in LOSES_OUTBOX else ()
+    lost = lose_the_outbox(mlflow_uri, name) if point in LOSES_OUTBOX else ()
     before = optuna_history(folder)[0] if saved else None
     if point in LEAVES_ORPHANS and (folder / "optuna.db").is_file():
         assert leave_orphans(folder) > len(before or [])
@@ -219,7 +219,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, drivers, point):
     assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
     assert f"{N_TRIALS} trials: {N_TRIALS} finished, 0 pruned, 0 failed" in resumed.stdout(), resumed.stdout()
     _assert_all_gone(drivers)
-    assert_complete(folder, _uri(tmp_path), N_TRIALS, before=before, lost=lost)
+    assert_complete(folder, mlflow_uri, N_TRIALS, before=before, lost=lost)
 
 
 def test_last_attempt_results_from_rays_result_log(tmp_path):

@@ -19,7 +19,7 @@ from tests.sweep_helpers import SMALL_SET, driver_lines, write_sweep
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_to_the_driver_stops_the_sweep_resumably_and_leaves_nothing(tmp_path):
+def test_sigterm_to_the_driver_stops_the_sweep_resumably_and_leaves_nothing(tmp_path, mlflow_uri):
     spec = write_sweep(
         tmp_path,
         "term",
@@ -29,7 +29,7 @@ def test_sigterm_to_the_driver_stops_the_sweep_resumably_and_leaves_nothing(tmp_
     )
     drivers = Drivers()
     try:
-        driver = drivers.start([str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
+        driver = drivers.start([str(spec), "--tracking-uri", mlflow_uri], tmp_path)
         deadline = time.monotonic() + 300
         while (progress(driver.stderr()) or (0, 0))[0] < 1:  # a trial has ended: the sweep is well under way
             assert driver.proc.poll() is None and time.monotonic() < deadline, driver.stderr()[-3000:]
