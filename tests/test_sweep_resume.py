@@ -146,25 +146,27 @@ def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, dri
     assert_complete(tmp_path / "runs" / "last", mlflow_uri, 2)
 
 
-Trigger = Callable[[str, Path], bool]  # (driver's stderr, runs/<sweep>/) -> kill now
+Trigger = Callable[[str, Path, float], bool]  # (driver's stderr, runs/<sweep>/, driver's start time) -> kill now
 
 
 def _at_ended(low: int, high: int, *, running: int = 0) -> Trigger:
     """The last status line shows `low` <= trials ended <= `high`, with at least `running` running."""
 
-    def check(err: str, folder: Path) -> bool:
+    def check(err: str, folder: Path, started: float) -> bool:
         ended, live = progress(err) or (-1, 0)
         return low <= ended <= high and live >= running
 
     return check
 
 
-def _best_config_written(err: str, folder: Path) -> bool:
-    return (folder / "best_config.yaml").is_file()
+def _best_config_written(err: str, folder: Path, started: float) -> bool:
+    """This driver wrote best_config.yaml (one an earlier driver wrote does not count)."""
+    path = folder / "best_config.yaml"
+    return path.is_file() and path.stat().st_mtime >= started
 
 
-# Where the driver is SIGKILLed: (trigger, what the last status line before the kill must show,
-# so that a test proves it hit the window it names).
+# Where a driver is SIGKILLed, in the order a sweep reaches them: (trigger, what the last status
+# line before the kill must show, so that the test proves it hit the window it names).
 KILL_POINTS: dict[str, tuple[Trigger, Trigger]] = {
     # (a) The first trial is training; Ray may or may not have saved its state yet.
     "first_trial_running": (_at_ended(0, 0, running=1), _at_ended(0, 0)),
@@ -190,36 +192,49 @@ LEAVES_ORPHANS = {"mid_sweep", "first_trial_running"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_resume_after_the_driver_is_killed(tmp_path, drivers, mlflow_uri, point):
-    name = point.replace("_", "-")
+def test_resume_after_the_driver_is_killed_at_each_point_in_turn(tmp_path, drivers, mlflow_uri):
+    """One sweep, SIGKILLed at every kill point in turn: the first driver at the first point, then
+    each `--resume` at the next (a resumed driver is killed as a fresh one is), and a last
+    `--resume` completes it. Between kills the test leaves what such a crash can leave (orphaned
+    study trials, torn Ray state, a lost MLflow outbox). One sweep instead of one per point: each
+    point costs a driver start, not a sweep."""
+    name = "killed"
     spec = _write(tmp_path, name)
     args = [str(spec), "--tracking-uri", mlflow_uri]
-    # --verbose: a log also gets a line when a trial starts (the first kill point waits for one).
-    first = drivers.start([*args, "--verbose"], tmp_path, env=DEBUG)
-    trigger, landed = KILL_POINTS[point]
     folder = tmp_path / "runs" / name
-    _wait_until(first, lambda err: trigger(err, folder), f"kill point {point}")
-    # A crash: no chance to save anything. GCS and raylet share the driver's group and die with
-    # it; Ray's workers (in groups of their own) must notice and exit.
-    first.signal_group(signal.SIGKILL)
-    assert first.proc.wait(30) == -signal.SIGKILL, "the driver ended before the kill"
-    assert landed(first.stderr(), folder), f"killed outside {point}: {progress(first.stderr())}"
-    _assert_all_gone(drivers)
-    saved = any(folder.glob("searcher-state-*.pkl"))  # none if Ray saved nothing yet
-    lost = lose_the_outbox(mlflow_uri, name) if point in LOSES_OUTBOX else ()
-    before = optuna_history(folder)[0] if saved else None
-    if point in LEAVES_ORPHANS and (folder / "optuna.db").is_file():
-        assert leave_orphans(folder) > len(before or [])
-    if point in TEARS_RAY_STATE:
-        torn = tear_ray_state(folder)
-        assert torn, f"no Ray state in {folder} to tear"
+    befores: list[list] = []  # the Optuna history Ray had saved at each kill: each opens the final one
+    lost: tuple[str, ...] = ()
+    resume: list[str] = []
+    for point, (trigger, landed) in KILL_POINTS.items():
+        started = time.time()
+        # --verbose: a log also gets a line when a trial starts (the first kill point waits for one).
+        driver = drivers.start([*args, "--verbose", *resume], tmp_path, env=DEBUG)
+        _wait_until(driver, lambda err, t=trigger, s=started: t(err, folder, s), f"kill point {point}")
+        # A crash: no chance to save anything. GCS and raylet share the driver's group and die with
+        # it; Ray's workers (in groups of their own) must notice and exit.
+        driver.signal_group(signal.SIGKILL)
+        assert driver.proc.wait(30) == -signal.SIGKILL, f"the driver ended before the kill at {point}"
+        assert landed(driver.stderr(), folder, started), f"killed outside {point}: {progress(driver.stderr())}"
+        _assert_all_gone(drivers)
+        saved = [p for p in folder.glob("searcher-state-*.pkl") if p.stat().st_size]  # none if Ray saved nothing yet
+        if point in LOSES_OUTBOX:
+            lost = lose_the_outbox(mlflow_uri, name)
+        before = optuna_history(folder)[0] if saved else None
+        if before is not None:
+            befores.append(before)
+        if point in LEAVES_ORPHANS and (folder / "optuna.db").is_file():
+            assert leave_orphans(folder) > len(before or [])
+        if point in TEARS_RAY_STATE:
+            assert tear_ray_state(folder), f"no Ray state in {folder} to tear at {point}"
+        resume = ["--resume"]
 
     resumed = drivers.start([*args, "--resume"], tmp_path, env=DEBUG)
     assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
     assert f"{N_TRIALS} trials: {N_TRIALS} finished, 0 pruned, 0 failed" in resumed.stdout(), resumed.stdout()
     _assert_all_gone(drivers)
-    assert_complete(folder, mlflow_uri, N_TRIALS, before=before, lost=lost)
+    assert befores, "Ray saved no searcher state before any kill"
+    for before in befores:
+        assert_complete(folder, mlflow_uri, N_TRIALS, before=before, lost=lost)
 
 
 def test_last_attempt_results_from_rays_result_log(tmp_path):
