@@ -87,9 +87,21 @@ def _assert_all_gone(group: Drivers) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers, mlflow_uri):
-    spec = _write(tmp_path, "intr")
-    first = drivers.start([str(spec), "--tracking-uri", mlflow_uri], tmp_path)
-    _wait_until(first, lambda err: (progress(err) or (0, 0))[0] >= 2, "2 trials ended")
+    """Ctrl-C once half the trials ended and the other half are running: every trial has started,
+    so Ray lists the stopped ones as terminated and the counts alone look complete; the sweep must
+    still say it stopped early (130, KILLED parent, a resume hint), and the hint resumes it."""
+    spec = write_sweep(
+        tmp_path,
+        "intr",
+        set=FAST_SET,
+        search={"algorithm": "tpe", "num_samples": N_TRIALS, "seed": 0, "n_startup_trials": 3},
+        scheduler={"kind": "none"},
+        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+    )
+    # --verbose: a log then also gets a line when a trial starts, the moment this test waits for.
+    first = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--verbose"], tmp_path)
+    half = N_TRIALS // 2
+    _wait_until(first, lambda err: progress(err) == (half, N_TRIALS - half), "the last trials running")
     first.signal_group(signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the foreground process group
     rc = first.proc.wait(120)
     err = first.stderr()
@@ -102,8 +114,10 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers, mlflow_uri
     client = MlflowClient(tracking_uri=mlflow_uri)
     parent, children = children_of(client, "intr")
     assert parent.info.status == "KILLED"
-    assert 2 <= len(children) < N_TRIALS
+    assert len(children) == N_TRIALS
     assert all(c.info.status in TERMINAL for c in children), [c.info.status for c in children]
+    ended = [c for c in children if c.data.tags.get("mersweep.status") == "ok"]
+    assert len(ended) >= half, [c.data.tags.get("mersweep.status") for c in children]
 
     # The printed hint is the command to run (its run_sweep.py is wherever the user has it).
     args = shlex.split(hint.split("continue it with:", 1)[1])
@@ -114,36 +128,6 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers, mlflow_uri
     assert f"trials {N_TRIALS}/{N_TRIALS} ended" in resumed.stderr()
     _assert_all_gone(drivers)
     assert_complete(tmp_path / "runs" / "intr", mlflow_uri, N_TRIALS)
-
-
-@pytest.mark.slow
-def test_ctrl_c_while_the_last_trials_run_is_still_an_interruption(tmp_path, drivers, mlflow_uri):
-    """Every trial has started when Ctrl-C comes: Ray lists the stopped ones as terminated, so the
-    counts alone look complete; the sweep must still say it stopped early (130, KILLED parent)."""
-    spec = write_sweep(
-        tmp_path,
-        "last",
-        set=FAST_SET,
-        search={"algorithm": "random", "num_samples": 2, "seed": 0},
-        scheduler={"kind": "none"},
-        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
-    )
-    # --verbose: a log then also gets a line when a trial starts, the moment this test waits for.
-    first = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--verbose"], tmp_path)
-    _wait_until(first, lambda err: progress(err) == (0, 2), "both trials running")
-    first.signal_group(signal.SIGINT)
-    rc = first.proc.wait(120)
-    err = first.stderr()
-    assert rc == 130, f"exit {rc}:\n{err[-3000:]}"
-    assert "continue it with:" in err
-    parent, _ = children_of(MlflowClient(tracking_uri=mlflow_uri), "last")
-    assert parent.info.status == "KILLED"
-    _assert_all_gone(drivers)
-
-    resumed = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--resume"], tmp_path)
-    assert resumed.proc.wait(300) == 0, resumed.stderr()[-3000:]
-    assert "trials 2/2 ended" in resumed.stderr()
-    assert_complete(tmp_path / "runs" / "last", mlflow_uri, 2)
 
 
 Trigger = Callable[[str, Path, float], bool]  # (driver's stderr, runs/<sweep>/, driver's start time) -> kill now
