@@ -170,7 +170,8 @@ def run_sweep_here(args: list[str], cwd: Path, *, env: dict | None = None) -> su
 
 
 def run_analysis_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`run_analysis` for bad input: `python -m analysis`'s main in this process (`run_main_here`)."""
+    """`run_analysis` in this process (`run_main_here`): for bad input, and for commands that read a sweep
+    and write files (`compare`); commands that train or register models run as users run them."""
     from analysis.cli import main
 
     return run_main_here(main, args, cwd)

@@ -30,7 +30,7 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.driver_helpers import Drivers
-from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis, run_analysis_here, write_sweep
+from tests.sweep_helpers import ROOT, SMALL_DATA, SMALL_SET, children_of, run_analysis_here, write_sweep
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 
@@ -317,7 +317,7 @@ def test_ablation_runs_paired_seeds_and_logs_them(ablation_sweep):
 @pytest.mark.slow
 def test_compare_writes_the_table_with_cis_tests_and_verdicts(ablation_sweep, tmp_path):
     work, _, _ = ablation_sweep
-    proc = run_analysis(["compare", "--sweep-dir", str(work / "runs/an-ablation"), "--out", str(tmp_path)], cwd=work)
+    proc = run_analysis_here(["compare", "--sweep-dir", str(work / "runs/an-ablation"), "--out", str(tmp_path)], work)
     assert proc.returncode == 0, proc.stderr
     assert "full (ref)" in proc.stdout and "verdict" in proc.stdout
     rows = list(csv.DictReader(io.StringIO((tmp_path / "compare.csv").read_text())))
@@ -382,7 +382,7 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
         drivers.cleanup()
     assert "every variant decided (1 different, 1 equivalent, 0 undecided)" in resumed.stdout()
     out = tmp_path / "report"
-    proc = run_analysis(["compare", "--sweep-dir", str(tmp_path / "runs/adaptive"), "--out", str(out)], cwd=tmp_path)
+    proc = run_analysis_here(["compare", "--sweep-dir", str(tmp_path / "runs/adaptive"), "--out", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {r["variant"]: r for r in csv.DictReader(io.StringIO((out / "compare.csv").read_text()))}
     assert rows["no_audio"]["decision"] == "different" and float(rows["no_audio"]["diff_ci_high"]) < 0

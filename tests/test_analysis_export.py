@@ -25,7 +25,7 @@ from mer_core.configs import load_config
 from mer_core.data import load_data
 from mer_core.models import build_model
 from sweeps.tracking.names import EXPORT_SOURCE_TAG, PHASE_TAG, RESEED_PHASE
-from tests.sweep_helpers import run_analysis
+from tests.sweep_helpers import run_analysis, run_analysis_here
 
 METRIC = "val/weighted_f1"
 
@@ -137,7 +137,7 @@ def test_served_model_is_the_trainers_vote(space, tiny_data_cfg):
 
 
 def test_export_rejects_bad_options_with_exit_2(tmp_path):
-    proc = run_analysis(["export-best", "--experiment", "x", "--top", "0"], tmp_path, timeout=60)
+    proc = run_analysis_here(["export-best", "--experiment", "x", "--top", "0"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --top: invalid value; allowed: an integer >= 1; given: 0"]
 

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from tests.sweep_helpers import run_main_here
 from tests.test_benchmarks_smoke import RESULTS, ROOT, _ratio, _snapshot
 
 
@@ -48,7 +49,9 @@ def _bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     ],
 )
 def test_bad_arms_exit_2_naming_the_flag_and_the_arms(args: list[str], named: str) -> None:
-    proc = _bench(*args, "--smoke")
+    from benchmarks.__main__ import main
+
+    proc = run_main_here(main, [*args, "--smoke"], ROOT)  # refused before any work: no fresh interpreter needed
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: --arms:") and named in line and "Traceback" not in proc.stderr

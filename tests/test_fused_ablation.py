@@ -31,7 +31,15 @@ from sweeps.space import load_space
 from sweeps.spec import load_sweep
 from sweeps.trainable.report import FINAL_KEY
 from tests.parity import FP64, assert_same_run, fused_runs, parity_data_cfg, single_run
-from tests.sweep_helpers import ROOT, SMALL_SET, children_of, run_analysis, run_cli_here, run_sweep_here, write_sweep
+from tests.sweep_helpers import (
+    ROOT,
+    SMALL_SET,
+    children_of,
+    run_analysis_here,
+    run_cli_here,
+    run_sweep_here,
+    write_sweep,
+)
 
 SPACE = ROOT / "search_spaces/quick.yaml"
 SMALL = {
@@ -253,8 +261,8 @@ def test_a_fused_ablation_logs_every_seed_as_its_own_run_and_compare_reads_it(ab
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 finished" in proc.stdout, proc.stdout
     out = tmp_path / "report"
-    compare = run_analysis(
-        ["compare", "--sweep-dir", str(tmp_path / "runs/an-ablation-fused"), "--out", str(out)], cwd=tmp_path
+    compare = run_analysis_here(
+        ["compare", "--sweep-dir", str(tmp_path / "runs/an-ablation-fused"), "--out", str(out)], tmp_path
     )
     assert compare.returncode == 0, compare.stderr
     rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
