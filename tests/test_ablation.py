@@ -363,7 +363,7 @@ def test_adaptive_ablation_on_synthetic_data_finds_the_signal_modality_and_the_c
     }
     spec = write_sweep(
         tmp_path, "adaptive", kind="ablation", search_space=None, data=data, ablation=ablation,
-        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+        resources={"cpu": 1, "gpu": 0, "max_concurrent": 1},  # one trial worker per driver: looks matter here
         set={**SMALL_SET, "optim.max_epochs": 4, "self_training.rounds": 0},
     )  # fmt: skip
     args = [str(spec), "--tracking-uri", mlflow_uri]

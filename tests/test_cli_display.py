@@ -44,6 +44,8 @@ QUICK = [
     "optim.pretrain_epochs=1",
     "--set",
     "self_training.rounds=0",
+    "--set",
+    "sweep.resources.max_concurrent=1",  # one trial worker per sweep: what is drawn, not how many run, is tested
 ]
 # Lines the libraries print unless told not to (each seen on a terminal before this display existed).
 CHATTER = (

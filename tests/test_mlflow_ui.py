@@ -54,7 +54,7 @@ def ui_sweep(tmp_path_factory, mlflow_template):
             search_space=None,
             data={**SMALL_DATA, "folds": 2},
             ablation={"reference": "full", "variants": VARIANTS, "seeds": SEEDS},
-            resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
+            resources={"cpu": 1, "gpu": 0, "max_concurrent": 1},  # one trial worker: the UI is what is tested
             set={**SMALL_SET, "optim.max_epochs": 3, "self_training.rounds": 1},
             tracking={"report": True},  # the report on the parent run is what these tests look at
         )
