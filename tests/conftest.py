@@ -25,7 +25,8 @@ os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Byte-compile the repository's packages once, before any test (or xdist worker) starts.
+    """Byte-compile the repository's packages once, before any test (or xdist worker) starts, and let
+    pytest-xdist hand out the files in collection order (see LONGEST_FIRST).
 
     The suite starts hundreds of fresh interpreters (CLI runs, sweep drivers, Ray's trial workers),
     and each imports most of the repository. Where PYTHONDONTWRITEBYTECODE is set none of them
@@ -34,12 +35,47 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
         return
+    # pytest-xdist's loadfile/loadscope would otherwise reorder the files by their number of tests,
+    # which puts the long end-to-end files (few tests each) last: the collection order is the schedule.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     import compileall
 
     root = Path(__file__).resolve().parents[1]
     for package in ("mer_core", "sweeps", "analysis", "search_spaces", "benchmarks", "tests"):
         if (root / package).is_dir():
             compileall.compile_dir(root / package, quiet=2)
+
+
+# The longest test files, longest first (whole-file wall times of suite runs on 2 cores: the chained
+# resume tests about 250 s, the benchmark smokes and the fault, multi-node, ablation and display
+# files 60-130 s each). pytest-xdist hands out files in the order given here (`pytest_configure`
+# turns its own reordering off); a long file that starts late decides when the run ends while the
+# other workers idle. Run first, the short files fill the workers' last minutes instead.
+LONGEST_FIRST = (
+    "test_sweep_resume.py",
+    "test_benchmarks_smoke.py",
+    "test_benchmarks_scale.py",
+    "test_faults.py",
+    "test_multinode.py",
+    "test_ablation.py",
+    "test_cli_display.py",
+    "test_mlflow_outage.py",
+    "test_ray_gpus.py",
+    "test_sweep_fused.py",
+    "test_optuna_storage.py",
+    "test_mlflow_ui.py",
+    "test_mlflow_server.py",
+    "test_ray_loopback.py",
+    "test_sweep_sigterm.py",
+    "test_servers_stop.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files of LONGEST_FIRST first, in its order; every other file after them, as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
