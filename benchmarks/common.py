@@ -222,16 +222,22 @@ def sweep_here(sweep: Path, *, tracking_uri: str, runs_root: Path) -> PreparedSw
 def sqlite_store(path: Path, *, template: Path | None) -> str:
     """The tracking URI of an MLflow SQLite store at `path`, a copy of `template` when one is given.
 
-    The template is an empty store MLflow has created and migrated, made here on first use; MLflow
-    opens a copy without migrating again. Without one, the sweep's tracker creates the store.
+    The template is an empty store MLflow has created and migrated (`empty_store`), made here on
+    first use; MLflow opens a copy without migrating again. Without one, the sweep's tracker
+    creates the store.
     """
     if template is not None:
         if not template.exists():
-            from mlflow import MlflowClient
-
-            MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
+            empty_store(template)
         shutil.copyfile(template, path)
     return f"sqlite:///{path}"
+
+
+def empty_store(path: Path) -> None:
+    """Create an empty MLflow SQLite store at `path`, migrated to this MLflow's schema."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates it
 
 
 def ratio(num: Row, den: Row, name: str, meaning: str, goal: str = "") -> Ratio:

@@ -164,12 +164,10 @@ def mlflow_template(tmp_path_factory) -> Path:
     a user's first sweep prints while MLflow creates its store is tested on fresh stores
     (tests/test_cli_display.py).
     """
-    from mlflow import MlflowClient
+    from benchmarks.common import empty_store
 
-    def make(folder: Path) -> None:
-        MlflowClient(tracking_uri=f"sqlite:///{folder / 'empty.db'}").search_experiments()  # creates and migrates
-
-    return once_per_session(tmp_path_factory, "mlflow-template", make) / "empty.db"
+    folder = once_per_session(tmp_path_factory, "mlflow-template", lambda made: empty_store(made / "empty.db"))
+    return folder / "empty.db"
 
 
 @pytest.fixture

@@ -95,8 +95,9 @@ def assert_complete(
 ) -> None:
     """Exactly `n_trials` trials, each finished once, in one Optuna history, one live MLflow run each.
 
-    `before`: the Optuna trials Ray had saved when the driver was killed; they must open the
-    final history unchanged. `lost`: trials whose runs the crash took with the outbox.
+    `before`: the Optuna trials Ray had saved when the driver was killed (of every kill, where
+    there were several); they must open the final history unchanged. `lost`: trials whose runs
+    the crash took with the outbox.
     """
     trials = ray_trials(folder)
     assert len(trials) == n_trials, sorted(trials)
