@@ -1,4 +1,4 @@
-"""`python -m benchmarks scale --smoke`: both arms on a 3-node local cluster, and a kill and resume.
+"""`python -m benchmarks scale --smoke`: every arm on one 3-node local cluster, and a kill and resume.
 
 A file of its own so that pytest-xdist (--dist loadfile) can run it beside the other benchmarks'
 smoke instead of after it.
@@ -13,15 +13,19 @@ import sys
 
 import pytest
 
+from tests.pg_helpers import require_postgres
 from tests.sweep_helpers import run_main_here
 from tests.test_benchmarks_smoke import RESULTS, ROOT, _ratio, _snapshot
 
 
 @pytest.mark.slow
-def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() -> None:
+def test_scale_smoke_runs_every_arm_and_loses_no_run_across_kill_and_resume() -> None:
+    """Every arm on one 3-node cluster: (a), (b), the kill and resume, and (c) where PostgreSQL is here
+    (a throwaway PostgreSQL cluster, an MLflow server on it, 8 trials through the driver)."""
     before = _snapshot(RESULTS)
-    # 51 s at load 4-5 (8 trials, 2 slots); a 3-node cluster and four drivers under load take longer
-    proc = _bench("scale", "--smoke", timeout=900)
+    arms = ["ask", "plain", "sweep", "resume"] + ["postgres"] * _postgres_here()
+    # 64 s alone (8 trials, 2 slots); a 3-node cluster and five drivers under load take longer
+    proc = _bench("scale", "--smoke", "--arms", ",".join(arms), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _ratio(proc.stdout, "scale.wall_vs_plain_tune") > 0.0
     assert _ratio(proc.stdout, "scale_resume.lost_runs") == 0.0
@@ -30,6 +34,22 @@ def test_scale_smoke_runs_both_arms_and_loses_no_run_across_kill_and_resume() ->
     for figure in ("driver peak RSS", "end report", "ask at 100 finished trials", "MLflow largest backlog"):
         assert figure in proc.stdout
     assert _snapshot(RESULTS) == before
+    if "postgres" in arms:
+        assert _ratio(proc.stdout, "scale_pg.sweep_vs_ideal") > 1.0
+        assert _ratio(proc.stdout, "scale_pg.wall_vs_plain_tune") > 0.0
+        runs = re.search(r"\(c\) live child runs\s+(\S+) runs\s+(\d+) distinct trials of 8", proc.stdout)
+        assert runs is not None and float(runs.group(1)) == 8.0 and runs.group(2) == "8", proc.stdout
+        for figure in ("(c) driver peak RSS", "(c) end report", "(c) MLflow largest backlog"):
+            assert figure in proc.stdout
+
+
+def _postgres_here() -> bool:
+    """Whether arm (c) can run: PostgreSQL's binaries and psycopg2 (required under MERSWEEP_REQUIRE_POSTGRES=1)."""
+    try:
+        require_postgres()
+    except pytest.skip.Exception:
+        return False
+    return True
 
 
 def _bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -72,15 +92,3 @@ def test_a_scale_section_reports_whichever_arms_ran() -> None:
     assert [r.name for r in alone.ratios] == ["sweep_vs_ideal"]
     assert all(r.label.startswith("(b)") for r in alone.rows)
     assert [r.name for r in _wall_result((100, 1.0, 8), plain, None, None).ratios] == ["plain_tune_vs_ideal"]
-
-
-@pytest.mark.slow
-def test_scale_postgres_arm_logs_every_trial_through_an_mlflow_server(postgres) -> None:
-    """Arm (c) on its own: a throwaway PostgreSQL cluster, an MLflow server on it, 8 trials through the driver."""
-    proc = _bench("scale", "--smoke", "--arms", "postgres", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _ratio(proc.stdout, "scale_pg.sweep_vs_ideal") > 1.0
-    runs = re.search(r"\(c\) live child runs\s+(\S+) runs\s+(\d+) distinct trials of 8", proc.stdout)
-    assert runs is not None and float(runs.group(1)) == 8.0 and runs.group(2) == "8", proc.stdout
-    for figure in ("(c) driver peak RSS", "(c) end report", "(c) MLflow largest backlog"):
-        assert figure in proc.stdout
