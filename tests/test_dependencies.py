@@ -9,6 +9,7 @@ but torch inside its range, and the lower bounds are the pinned minor releases: 
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_the_lock_was_written_by_its_tool_and_pins_every_declared_dependency_ins
 
 def test_lower_bounds_are_the_tested_releases() -> None:
     """Each lower bound but torch's is the release CI tests (the lock's pin, to the bound's precision):
-    a range that claims older releases than CI ran would be a guess."""
+    a range that claims older releases than CI ran would be a guess. `.ci/lowest` tests torch's."""
     pins = _lock()
     problems = []
     for req in _declared():
@@ -175,3 +176,11 @@ def test_readme_torch_pin_satisfies_the_declared_torch() -> None:
         pin = re.search(r"pip install torch==(\S+)", line)
         assert pin, f"README set-up line does not pin torch: {line}"
         assert torch.specifier.contains(pin.group(1)), f"README's torch=={pin.group(1)} is outside {torch}"
+
+
+def test_torchs_lower_bound_has_the_one_form_ci_lowest_installs() -> None:
+    """`.ci/lowest` reads `torch>=X` from pyproject.toml and installs torch==X: any other form (an upper
+    bound, an exclusion) would leave it testing a release the range does not start at."""
+    (spec,) = [r for r in _pyproject()["dependencies"] if canonicalize_name(Requirement(r).name) == "torch"]
+    assert re.fullmatch(r"torch\s*>=\s*([0-9][0-9.]*)", spec), f"pyproject.toml: {spec}; .ci/lowest expects torch>=X"
+    assert os.access(ROOT / ".ci" / "lowest", os.X_OK), ".ci/lowest is not executable"
