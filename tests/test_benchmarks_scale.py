@@ -24,7 +24,7 @@ def test_scale_smoke_runs_every_arm_and_loses_no_run_across_kill_and_resume() ->
     (a throwaway PostgreSQL cluster, an MLflow server on it, 8 trials through the driver)."""
     before = _snapshot(RESULTS)
     arms = ["ask", "plain", "sweep", "resume"] + ["postgres"] * _postgres_here()
-    # 64 s alone (8 trials, 2 slots); a 3-node cluster and five drivers under load take longer
+    # 58 s alone (8 trials, 2 slots; (c) about 20 of them); five drivers on a 3-node cluster under load take longer
     proc = _bench("scale", "--smoke", "--arms", ",".join(arms), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _ratio(proc.stdout, "scale.wall_vs_plain_tune") > 0.0
