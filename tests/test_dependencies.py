@@ -169,9 +169,7 @@ def test_lower_bounds_are_the_tested_releases() -> None:
 def test_readme_torch_pin_satisfies_the_declared_torch() -> None:
     # The README pins the CPU wheel ahead of `-r requirements.txt`; a pin outside the declared range
     # would make pip replace it with a (multi-GB, CUDA) build of its own choosing.
-    torch = next(
-        Requirement(r) for r in _pyproject()["dependencies"] if canonicalize_name(Requirement(r).name) == "torch"
-    )
+    torch = Requirement(_torch_spec())
     for line in _readme_setup_lines():
         pin = re.search(r"pip install torch==(\S+)", line)
         assert pin, f"README set-up line does not pin torch: {line}"
@@ -181,6 +179,12 @@ def test_readme_torch_pin_satisfies_the_declared_torch() -> None:
 def test_torchs_lower_bound_has_the_one_form_ci_lowest_installs() -> None:
     """`.ci/lowest` reads `torch>=X` from pyproject.toml and installs torch==X: any other form (an upper
     bound, an exclusion) would leave it testing a release the range does not start at."""
-    (spec,) = [r for r in _pyproject()["dependencies"] if canonicalize_name(Requirement(r).name) == "torch"]
+    spec = _torch_spec()
     assert re.fullmatch(r"torch\s*>=\s*([0-9][0-9.]*)", spec), f"pyproject.toml: {spec}; .ci/lowest expects torch>=X"
     assert os.access(ROOT / ".ci" / "lowest", os.X_OK), ".ci/lowest is not executable"
+
+
+def _torch_spec() -> str:
+    """torch's requirement as pyproject.toml writes it."""
+    (spec,) = [r for r in _pyproject()["dependencies"] if canonicalize_name(Requirement(r).name) == "torch"]
+    return spec

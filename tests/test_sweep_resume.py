@@ -47,14 +47,15 @@ FAST_SET = {**SMALL_SET, "optim.max_epochs": 4, "optim.patience": 4}
 DEBUG = {"MERSWEEP_DEBUG": "1"}  # a failing driver prints its traceback into the test's report
 
 
-def _write(folder: Path, name: str) -> Path:
-    return write_sweep(
-        folder,
-        name,
-        set=FAST_SET,
-        search={"algorithm": "tpe", "num_samples": N_TRIALS, "seed": 0, "n_startup_trials": 3},
-        scheduler={"kind": "none"},
-    )
+def _write(folder: Path, name: str, **overrides) -> Path:
+    """The sweep these tests stop and resume: N_TRIALS short TPE trials, no scheduler (`overrides`
+    replace sections, as in `write_sweep`)."""
+    sections = {
+        "set": FAST_SET,
+        "search": {"algorithm": "tpe", "num_samples": N_TRIALS, "seed": 0, "n_startup_trials": 3},
+        "scheduler": {"kind": "none"},
+    }
+    return write_sweep(folder, name, **{**sections, **overrides})
 
 
 def _uri(folder: Path) -> str:
@@ -90,14 +91,7 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, drivers, mlflow_uri
     """Ctrl-C once half the trials ended and the other half are running: every trial has started,
     so Ray lists the stopped ones as terminated and the counts alone look complete; the sweep must
     still say it stopped early (130, KILLED parent, a resume hint), and the hint resumes it."""
-    spec = write_sweep(
-        tmp_path,
-        "intr",
-        set=FAST_SET,
-        search={"algorithm": "tpe", "num_samples": N_TRIALS, "seed": 0, "n_startup_trials": 3},
-        scheduler={"kind": "none"},
-        resources={"cpu": 1, "gpu": 0, "max_concurrent": 2},
-    )
+    spec = _write(tmp_path, "intr", resources={"cpu": 1, "gpu": 0, "max_concurrent": 2})
     # --verbose: a log then also gets a line when a trial starts, the moment this test waits for.
     first = drivers.start([str(spec), "--tracking-uri", mlflow_uri, "--verbose"], tmp_path)
     half = N_TRIALS // 2
